@@ -1,0 +1,290 @@
+//! The one place a request becomes "who is this".
+//!
+//! Every protected handler takes a [`Principal`] (or [`MaybePrincipal`]);
+//! the extractor reads an `sk-` key from the `x-api-key` header or the
+//! `x-api-key` query parameter, or else a session (cookie or
+//! `Authorization: Bearer`), and answers 400/401 itself. Malformed input is
+//! refused before any database work; unknown, revoked, expired, inactive
+//! keys and keys of inactive owners all get the same 401 body.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header::{HeaderMap, AUTHORIZATION};
+use actix_web::{web, FromRequest, HttpRequest};
+
+use crate::error::AppError;
+use crate::keys::token::{self, KeyHash};
+use crate::sessions;
+use crate::state::AppState;
+
+pub const API_KEY_HEADER: &str = "x-api-key";
+pub const API_KEY_QUERY: &str = "x-api-key";
+
+pub const MISSING_CREDENTIALS: &str = "An API key must be passed as the x-api-key header \
+    or the x-api-key query parameter (or sign in for a session)";
+pub const INVALID_KEY: &str = "Invalid API key";
+pub const INVALID_SESSION: &str = "Invalid or expired session; sign in again";
+pub const NOT_ENOUGH_PRIVILEGES: &str = "The user doesn't have enough privileges";
+
+/// The authenticated user, as every handler sees it.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub id: String,
+    pub username: String,
+    pub is_superuser: bool,
+}
+
+/// How the request proved who it is.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    ApiKey { key_id: String },
+    Session { session_id: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: AuthUser,
+    pub credential: Credential,
+}
+
+impl Principal {
+    pub fn require_superuser(&self) -> Result<(), AppError> {
+        if self.user.is_superuser {
+            Ok(())
+        } else {
+            Err(AppError::forbidden(NOT_ENOUGH_PRIVILEGES))
+        }
+    }
+
+    pub fn session_id(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::Session { session_id } => Some(session_id),
+            Credential::ApiKey { .. } => None,
+        }
+    }
+}
+
+/// A principal when the request carries credentials, `None` when it
+/// carries none at all. Bad credentials are still refused.
+pub struct MaybePrincipal(pub Option<Principal>);
+
+impl FromRequest for Principal {
+    type Error = AppError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            authenticate(&req)
+                .await?
+                .ok_or_else(|| reject("missing credentials", AppError::unauthorized(MISSING_CREDENTIALS)))
+        })
+    }
+}
+
+impl FromRequest for MaybePrincipal {
+    type Error = AppError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { authenticate(&req).await.map(MaybePrincipal) })
+    }
+}
+
+/// What the request presented, before any lookup.
+#[derive(Debug, PartialEq, Eq)]
+enum Presented {
+    ApiKey(String),
+    Session(String),
+    Nothing,
+}
+
+fn reject(reason: &'static str, error: AppError) -> AppError {
+    tracing::debug!(reason, status = error.status().as_u16(), "authentication rejected");
+    error
+}
+
+async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, AppError> {
+    let presented = presented_credentials(req.headers(), req.query_string())?;
+    if presented == Presented::Nothing {
+        return Ok(None);
+    }
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| AppError::internal("application state missing"))?;
+    match presented {
+        Presented::ApiKey(key) => authenticate_key(state, &key).await.map(Some),
+        Presented::Session(token) => authenticate_session(state, &token).await.map(Some),
+        Presented::Nothing => Ok(None),
+    }
+}
+
+async fn authenticate_key(state: &AppState, key: &str) -> Result<Principal, AppError> {
+    if !token::is_well_formed(key) {
+        return Err(reject("malformed key", AppError::unauthorized(INVALID_KEY)));
+    }
+    let now = crate::db::now();
+    let verified = state.keys.verify(KeyHash::of(key)).await?;
+    match verified {
+        Some(key) if key.is_usable_at(now) => {
+            state.usage.record(&key.key_id, now);
+            Ok(Principal {
+                user: key.owner,
+                credential: Credential::ApiKey { key_id: key.key_id },
+            })
+        }
+        Some(_) => Err(reject("unusable key", AppError::unauthorized(INVALID_KEY))),
+        None => Err(reject("unknown key", AppError::unauthorized(INVALID_KEY))),
+    }
+}
+
+async fn authenticate_session(state: &AppState, token: &str) -> Result<Principal, AppError> {
+    if !sessions::token::is_well_formed(token) {
+        return Err(reject("malformed session token", AppError::unauthorized(INVALID_SESSION)));
+    }
+    let hash = sessions::token::hash(token);
+    let found = crate::db::run(&state.pool, move |conn| {
+        sessions::store::find_active(conn, &hash, crate::db::now()).map_err(AppError::from)
+    })
+    .await?;
+    match found {
+        Some((session_id, user)) => Ok(Principal {
+            user,
+            credential: Credential::Session { session_id },
+        }),
+        None => Err(reject("unknown or expired session", AppError::unauthorized(INVALID_SESSION))),
+    }
+}
+
+/// Reads the credentials a request carries without touching the database.
+/// Several keys, or a header and a query parameter that disagree, are
+/// refused (Langflow silently prefers the query; an ambiguous request is
+/// more likely a mistake or an attack than an intent).
+fn presented_credentials(headers: &HeaderMap, query: &str) -> Result<Presented, AppError> {
+    let mut header_values = headers.get_all(API_KEY_HEADER);
+    let header_key = header_values.next();
+    if header_values.next().is_some() {
+        return Err(reject(
+            "several key headers",
+            AppError::bad_request("Send exactly one x-api-key header"),
+        ));
+    }
+    let header_key = match header_key {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| reject("non-ASCII key header", AppError::unauthorized(INVALID_KEY)))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+
+    let mut query_keys = form_urlencoded::parse(query.as_bytes())
+        .filter(|(name, _)| name.eq_ignore_ascii_case(API_KEY_QUERY))
+        .map(|(_, value)| value.into_owned());
+    let query_key = query_keys.next();
+    if query_keys.next().is_some() {
+        return Err(reject(
+            "several key parameters",
+            AppError::bad_request("Send exactly one x-api-key query parameter"),
+        ));
+    }
+
+    match (header_key, query_key) {
+        (Some(header), Some(query)) if header != query => Err(reject(
+            "header and query keys differ",
+            AppError::bad_request(
+                "The x-api-key header and the x-api-key query parameter carry different keys; send one",
+            ),
+        )),
+        (Some(key), _) | (None, Some(key)) => Ok(Presented::ApiKey(key)),
+        (None, None) => Ok(session_token(headers)?.map_or(Presented::Nothing, Presented::Session)),
+    }
+}
+
+/// The session token from the `Authorization: Bearer` header or the cookie.
+fn session_token(headers: &HeaderMap) -> Result<Option<String>, AppError> {
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        let value = value
+            .to_str()
+            .map_err(|_| AppError::unauthorized(INVALID_SESSION))?;
+        let Some(token) = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+        else {
+            return Err(reject(
+                "unsupported authorization scheme",
+                AppError::unauthorized("Unsupported Authorization scheme; use Bearer with a session token"),
+            ));
+        };
+        let token = token.trim();
+        if token.starts_with(token::KEY_PREFIX) {
+            return Err(reject(
+                "api key in authorization header",
+                AppError::unauthorized(
+                    "API keys go in the x-api-key header or the x-api-key query parameter, not Authorization",
+                ),
+            ));
+        }
+        return Ok(Some(token.to_string()));
+    }
+    Ok(sessions::cookie_value(headers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::{HeaderName, HeaderValue};
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn reads_header_or_query() {
+        assert_eq!(
+            presented_credentials(&headers(&[("X-API-KEY", "sk-a")]), "").unwrap(),
+            Presented::ApiKey("sk-a".into())
+        );
+        assert_eq!(
+            presented_credentials(&headers(&[]), "x-api-key=sk-b&stream=true").unwrap(),
+            Presented::ApiKey("sk-b".into())
+        );
+        assert_eq!(
+            presented_credentials(&headers(&[("x-api-key", "sk-a")]), "x-api-key=sk-a").unwrap(),
+            Presented::ApiKey("sk-a".into())
+        );
+        assert_eq!(presented_credentials(&headers(&[]), "").unwrap(), Presented::Nothing);
+    }
+
+    #[test]
+    fn refuses_ambiguity() {
+        let conflict = presented_credentials(&headers(&[("x-api-key", "sk-a")]), "x-api-key=sk-b");
+        assert_eq!(conflict.unwrap_err().status().as_u16(), 400);
+        let twice = presented_credentials(&headers(&[("x-api-key", "sk-a"), ("x-api-key", "sk-b")]), "");
+        assert_eq!(twice.unwrap_err().status().as_u16(), 400);
+        let twice_query = presented_credentials(&headers(&[]), "x-api-key=a&x-api-key=b");
+        assert_eq!(twice_query.unwrap_err().status().as_u16(), 400);
+    }
+
+    #[test]
+    fn bearer_is_for_sessions_only() {
+        let key_as_bearer = presented_credentials(&headers(&[("authorization", "Bearer sk-abc")]), "");
+        assert_eq!(key_as_bearer.unwrap_err().status().as_u16(), 401);
+        assert_eq!(
+            presented_credentials(&headers(&[("authorization", "Bearer tok")]), "").unwrap(),
+            Presented::Session("tok".into())
+        );
+    }
+}

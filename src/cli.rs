@@ -1,0 +1,157 @@
+//! The `keygate` command line: `serve`, `migrate`, `api-key`, `superuser`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::error::AppError;
+use crate::keys::{store as key_store, token::PlainKey};
+use crate::users::{password, store as user_store};
+use crate::{db, server};
+
+#[derive(Parser, Debug)]
+#[command(name = "keygate", version, about = "Self-hosted API-key gateway for LLM-application platforms")]
+pub struct Cli {
+    /// Load KEYGATE_* settings from this .env file (variables already set win).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTP server (SQLite in the data directory unless KEYGATE_DATABASE_URL says otherwise).
+    Serve {
+        /// Address to listen on [env: KEYGATE_HOST, default 127.0.0.1].
+        #[arg(long)]
+        host: Option<String>,
+        /// Port to listen on [env: KEYGATE_PORT, default 7860].
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Create an API key and print it once.
+    ApiKey {
+        /// Owner of the key [default: the superuser].
+        #[arg(long)]
+        user: Option<String>,
+        /// Name of the key.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Create a superuser (requires KEYGATE_ENABLE_SUPERUSER_CLI=true).
+    Superuser {
+        /// Username [default: KEYGATE_SUPERUSER].
+        #[arg(long)]
+        username: Option<String>,
+        /// Password [default: KEYGATE_SUPERUSER_PASSWORD, else generated and printed once].
+        #[arg(long)]
+        password: Option<String>,
+    },
+}
+
+/// Runs a parsed command line; the error is printed by `main`.
+pub fn run(cli: Cli) -> Result<(), String> {
+    if let Some(path) = &cli.env_file {
+        dotenvy::from_path(path).map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+    }
+    let mut config = Config::from_env()?;
+    init_logging();
+    match cli.command {
+        Command::Serve { host, port } => {
+            if let Some(host) = host {
+                config.host = host;
+            }
+            if let Some(port) = port {
+                config.port = port;
+            }
+            actix_web::rt::System::new().block_on(serve(config))
+        }
+        Command::Migrate => {
+            db::connect_and_migrate(&config.database_url, 1)?;
+            println!("database is up to date ({})", config.database_url.backend_name());
+            Ok(())
+        }
+        Command::ApiKey { user, name } => {
+            let key = create_key_for(config, user, name).map_err(|e| e.detail().to_string())?;
+            println!("{}", key.expose());
+            Ok(())
+        }
+        Command::Superuser { username, password } => create_superuser(config, username, password),
+    }
+}
+
+fn init_logging() {
+    let filter = std::env::var("KEYGATE_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let state = server::prepare(config)?;
+    server::start(state).await?.wait().await
+}
+
+fn create_key_for(config: Config, user: Option<String>, name: Option<String>) -> Result<PlainKey, AppError> {
+    let state = server::prepare(config).map_err(AppError::internal)?;
+    let mut conn = state.pool.get()?;
+    let owner = match &user {
+        Some(username) => user_store::find_by_username(&mut conn, username)?
+            .ok_or_else(|| AppError::not_found(format!("no user named {username:?}")))?,
+        None => user_store::find_by_username(&mut conn, &state.config.superuser)?
+            .filter(|u| u.is_superuser)
+            .ok_or_else(|| AppError::not_found("the configured superuser does not exist; pass --user"))?,
+    };
+    if !owner.is_active {
+        return Err(AppError::bad_request(format!("user {:?} is inactive", owner.username)));
+    }
+    let plain = PlainKey::generate().map_err(|e| AppError::internal(format_args!("OS random source failed: {e}")))?;
+    key_store::insert(
+        &mut conn,
+        key_store::NewKey {
+            user_id: &owner.id,
+            name: name.as_deref(),
+            key_hash: plain.hash().as_str(),
+            display_prefix: &plain.display_prefix(),
+            expires_at: None,
+        },
+    )?;
+    Ok(plain)
+}
+
+fn create_superuser(config: Config, username: Option<String>, password_arg: Option<String>) -> Result<(), String> {
+    if !config.enable_superuser_cli {
+        return Err("creating superusers from the command line is disabled; set KEYGATE_ENABLE_SUPERUSER_CLI=true".into());
+    }
+    let username = username.unwrap_or_else(|| config.superuser.clone());
+    let state = server::prepare(config.clone())?;
+    let mut conn = state.pool.get().map_err(|e| e.to_string())?;
+    let (password_text, generated) = match password_arg.or(config.superuser_password.clone()) {
+        Some(p) => (p, false),
+        None => (password::generate().map_err(|e| e.detail().to_string())?, true),
+    };
+    password::check_strength(&password_text).map_err(|e| e.detail().to_string())?;
+    let password_hash = password::hash(&password_text).map_err(|e| e.detail().to_string())?;
+    let user = user_store::insert(
+        &mut conn,
+        user_store::NewUser {
+            username: username.clone(),
+            password_hash,
+            is_active: true,
+            is_superuser: true,
+        },
+    )
+    .map_err(|e| format!("cannot create superuser {username:?}: {}", e.detail()))?;
+    println!("created superuser {:?} ({})", user.username, user.id);
+    if generated {
+        println!("password (shown only now): {password_text}");
+    }
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! Typed settings, read from `KEYGATE_*` environment variables (see
+//! `.env.example`). Tests build a [`Config`] from a map instead of mutating
+//! the process environment.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::db::DatabaseUrl;
+
+#[derive(Clone)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub database_url: DatabaseUrl,
+    pub superuser: String,
+    /// Only used to create the first superuser; never logged.
+    pub superuser_password: Option<String>,
+    pub new_user_is_active: bool,
+    pub enable_signup: bool,
+    pub enable_superuser_cli: bool,
+    pub cookie_secure: bool,
+    pub session_ttl: Duration,
+    pub pool_size: u32,
+    pub usage_flush_interval: Duration,
+    pub max_body_bytes: usize,
+    pub workers: Option<usize>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url)
+            .field("superuser", &self.superuser)
+            .field("new_user_is_active", &self.new_user_is_active)
+            .field("enable_signup", &self.enable_signup)
+            .field("cookie_secure", &self.cookie_secure)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, String> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings from a map of `KEYGATE_*` names (used by tests).
+    pub fn from_map(values: &HashMap<String, String>) -> Result<Self, String> {
+        Self::from_lookup(|name| values.get(name).cloned())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let data_dir = PathBuf::from(get("KEYGATE_DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let database_url = match get("KEYGATE_DATABASE_URL") {
+            Some(url) => DatabaseUrl::parse(&url).map_err(|e| format!("KEYGATE_DATABASE_URL: {e}"))?,
+            None => DatabaseUrl::Sqlite(data_dir.join("keygate.db")),
+        };
+        let workers = match get("KEYGATE_WORKERS") {
+            Some(v) => Some(parse_number::<usize>("KEYGATE_WORKERS", &v)?).filter(|w| *w > 0),
+            None => None,
+        };
+        Ok(Config {
+            host: get("KEYGATE_HOST").unwrap_or_else(|| "127.0.0.1".into()),
+            port: parse_or("KEYGATE_PORT", get("KEYGATE_PORT"), 7860)?,
+            data_dir,
+            database_url,
+            superuser: get("KEYGATE_SUPERUSER").unwrap_or_else(|| "admin".into()),
+            superuser_password: get("KEYGATE_SUPERUSER_PASSWORD"),
+            new_user_is_active: parse_bool("KEYGATE_NEW_USER_IS_ACTIVE", get("KEYGATE_NEW_USER_IS_ACTIVE"))?,
+            enable_signup: parse_bool("KEYGATE_ENABLE_SIGNUP", get("KEYGATE_ENABLE_SIGNUP"))?,
+            enable_superuser_cli: parse_bool(
+                "KEYGATE_ENABLE_SUPERUSER_CLI",
+                get("KEYGATE_ENABLE_SUPERUSER_CLI"),
+            )?,
+            cookie_secure: parse_bool("KEYGATE_COOKIE_SECURE", get("KEYGATE_COOKIE_SECURE"))?,
+            session_ttl: Duration::from_secs(
+                60 * parse_or::<u64>("KEYGATE_SESSION_TTL_MINUTES", get("KEYGATE_SESSION_TTL_MINUTES"), 720)?,
+            ),
+            pool_size: parse_or("KEYGATE_DB_POOL_SIZE", get("KEYGATE_DB_POOL_SIZE"), 10)?.max(1),
+            usage_flush_interval: Duration::from_millis(
+                parse_or::<u64>("KEYGATE_USAGE_FLUSH_MS", get("KEYGATE_USAGE_FLUSH_MS"), 5000)?.max(10),
+            ),
+            max_body_bytes: parse_or("KEYGATE_MAX_BODY_BYTES", get("KEYGATE_MAX_BODY_BYTES"), 1024 * 1024)?,
+            workers,
+        })
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{name}: expected a number, got {value:?}"))
+}
+
+fn parse_or<T: std::str::FromStr>(name: &str, value: Option<String>, default: T) -> Result<T, String> {
+    match value {
+        Some(v) => parse_number(name, &v),
+        None => Ok(default),
+    }
+}
+
+fn parse_bool(name: &str, value: Option<String>) -> Result<bool, String> {
+    match value.as_deref().map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
+        Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+        Some(v) => Err(format!("{name}: expected true or false, got {v:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_to_sqlite_in_data_dir() {
+        let config = Config::from_map(&HashMap::new()).unwrap();
+        assert_eq!(config.port, 7860);
+        assert_eq!(config.host, "127.0.0.1");
+        assert_eq!(config.database_url, DatabaseUrl::Sqlite("./data/keygate.db".into()));
+        assert!(!config.new_user_is_active && !config.enable_signup && !config.cookie_secure);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let mut map = HashMap::new();
+        map.insert("KEYGATE_PORT".to_string(), "http".to_string());
+        assert!(Config::from_map(&map).is_err());
+        map.clear();
+        map.insert("KEYGATE_COOKIE_SECURE".to_string(), "maybe".to_string());
+        assert!(Config::from_map(&map).is_err());
+    }
+}

@@ -1,0 +1,283 @@
+//! Database access shared by every domain: one connection type over both
+//! backends, the pool, embedded migrations and the bridge from async handlers
+//! to blocking diesel calls.
+//!
+//! The backend is chosen from the URL scheme here, not by diesel's derived
+//! `establish` (which tries each backend in turn and hides the real error).
+
+pub mod schema;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::{self, CustomizeConnection, ManageConnection, R2D2Connection};
+use diesel::{Connection, PgConnection, SqliteConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::error::AppError;
+
+/// One connection over either backend; queries written against it run on both.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+pub type DbPool = r2d2::Pool<ConnectionManager>;
+
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// Where the data lives, decided once from `KEYGATE_DATABASE_URL`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Postgres(String),
+    Sqlite(PathBuf),
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    /// PostgreSQL URLs may carry a password: never print them whole.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseUrl::Postgres(url) => write!(f, "Postgres({})", redact_url_password(url)),
+            DatabaseUrl::Sqlite(path) => write!(f, "Sqlite({})", path.display()),
+        }
+    }
+}
+
+impl DatabaseUrl {
+    /// Parses `postgres://…`, `postgresql://…`, `sqlite://PATH`, `sqlite:PATH`
+    /// or a plain file path.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Err("the database URL is empty".into());
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseUrl::Postgres(url.to_string()));
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        if path.is_empty() || path.contains("://") {
+            return Err(format!(
+                "unsupported database URL {}: use postgres://… or sqlite://PATH",
+                redact_url_password(url)
+            ));
+        }
+        Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            DatabaseUrl::Postgres(_) => "postgresql",
+            DatabaseUrl::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host` with `***`.
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// r2d2 manager that opens the backend named by the URL, so a PostgreSQL
+/// error (wrong password, server down) is reported as such.
+#[derive(Debug, Clone)]
+pub struct ConnectionManager {
+    url: DatabaseUrl,
+}
+
+impl ConnectionManager {
+    pub fn new(url: DatabaseUrl) -> Self {
+        Self { url }
+    }
+
+    pub fn establish(&self) -> Result<DbConnection, diesel::ConnectionError> {
+        match &self.url {
+            DatabaseUrl::Postgres(url) => PgConnection::establish(url).map(DbConnection::Postgresql),
+            DatabaseUrl::Sqlite(path) => {
+                let path = path.to_string_lossy();
+                let mut conn = SqliteConnection::establish(&path)?;
+                apply_sqlite_pragmas(&mut conn).map_err(|e| {
+                    diesel::ConnectionError::BadConnection(format!("SQLite pragmas: {e}"))
+                })?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+        }
+    }
+}
+
+impl ManageConnection for ConnectionManager {
+    type Connection = DbConnection;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<DbConnection, r2d2::Error> {
+        self.establish().map_err(r2d2::Error::ConnectionError)
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
+        conn.ping().map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        conn.is_broken()
+    }
+}
+
+/// WAL for concurrent readers, a busy timeout instead of instant "database
+/// is locked" errors, and enforced foreign keys (cascading deletes).
+fn apply_sqlite_pragmas(conn: &mut SqliteConnection) -> diesel::QueryResult<()> {
+    conn.batch_execute(
+        "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+    )
+}
+
+/// Re-applies per-connection settings when the pool hands out a connection
+/// it opened itself (pragmas are per connection in SQLite).
+#[derive(Debug)]
+struct SqliteSettings;
+
+impl CustomizeConnection<DbConnection, r2d2::Error> for SqliteSettings {
+    fn on_acquire(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
+        if let DbConnection::Sqlite(conn) = conn {
+            conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;")
+                .map_err(r2d2::Error::QueryError)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the embedded migrations of the connection's backend.
+pub fn run_migrations(conn: &mut DbConnection) -> Result<usize, String> {
+    let applied = match conn {
+        DbConnection::Postgresql(conn) => conn.run_pending_migrations(POSTGRES_MIGRATIONS),
+        DbConnection::Sqlite(conn) => conn.run_pending_migrations(SQLITE_MIGRATIONS),
+    }
+    .map_err(|e| format!("database migration failed: {e}"))?;
+    Ok(applied.len())
+}
+
+/// Opens one connection, migrates, then builds the pool.
+pub fn connect_and_migrate(url: &DatabaseUrl, pool_size: u32) -> Result<DbPool, String> {
+    if let DatabaseUrl::Sqlite(path) = url {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                format!("cannot create database directory {}: {e}", parent.display())
+            })?;
+        }
+    }
+    let manager = ConnectionManager::new(url.clone());
+    let mut conn = manager.establish().map_err(|e| {
+        format!("cannot connect to the {} database: {e}", url.backend_name())
+    })?;
+    let applied = run_migrations(&mut conn)?;
+    if applied > 0 {
+        tracing::info!(applied, backend = url.backend_name(), "database migrations applied");
+    }
+    drop(conn);
+    r2d2::Pool::builder()
+        .max_size(pool_size)
+        .min_idle(Some(1))
+        .connection_timeout(Duration::from_secs(5))
+        .connection_customizer(Box::new(SqliteSettings))
+        .build(manager)
+        .map_err(|e| format!("cannot open the {} connection pool: {e}", url.backend_name()))
+}
+
+/// Runs blocking database work off the async workers (`web::block`, never
+/// `block_in_place`, which panics on actix's current-thread runtimes).
+pub async fn run<T, F>(pool: &DbPool, work: F) -> Result<T, AppError>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, AppError> + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = pool.clone();
+    actix_web::web::block(move || {
+        let mut conn = pool.get().map_err(AppError::from)?;
+        work(&mut conn)
+    })
+    .await
+    .map_err(|_| AppError::internal("database task was cancelled"))?
+}
+
+/// Current time as stored: UTC, truncated to microseconds so values compare
+/// equal after a round trip through PostgreSQL.
+pub fn now() -> chrono::NaiveDateTime {
+    truncate_to_micros(chrono::Utc::now().naive_utc())
+}
+
+pub fn truncate_to_micros(t: chrono::NaiveDateTime) -> chrono::NaiveDateTime {
+    use chrono::Timelike;
+    let nanos = t.nanosecond() / 1_000 * 1_000;
+    t.with_nanosecond(nanos).unwrap_or(t)
+}
+
+/// True when an error means the database could not be reached at all.
+pub fn is_unavailable(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => true,
+        Error::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _) => true,
+        Error::DatabaseError(_, info) => {
+            let message = info.message();
+            message.contains("database is locked")
+                || message.contains("server closed the connection")
+                || message.contains("terminating connection")
+                || message.contains("no connection to the server")
+        }
+        Error::BrokenTransactionManager => true,
+        _ => false,
+    }
+}
+
+/// True for a violated unique constraint (duplicate name, hash, …).
+pub fn is_unique_violation(error: &diesel::result::Error) -> bool {
+    matches!(
+        error,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls_by_scheme() {
+        assert_eq!(
+            DatabaseUrl::parse("postgres://u:p@h/db").unwrap(),
+            DatabaseUrl::Postgres("postgres://u:p@h/db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://data/k.db").unwrap(),
+            DatabaseUrl::Sqlite("data/k.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("/tmp/x.db").unwrap(),
+            DatabaseUrl::Sqlite("/tmp/x.db".into())
+        );
+        assert!(DatabaseUrl::parse("").is_err());
+        assert!(DatabaseUrl::parse("mysql://x").is_err());
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url_password("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url_password("postgres://h/db"), "postgres://h/db");
+        assert!(!format!("{:?}", DatabaseUrl::parse("postgres://u:secret@h/d").unwrap())
+            .contains("secret"));
+    }
+}

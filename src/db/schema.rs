@@ -1,0 +1,44 @@
+//! Table definitions shared by the SQLite and PostgreSQL backends. Only
+//! portable types are used: ids and JSON as text, UTC timestamps without zone.
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        username -> Text,
+        password_hash -> Text,
+        is_active -> Bool,
+        is_superuser -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        last_login_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Text,
+        user_id -> Text,
+        token_hash -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        user_id -> Text,
+        name -> Nullable<Text>,
+        key_hash -> Text,
+        display_prefix -> Text,
+        created_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
+        total_uses -> BigInt,
+        is_active -> Bool,
+        expires_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(api_keys -> users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(users, sessions, api_keys);

@@ -1,0 +1,185 @@
+//! All database access for API keys.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::auth::AuthUser;
+use crate::db::schema::{api_keys, users};
+use crate::db::{self, DbConnection};
+
+/// A stored key as its owner may see it: never the hash, never the text.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = api_keys)]
+pub struct ApiKey {
+    pub id: String,
+    pub user_id: String,
+    pub name: Option<String>,
+    pub display_prefix: String,
+    pub created_at: NaiveDateTime,
+    pub last_used_at: Option<NaiveDateTime>,
+    pub total_uses: i64,
+    pub is_active: bool,
+    pub expires_at: Option<NaiveDateTime>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = api_keys)]
+struct NewKeyRow<'a> {
+    id: &'a str,
+    user_id: &'a str,
+    name: Option<&'a str>,
+    key_hash: &'a str,
+    display_prefix: &'a str,
+    created_at: NaiveDateTime,
+    total_uses: i64,
+    is_active: bool,
+    expires_at: Option<NaiveDateTime>,
+}
+
+pub struct NewKey<'a> {
+    pub user_id: &'a str,
+    pub name: Option<&'a str>,
+    pub key_hash: &'a str,
+    pub display_prefix: &'a str,
+    pub expires_at: Option<NaiveDateTime>,
+}
+
+#[derive(Default, AsChangeset)]
+#[diesel(table_name = api_keys)]
+pub struct KeyChanges {
+    pub name: Option<Option<String>>,
+    pub is_active: Option<bool>,
+}
+
+/// What verification needs to know about a key and its owner.
+#[derive(Debug, Clone)]
+pub struct KeyWithOwner {
+    pub key_id: String,
+    pub key_active: bool,
+    pub expires_at: Option<NaiveDateTime>,
+    pub owner: AuthUser,
+    pub owner_active: bool,
+}
+
+pub fn insert(conn: &mut DbConnection, new: NewKey<'_>) -> QueryResult<ApiKey> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let created_at = db::now();
+    diesel::insert_into(api_keys::table)
+        .values(&NewKeyRow {
+            id: &id,
+            user_id: new.user_id,
+            name: new.name,
+            key_hash: new.key_hash,
+            display_prefix: new.display_prefix,
+            created_at,
+            total_uses: 0,
+            is_active: true,
+            expires_at: new.expires_at,
+        })
+        .execute(conn)?;
+    Ok(ApiKey {
+        id,
+        user_id: new.user_id.to_string(),
+        name: new.name.map(str::to_string),
+        display_prefix: new.display_prefix.to_string(),
+        created_at,
+        last_used_at: None,
+        total_uses: 0,
+        is_active: true,
+        expires_at: new.expires_at,
+    })
+}
+
+pub fn list_for_user(conn: &mut DbConnection, user_id: &str) -> QueryResult<Vec<ApiKey>> {
+    api_keys::table
+        .filter(api_keys::user_id.eq(user_id))
+        .order((api_keys::created_at.asc(), api_keys::id.asc()))
+        .select(ApiKey::as_select())
+        .load(conn)
+}
+
+pub fn find_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> QueryResult<Option<ApiKey>> {
+    api_keys::table
+        .filter(api_keys::id.eq(id))
+        .filter(api_keys::user_id.eq(user_id))
+        .select(ApiKey::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Updates one of the user's keys; `None` when it is not theirs.
+pub fn update_for_user(
+    conn: &mut DbConnection,
+    user_id: &str,
+    id: &str,
+    changes: &KeyChanges,
+) -> QueryResult<Option<ApiKey>> {
+    conn.transaction(|conn| {
+        if changes.name.is_some() || changes.is_active.is_some() {
+            diesel::update(
+                api_keys::table
+                    .filter(api_keys::id.eq(id))
+                    .filter(api_keys::user_id.eq(user_id)),
+            )
+            .set(changes)
+            .execute(conn)?;
+        }
+        find_for_user(conn, user_id, id)
+    })
+}
+
+/// Deletes one of the user's keys; false when it is not theirs.
+pub fn delete_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> QueryResult<bool> {
+    let deleted = diesel::delete(
+        api_keys::table
+            .filter(api_keys::id.eq(id))
+            .filter(api_keys::user_id.eq(user_id)),
+    )
+    .execute(conn)?;
+    Ok(deleted > 0)
+}
+
+pub fn find_by_hash(conn: &mut DbConnection, key_hash: &str) -> QueryResult<Option<KeyWithOwner>> {
+    let row: Option<(String, bool, Option<NaiveDateTime>, String, String, bool, bool)> = api_keys::table
+        .inner_join(users::table)
+        .filter(api_keys::key_hash.eq(key_hash))
+        .select((
+            api_keys::id,
+            api_keys::is_active,
+            api_keys::expires_at,
+            users::id,
+            users::username,
+            users::is_superuser,
+            users::is_active,
+        ))
+        .first(conn)
+        .optional()?;
+    Ok(row.map(
+        |(key_id, key_active, expires_at, user_id, username, is_superuser, owner_active)| KeyWithOwner {
+            key_id,
+            key_active,
+            expires_at,
+            owner: AuthUser {
+                id: user_id,
+                username,
+                is_superuser,
+            },
+            owner_active,
+        },
+    ))
+}
+
+/// Adds batched usage: one statement per key, all in one transaction.
+pub fn add_usage(conn: &mut DbConnection, batch: &[(String, i64, NaiveDateTime)]) -> QueryResult<()> {
+    conn.transaction(|conn| {
+        for (key_id, uses, last_used_at) in batch {
+            diesel::update(api_keys::table.find(key_id))
+                .set((
+                    api_keys::total_uses.eq(api_keys::total_uses + *uses),
+                    api_keys::last_used_at.eq(*last_used_at),
+                ))
+                .execute(conn)?;
+        }
+        Ok(())
+    })
+}

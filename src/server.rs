@@ -1,0 +1,237 @@
+//! Building the app, binding it, and shutting it down without losing
+//! usage counts.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use actix_web::body::EitherBody;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{web, App, HttpResponse, HttpServer};
+
+use crate::config::Config;
+use crate::error::{extractors, AppError};
+use crate::state::AppState;
+use crate::{db, keys, sessions, users};
+
+/// Connects, migrates and makes sure a superuser exists. A generated
+/// superuser password is printed here, once, to the terminal.
+pub fn prepare(config: Config) -> Result<AppState, String> {
+    let pool = db::connect_and_migrate(&config.database_url, config.pool_size)?;
+    let mut conn = pool
+        .get()
+        .map_err(|e| format!("cannot get a database connection: {e}"))?;
+    if let Some(password) =
+        users::ensure_superuser(&mut conn, &config).map_err(|e| format!("superuser bootstrap: {}", e.detail()))?
+    {
+        print_generated_password(&config.superuser, &password);
+    }
+    drop(conn);
+    Ok(AppState::new(config, pool))
+}
+
+fn print_generated_password(username: &str, password: &str) {
+    println!(
+        "\n  keygate created the superuser {username:?} with this password, shown only now:\n\n      {password}\n\n  \
+         Store it safely. Set KEYGATE_SUPERUSER_PASSWORD to choose it yourself.\n"
+    );
+}
+
+/// The whole HTTP surface, shared by `serve` and the tests.
+pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
+    let max_body = state.config.max_body_bytes;
+    let data = web::Data::new(state);
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.app_data(data.clone())
+            .app_data(web::JsonConfig::default().limit(max_body).error_handler(extractors::json))
+            .app_data(web::FormConfig::default().limit(max_body).error_handler(extractors::form))
+            .app_data(web::PayloadConfig::new(max_body))
+            .app_data(web::PathConfig::default().error_handler(extractors::path))
+            .app_data(web::QueryConfig::default().error_handler(extractors::query))
+            .route("/health", web::get().to(health))
+            .route("/health_check", web::get().to(health_check))
+            .service(
+                web::scope("/api/v1")
+                    .configure(sessions::routes)
+                    .configure(users::routes)
+                    .configure(keys::routes),
+            )
+            .default_service(web::to(not_found));
+    }
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness including the database: 503 while it is unreachable.
+async fn health_check(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    db::run(&state.pool, |conn| {
+        use diesel::r2d2::R2D2Connection;
+        conn.ping().map_err(AppError::from)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ok", "db": "ok"})))
+}
+
+async fn not_found() -> Result<HttpResponse, AppError> {
+    Err(AppError::not_found("Not Found"))
+}
+
+/// Turns any error response that is not already JSON (405s, payload errors
+/// raised inside actix) into `{"detail": …}`.
+fn json_error_body<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let detail = match status.as_u16() {
+        413 => "Request body is too large".to_string(),
+        _ => status.canonical_reason().unwrap_or("Error").to_string(),
+    };
+    let (req, _) = res.into_parts();
+    let response = HttpResponse::build(status).json(serde_json::json!({"detail": detail}));
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, response).map_into_right_body(),
+    ))
+}
+
+/// The request target with any key in the query string replaced, so access
+/// logs never hold a key.
+pub fn redacted_target(path: &str, query: &str) -> String {
+    if query.is_empty() {
+        return path.to_string();
+    }
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        let secret = name.eq_ignore_ascii_case(crate::auth::API_KEY_QUERY)
+            || value.starts_with(keys::token::KEY_PREFIX);
+        out.append_pair(&name, if secret { "REDACTED" } else { &value });
+    }
+    format!("{path}?{}", out.finish())
+}
+
+/// A running server: its address and the means to stop it.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    handle: actix_web::dev::ServerHandle,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    flusher: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets requests finish, then writes pending counts.
+    pub async fn stop(self) -> Result<(), String> {
+        self.handle.stop(true).await;
+        self.finish().await
+    }
+
+    /// Waits until the server ends by itself (SIGTERM, Ctrl-C), then
+    /// writes pending counts.
+    pub async fn wait(mut self) -> Result<(), String> {
+        let result = (&mut self.server).await;
+        let finish = self.finish().await;
+        match result {
+            Ok(Ok(())) => finish,
+            Ok(Err(e)) => Err(format!("server error: {e}")),
+            Err(e) => Err(format!("server task failed: {e}")),
+        }
+    }
+
+    async fn finish(self) -> Result<(), String> {
+        self.flusher.abort();
+        let flushed = self
+            .state
+            .usage
+            .flush()
+            .await
+            .map_err(|e| format!("could not write usage counts at shutdown: {}", e.detail()))?;
+        tracing::info!(keys = flushed, "usage counters flushed at shutdown");
+        Ok(())
+    }
+}
+
+/// Binds `host:port` (port 0 picks a free one) and starts serving.
+pub async fn start(state: AppState) -> Result<RunningServer, String> {
+    let config = state.config.clone();
+    let app_config = configure(state.clone());
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap(ErrorHandlers::new().default_handler(json_error_body))
+            .wrap_fn(|req, srv| {
+                let started = Instant::now();
+                let method = req.method().clone();
+                let target = redacted_target(req.path(), req.query_string());
+                let response = srv.call(req);
+                async move {
+                    let response: ServiceResponse<EitherBody<_>> = response.await?;
+                    tracing::info!(
+                        target: "keygate::access",
+                        method = %method,
+                        target = %target,
+                        status = response.status().as_u16(),
+                        micros = started.elapsed().as_micros() as u64,
+                    );
+                    Ok(response)
+                }
+            })
+            .configure(app_config.clone())
+    })
+    .shutdown_timeout(10);
+    if let Some(workers) = config.workers {
+        server = server.workers(workers);
+    }
+    let server = server
+        .bind((config.host.as_str(), config.port))
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", config.host, config.port))?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| "the server bound no address".to_string())?;
+    let server = server.run();
+    let handle = server.handle();
+    let server = actix_web::rt::spawn(server);
+
+    let usage = state.usage.clone();
+    let interval = config.usage_flush_interval;
+    let flusher = actix_web::rt::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            if let Err(e) = usage.flush().await {
+                tracing::warn!(error = %e, "usage counters not written; will retry");
+            }
+        }
+    });
+    tracing::info!(%addr, backend = config.database_url.backend_name(), "keygate is listening");
+    Ok(RunningServer {
+        addr,
+        state,
+        handle,
+        server,
+        flusher,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_keys_from_query() {
+        let key = "sk-abcdefghijabcdefghijabcdefghijabcdefghij123";
+        let target = redacted_target("/api/v1/run/x", &format!("x-api-key={key}&stream=true"));
+        assert!(!target.contains(key));
+        assert!(target.contains("x-api-key=REDACTED"));
+        assert!(target.contains("stream=true"));
+        assert!(!redacted_target("/p", &format!("other={key}")).contains(key));
+    }
+}

@@ -1,0 +1,92 @@
+//! All database access for sign-in sessions.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::auth::AuthUser;
+use crate::db::schema::{sessions, users};
+use crate::db::DbConnection;
+
+#[derive(Insertable)]
+#[diesel(table_name = sessions)]
+struct NewSession<'a> {
+    id: &'a str,
+    user_id: &'a str,
+    token_hash: &'a str,
+    created_at: NaiveDateTime,
+    expires_at: NaiveDateTime,
+}
+
+/// Stores a session and returns its id.
+pub fn create(
+    conn: &mut DbConnection,
+    user_id: &str,
+    token_hash: &str,
+    now: NaiveDateTime,
+    expires_at: NaiveDateTime,
+) -> QueryResult<String> {
+    let id = uuid::Uuid::new_v4().to_string();
+    diesel::insert_into(sessions::table)
+        .values(&NewSession {
+            id: &id,
+            user_id,
+            token_hash,
+            created_at: now,
+            expires_at,
+        })
+        .execute(conn)?;
+    Ok(id)
+}
+
+/// The session's id and user, when it exists, has not expired and its
+/// user is active.
+pub fn find_active(
+    conn: &mut DbConnection,
+    token_hash: &str,
+    now: NaiveDateTime,
+) -> QueryResult<Option<(String, AuthUser)>> {
+    let row: Option<(String, String, String, bool)> = sessions::table
+        .inner_join(users::table)
+        .filter(sessions::token_hash.eq(token_hash))
+        .filter(sessions::expires_at.gt(now))
+        .filter(users::is_active.eq(true))
+        .select((sessions::id, users::id, users::username, users::is_superuser))
+        .first(conn)
+        .optional()?;
+    Ok(row.map(|(session_id, id, username, is_superuser)| {
+        (
+            session_id,
+            AuthUser {
+                id,
+                username,
+                is_superuser,
+            },
+        )
+    }))
+}
+
+pub fn delete(conn: &mut DbConnection, session_id: &str) -> QueryResult<usize> {
+    diesel::delete(sessions::table.find(session_id)).execute(conn)
+}
+
+/// Ends every session of a user (after a password change or deactivation).
+pub fn delete_for_user(conn: &mut DbConnection, user_id: &str) -> QueryResult<usize> {
+    diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id))).execute(conn)
+}
+
+pub fn delete_expired(conn: &mut DbConnection, now: NaiveDateTime) -> QueryResult<usize> {
+    diesel::delete(sessions::table.filter(sessions::expires_at.le(now))).execute(conn)
+}
+
+pub fn delete_by_token_hash(conn: &mut DbConnection, token_hash: &str) -> QueryResult<usize> {
+    diesel::delete(sessions::table.filter(sessions::token_hash.eq(token_hash))).execute(conn)
+}
+
+/// Ends every session of a user but `keep` (the one changing its password).
+pub fn delete_for_user_except(conn: &mut DbConnection, user_id: &str, keep: Option<&str>) -> QueryResult<usize> {
+    let sessions_of_user = sessions::table.filter(sessions::user_id.eq(user_id));
+    match keep {
+        Some(keep) => diesel::delete(sessions_of_user.filter(sessions::id.ne(keep))).execute(conn),
+        None => diesel::delete(sessions_of_user).execute(conn),
+    }
+}

@@ -1,0 +1,30 @@
+//! Session tokens: 32 random bytes, URL-safe base64. Only their SHA-256 is
+//! stored, like API keys.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::TryRng;
+use sha2::{Digest, Sha256};
+
+use crate::error::AppError;
+
+const TOKEN_LEN: usize = 43;
+
+pub fn generate() -> Result<String, AppError> {
+    let mut bytes = [0u8; 32];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| AppError::internal(format_args!("OS random source failed: {e}")))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+pub fn is_well_formed(token: &str) -> bool {
+    token.len() == TOKEN_LEN
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+pub fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}

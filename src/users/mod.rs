@@ -1,0 +1,327 @@
+//! Users: the superuser-only admin API on Langflow's routes, optional
+//! public sign-up, `whoami`, and the first superuser's bootstrap.
+
+pub mod password;
+pub mod store;
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{MaybePrincipal, Principal};
+use crate::config::Config;
+use crate::db::{self, DbConnection};
+use crate::error::AppError;
+use crate::sessions;
+use crate::state::AppState;
+
+pub const MAX_USERNAME_LEN: usize = 64;
+const MAX_PAGE_SIZE: i64 = 1000;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/users/whoami", web::get().to(whoami))
+        .service(
+            web::resource(["/users", "/users/"])
+                .route(web::get().to(list_users))
+                .route(web::post().to(create_user)),
+        )
+        .service(
+            web::resource(["/users/{id}", "/users/{id}/"])
+                .route(web::patch().to(update_user))
+                .route(web::delete().to(delete_user)),
+        )
+        .route("/users/{id}/reset-password", web::patch().to(reset_password));
+}
+
+/// A user as the API shows it (Langflow's `UserRead`, including its
+/// `create_at` spelling, plus `created_at`).
+#[derive(Serialize)]
+pub struct UserView {
+    pub id: String,
+    pub username: String,
+    pub profile_image: Option<String>,
+    pub is_active: bool,
+    pub is_superuser: bool,
+    pub create_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_login_at: Option<DateTime<Utc>>,
+}
+
+impl From<store::User> for UserView {
+    fn from(user: store::User) -> Self {
+        UserView {
+            id: user.id,
+            username: user.username,
+            profile_image: None,
+            is_active: user.is_active,
+            is_superuser: user.is_superuser,
+            create_at: user.created_at.and_utc(),
+            created_at: user.created_at.and_utc(),
+            updated_at: user.updated_at.and_utc(),
+            last_login_at: user.last_login_at.map(|t| t.and_utc()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct UserList {
+    total_count: i64,
+    users: Vec<UserView>,
+}
+
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    skip: Option<i64>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUserRequest {
+    username: String,
+    password: String,
+    #[serde(default)]
+    is_active: Option<bool>,
+    #[serde(default)]
+    is_superuser: Option<bool>,
+    /// Sent by Langflow's front end; accepted and ignored.
+    #[serde(default)]
+    #[allow(dead_code)]
+    optins: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateUserRequest {
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    is_active: Option<bool>,
+    #[serde(default)]
+    is_superuser: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetPasswordRequest {
+    password: String,
+}
+
+fn check_username(username: &str) -> Result<String, AppError> {
+    let username = username.trim();
+    if username.is_empty() {
+        return Err(AppError::unprocessable("username is required"));
+    }
+    if username.chars().count() > MAX_USERNAME_LEN {
+        return Err(AppError::unprocessable(format!(
+            "username must be at most {MAX_USERNAME_LEN} characters"
+        )));
+    }
+    if username.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(AppError::unprocessable("username must not contain spaces or control characters"));
+    }
+    Ok(username.to_string())
+}
+
+fn parse_user_id(id: &str) -> Result<String, AppError> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.to_string())
+        .map_err(|_| AppError::unprocessable("Invalid user id: expected a UUID"))
+}
+
+async fn whoami(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, AppError> {
+    let user_id = principal.user.id;
+    let user = db::run(&state.pool, move |conn| {
+        store::find_by_id(conn, &user_id).map_err(AppError::from)
+    })
+    .await?
+    .ok_or_else(|| AppError::not_found("User not found"))?;
+    Ok(HttpResponse::Ok().json(UserView::from(user)))
+}
+
+async fn list_users(
+    state: web::Data<AppState>,
+    principal: Principal,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, AppError> {
+    principal.require_superuser()?;
+    let skip = page.skip.unwrap_or(0).max(0);
+    let limit = page.limit.unwrap_or(10).clamp(1, MAX_PAGE_SIZE);
+    let (total_count, users) = db::run(&state.pool, move |conn| {
+        store::list(conn, skip, limit).map_err(AppError::from)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(UserList {
+        total_count,
+        users: users.into_iter().map(UserView::from).collect(),
+    }))
+}
+
+/// Superusers create users freely; anyone else only through public sign-up
+/// (when enabled), which makes a non-superuser, inactive unless
+/// `KEYGATE_NEW_USER_IS_ACTIVE`.
+async fn create_user(
+    state: web::Data<AppState>,
+    principal: MaybePrincipal,
+    body: web::Json<CreateUserRequest>,
+) -> Result<HttpResponse, AppError> {
+    let by_superuser = principal.0.as_ref().is_some_and(|p| p.user.is_superuser);
+    if !by_superuser && !state.config.enable_signup {
+        return Err(match principal.0 {
+            Some(_) => AppError::forbidden(crate::auth::NOT_ENOUGH_PRIVILEGES),
+            None => AppError::unauthorized(crate::auth::MISSING_CREDENTIALS),
+        });
+    }
+    let request = body.into_inner();
+    let username = check_username(&request.username)?;
+    password::check_strength(&request.password)?;
+    let (is_active, is_superuser) = if by_superuser {
+        (
+            request.is_active.unwrap_or(state.config.new_user_is_active),
+            request.is_superuser.unwrap_or(false),
+        )
+    } else {
+        (state.config.new_user_is_active, false)
+    };
+    let password_text = request.password;
+    let user = db::run(&state.pool, move |conn| {
+        let password_hash = password::hash(&password_text)?;
+        store::insert(
+            conn,
+            store::NewUser {
+                username,
+                password_hash,
+                is_active,
+                is_superuser,
+            },
+        )
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(UserView::from(user)))
+}
+
+async fn update_user(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<String>,
+    body: web::Json<UpdateUserRequest>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_user_id(&path)?;
+    let request = body.into_inner();
+    let is_self = principal.user.id == id;
+    if !principal.user.is_superuser {
+        // A user may change their own password, nothing else.
+        let privileged = request.is_active.is_some() || request.is_superuser.is_some() || request.username.is_some();
+        if !is_self || privileged {
+            return Err(AppError::forbidden(crate::auth::NOT_ENOUGH_PRIVILEGES));
+        }
+    }
+    let username = request.username.as_deref().map(check_username).transpose()?;
+    if let Some(p) = &request.password {
+        password::check_strength(p)?;
+    }
+    let ends_sessions = request.password.is_some() || request.is_active == Some(false);
+    let rights_change = request.is_active.is_some() || request.is_superuser.is_some();
+    let user_id = id.clone();
+    let user = db::run(&state.pool, move |conn| {
+        let changes = store::UserChanges {
+            username,
+            password_hash: request.password.as_deref().map(password::hash).transpose()?,
+            is_active: request.is_active,
+            is_superuser: request.is_superuser,
+            updated_at: None,
+        };
+        let user = store::update(conn, &user_id, changes)?;
+        if ends_sessions {
+            sessions::store::delete_for_user(conn, &user_id)?;
+        }
+        Ok(user)
+    })
+    .await?;
+    if rights_change || ends_sessions {
+        state.keys.forget_user(&id);
+    }
+    Ok(HttpResponse::Ok().json(UserView::from(user)))
+}
+
+async fn reset_password(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<String>,
+    body: web::Json<ResetPasswordRequest>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_user_id(&path)?;
+    if principal.user.id != id && !principal.user.is_superuser {
+        return Err(AppError::forbidden(crate::auth::NOT_ENOUGH_PRIVILEGES));
+    }
+    let request = body.into_inner();
+    password::check_strength(&request.password)?;
+    let keep_session = principal.session_id().map(str::to_string);
+    let user = db::run(&state.pool, move |conn| {
+        let changes = store::UserChanges {
+            password_hash: Some(password::hash(&request.password)?),
+            ..Default::default()
+        };
+        let user = store::update(conn, &id, changes)?;
+        // Every other session ends; the one that made the change stays.
+        sessions::store::delete_for_user_except(conn, &id, keep_session.as_deref())?;
+        Ok(user)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(UserView::from(user)))
+}
+
+async fn delete_user(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    principal.require_superuser()?;
+    let id = parse_user_id(&path)?;
+    if principal.user.id == id {
+        return Err(AppError::bad_request("You can't delete your own user account"));
+    }
+    let user_id = id.clone();
+    db::run(&state.pool, move |conn| store::delete(conn, &user_id)).await?;
+    state.keys.forget_user(&id);
+    Ok(HttpResponse::Ok().json(serde_json::json!({"detail": "User deleted"})))
+}
+
+/// Creates the first superuser when none exists. Returns the generated
+/// password when `KEYGATE_SUPERUSER_PASSWORD` was not set, for the caller
+/// to print once to the terminal (never to the log).
+pub fn ensure_superuser(conn: &mut DbConnection, config: &Config) -> Result<Option<String>, AppError> {
+    if store::any_superuser(conn)? {
+        return Ok(None);
+    }
+    let username = check_username(&config.superuser)?;
+    let (password_text, generated) = match &config.superuser_password {
+        Some(p) => (p.clone(), false),
+        None => (password::generate()?, true),
+    };
+    password::check_strength(&password_text)
+        .map_err(|e| AppError::unprocessable(format!("KEYGATE_SUPERUSER_PASSWORD: {}", e.detail())))?;
+    let password_hash = password::hash(&password_text)?;
+    if let Some(existing) = store::find_by_username(conn, &username)? {
+        return Err(AppError::conflict(format!(
+            "cannot create superuser {:?}: a regular user {} already has that name",
+            username, existing.id
+        )));
+    }
+    store::insert(
+        conn,
+        store::NewUser {
+            username: username.clone(),
+            password_hash,
+            is_active: true,
+            is_superuser: true,
+        },
+    )?;
+    tracing::info!(username = %username, "created the first superuser");
+    Ok(generated.then_some(password_text))
+}

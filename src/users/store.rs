@@ -1,0 +1,180 @@
+//! All database access for users.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::schema::users;
+use crate::db::{self, DbConnection};
+use crate::error::AppError;
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub is_active: bool,
+    pub is_superuser: bool,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub last_login_at: Option<NaiveDateTime>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = users)]
+struct NewUserRow<'a> {
+    id: &'a str,
+    username: &'a str,
+    password_hash: &'a str,
+    is_active: bool,
+    is_superuser: bool,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+pub struct NewUser {
+    pub username: String,
+    pub password_hash: String,
+    pub is_active: bool,
+    pub is_superuser: bool,
+}
+
+/// What an update may change; `None` leaves a field as it is.
+#[derive(Default, AsChangeset)]
+#[diesel(table_name = users)]
+pub struct UserChanges {
+    pub username: Option<String>,
+    pub password_hash: Option<String>,
+    pub is_active: Option<bool>,
+    pub is_superuser: Option<bool>,
+    pub updated_at: Option<NaiveDateTime>,
+}
+
+pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<User>> {
+    users::table
+        .find(id)
+        .select(User::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn find_by_username(conn: &mut DbConnection, username: &str) -> QueryResult<Option<User>> {
+    users::table
+        .filter(users::username.eq(username))
+        .select(User::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Inserts a user; a taken username is a 409.
+pub fn insert(conn: &mut DbConnection, new: NewUser) -> Result<User, AppError> {
+    let now = db::now();
+    let id = uuid::Uuid::new_v4().to_string();
+    let row = NewUserRow {
+        id: &id,
+        username: &new.username,
+        password_hash: &new.password_hash,
+        is_active: new.is_active,
+        is_superuser: new.is_superuser,
+        created_at: now,
+        updated_at: now,
+    };
+    match diesel::insert_into(users::table).values(&row).execute(conn) {
+        Ok(_) => {}
+        Err(e) if db::is_unique_violation(&e) => {
+            return Err(AppError::conflict("This username is unavailable"))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(User {
+        id,
+        username: new.username,
+        password_hash: new.password_hash,
+        is_active: new.is_active,
+        is_superuser: new.is_superuser,
+        created_at: now,
+        updated_at: now,
+        last_login_at: None,
+    })
+}
+
+pub fn list(conn: &mut DbConnection, skip: i64, limit: i64) -> QueryResult<(i64, Vec<User>)> {
+    let total = users::table.count().get_result(conn)?;
+    let page = users::table
+        .order((users::created_at.asc(), users::id.asc()))
+        .offset(skip)
+        .limit(limit)
+        .select(User::as_select())
+        .load(conn)?;
+    Ok((total, page))
+}
+
+pub fn any_superuser(conn: &mut DbConnection) -> QueryResult<bool> {
+    let count: i64 = users::table
+        .filter(users::is_superuser.eq(true))
+        .count()
+        .get_result(conn)?;
+    Ok(count > 0)
+}
+
+fn count_other_active_superusers(conn: &mut DbConnection, except_id: &str) -> QueryResult<i64> {
+    users::table
+        .filter(users::is_superuser.eq(true))
+        .filter(users::is_active.eq(true))
+        .filter(users::id.ne(except_id))
+        .count()
+        .get_result(conn)
+}
+
+fn removes_active_superuser(user: &User, changes: Option<&UserChanges>) -> bool {
+    if !(user.is_superuser && user.is_active) {
+        return false;
+    }
+    match changes {
+        None => true,
+        Some(c) => c.is_superuser == Some(false) || c.is_active == Some(false),
+    }
+}
+
+/// Applies `changes`, refusing to demote or deactivate the last active
+/// superuser. Runs in one transaction so two concurrent demotions cannot
+/// both pass the check.
+pub fn update(conn: &mut DbConnection, id: &str, mut changes: UserChanges) -> Result<User, AppError> {
+    changes.updated_at = Some(db::now());
+    conn.transaction(|conn| {
+        let user = find_by_id(conn, id)?.ok_or_else(|| AppError::not_found("User not found"))?;
+        if removes_active_superuser(&user, Some(&changes)) && count_other_active_superusers(conn, id)? == 0 {
+            return Err(AppError::bad_request(
+                "Cannot deactivate or demote the last active superuser",
+            ));
+        }
+        match diesel::update(users::table.find(id)).set(&changes).execute(conn) {
+            Ok(_) => {}
+            Err(e) if db::is_unique_violation(&e) => {
+                return Err(AppError::conflict("This username is unavailable"))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        find_by_id(conn, id)?.ok_or_else(|| AppError::not_found("User not found"))
+    })
+}
+
+/// Deletes a user (their keys and sessions go with them by cascade),
+/// refusing to delete the last active superuser.
+pub fn delete(conn: &mut DbConnection, id: &str) -> Result<(), AppError> {
+    conn.transaction(|conn| {
+        let user = find_by_id(conn, id)?.ok_or_else(|| AppError::not_found("User not found"))?;
+        if removes_active_superuser(&user, None) && count_other_active_superusers(conn, id)? == 0 {
+            return Err(AppError::bad_request("Cannot delete the last active superuser"));
+        }
+        diesel::delete(users::table.find(id)).execute(conn)?;
+        Ok(())
+    })
+}
+
+pub fn record_login(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
+    diesel::update(users::table.find(id))
+        .set(users::last_login_at.eq(db::now()))
+        .execute(conn)
+        .map(|_| ())
+}
