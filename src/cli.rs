@@ -72,7 +72,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
             actix_web::rt::System::new().block_on(serve(config))
         }
         Command::Migrate => {
-            db::connect_and_migrate(&config.database_url, 1)?;
+            db::connect_and_migrate(&config.database_url, 1, config.db_timeout)?;
             println!("database is up to date ({})", config.database_url.backend_name());
             Ok(())
         }

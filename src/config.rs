@@ -23,6 +23,8 @@ pub struct Config {
     pub cookie_secure: bool,
     pub session_ttl: Duration,
     pub pool_size: u32,
+    /// How long a request waits for a database connection before a 503.
+    pub db_timeout: Duration,
     pub usage_flush_interval: Duration,
     pub max_body_bytes: usize,
     pub workers: Option<usize>,
@@ -83,6 +85,9 @@ impl Config {
                 60 * parse_or::<u64>("KEYGATE_SESSION_TTL_MINUTES", get("KEYGATE_SESSION_TTL_MINUTES"), 720)?,
             ),
             pool_size: parse_or("KEYGATE_DB_POOL_SIZE", get("KEYGATE_DB_POOL_SIZE"), 10)?.max(1),
+            db_timeout: Duration::from_millis(
+                parse_or::<u64>("KEYGATE_DB_TIMEOUT_MS", get("KEYGATE_DB_TIMEOUT_MS"), 5000)?.max(100),
+            ),
             usage_flush_interval: Duration::from_millis(
                 parse_or::<u64>("KEYGATE_USAGE_FLUSH_MS", get("KEYGATE_USAGE_FLUSH_MS"), 5000)?.max(10),
             ),

@@ -18,7 +18,7 @@ use crate::{db, keys, sessions, users};
 /// Connects, migrates and makes sure a superuser exists. A generated
 /// superuser password is printed here, once, to the terminal.
 pub fn prepare(config: Config) -> Result<AppState, String> {
-    let pool = db::connect_and_migrate(&config.database_url, config.pool_size)?;
+    let pool = db::connect_and_migrate(&config.database_url, config.pool_size, config.db_timeout)?;
     let mut conn = pool
         .get()
         .map_err(|e| format!("cannot get a database connection: {e}"))?;

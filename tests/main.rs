@@ -1,1 +1,8 @@
+//! The integration suite, one binary: each module starts real keygate
+//! servers (in process or as the real binary) and talks to them over HTTP
+//! on loopback, against SQLite and against the real PostgreSQL server.
 
+mod common;
+mod keys;
+mod ops;
+mod users;

@@ -171,7 +171,7 @@ pub fn run_migrations(conn: &mut DbConnection) -> Result<usize, String> {
 }
 
 /// Opens one connection, migrates, then builds the pool.
-pub fn connect_and_migrate(url: &DatabaseUrl, pool_size: u32) -> Result<DbPool, String> {
+pub fn connect_and_migrate(url: &DatabaseUrl, pool_size: u32, timeout: Duration) -> Result<DbPool, String> {
     if let DatabaseUrl::Sqlite(path) = url {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
@@ -191,7 +191,7 @@ pub fn connect_and_migrate(url: &DatabaseUrl, pool_size: u32) -> Result<DbPool, 
     r2d2::Pool::builder()
         .max_size(pool_size)
         .min_idle(Some(1))
-        .connection_timeout(Duration::from_secs(5))
+        .connection_timeout(timeout)
         .connection_customizer(Box::new(SqliteSettings))
         .build(manager)
         .map_err(|e| format!("cannot open the {} connection pool: {e}", url.backend_name()))

@@ -1,0 +1,352 @@
+//! Operating the real binary: CLI, bootstrap, graceful shutdown, logs,
+//! error shapes and database outages.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::common::{base_env, expect, Backend, TestApp, TestDb, ADMIN, ADMIN_PASSWORD};
+
+/// The `keygate` binary run with only the given environment.
+fn keygate(env: &std::collections::HashMap<String, String>) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keygate"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KEYGATE_LOG", "info")
+        .envs(env);
+    command
+}
+
+/// A `keygate serve` process whose log lines are collected.
+struct Served {
+    child: Child,
+    base: String,
+    log: mpsc::Receiver<String>,
+    early_log: Vec<String>,
+    stdout: std::thread::JoinHandle<String>,
+}
+
+impl Served {
+    fn start(env: &std::collections::HashMap<String, String>) -> Self {
+        let mut child = keygate(env)
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn keygate");
+        let stderr = child.stderr.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // The server says where it listens once it is ready.
+        let mut base = None;
+        let mut early_log = Vec::new();
+        for line in log.iter() {
+            early_log.push(line.clone());
+            if let Some(rest) = line.split("addr=").nth(1).filter(|_| line.contains("keygate is listening")) {
+                let addr = rest.split_whitespace().next().unwrap();
+                base = Some(format!("http://{addr}"));
+                break;
+            }
+        }
+        Served {
+            child,
+            base: base.expect("keygate did not start"),
+            log,
+            early_log,
+            stdout,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends SIGTERM, waits for the exit, and returns (stdout, log).
+    fn terminate(mut self) -> (String, String) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "keygate exited with {exit}");
+        let mut log = self.early_log;
+        log.extend(self.log.iter());
+        (self.stdout.join().unwrap(), log.join("\n"))
+    }
+}
+
+fn binary_env(db: &TestDb) -> std::collections::HashMap<String, String> {
+    let mut env = base_env(db);
+    env.insert("KEYGATE_USAGE_FLUSH_MS".into(), "3600000".into());
+    env
+}
+
+async fn login(client: &reqwest::Client, url: String, password: &str) -> String {
+    let res = client
+        .post(url)
+        .form(&[("username", ADMIN), ("password", password)])
+        .send()
+        .await
+        .unwrap();
+    expect(res, StatusCode::OK).await["access_token"].as_str().unwrap().to_string()
+}
+
+crate::on_both_backends!(sigterm_flushes_counts_and_logs_never_hold_keys);
+
+async fn sigterm_flushes_counts_and_logs_never_hold_keys(backend: Backend) {
+    let db = TestDb::new(backend);
+    let served = Served::start(&binary_env(&db));
+    let client = reqwest::Client::new();
+    let token = login(&client, served.url("/api/v1/login"), ADMIN_PASSWORD).await;
+    let created = expect(
+        client
+            .post(served.url("/api/v1/api_key/"))
+            .bearer_auth(&token)
+            .json(&json!({"name": "term"}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let key = created["api_key"].as_str().unwrap().to_string();
+    let key_id = created["id"].as_str().unwrap().to_string();
+    for i in 0..7 {
+        let request = client.get(served.url("/api/v1/users/whoami"));
+        let request = if i % 2 == 0 {
+            request.query(&[("x-api-key", key.as_str())])
+        } else {
+            request.header("x-api-key", &key)
+        };
+        assert_eq!(request.send().await.unwrap().status(), StatusCode::OK);
+    }
+    let (_, log) = served.terminate();
+    assert!(log.contains("x-api-key=REDACTED"), "the access log shows redacted query keys");
+    assert!(!log.contains(&key), "a key appeared in the log");
+    assert!(!log.contains(&key[3..20]));
+    assert!(!log.contains(ADMIN_PASSWORD));
+
+    use diesel::prelude::*;
+    use keygate::db::schema::api_keys;
+    let mut conn = db.connect();
+    let (uses, last_used): (i64, Option<chrono::NaiveDateTime>) = api_keys::table
+        .find(&key_id)
+        .select((api_keys::total_uses, api_keys::last_used_at))
+        .first(&mut conn)
+        .unwrap();
+    assert_eq!(uses, 7, "every use is written at shutdown");
+    assert!(last_used.is_some());
+}
+
+#[actix_web::test]
+async fn first_start_prints_a_generated_superuser_password_once() {
+    let db = TestDb::new(Backend::Sqlite);
+    let mut env = binary_env(&db);
+    env.remove("KEYGATE_SUPERUSER_PASSWORD");
+    let served = Served::start(&env);
+    let (stdout, log) = served.terminate();
+    let password = stdout
+        .lines()
+        .skip_while(|l| !l.contains("shown only now"))
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.contains("shown only now"))
+        .expect("a generated password on the terminal")
+        .to_string();
+    assert!(password.len() >= 16);
+    assert!(!log.contains(&password), "the password must not reach the log");
+
+    let served = Served::start(&env);
+    let client = reqwest::Client::new();
+    login(&client, served.url("/api/v1/login"), &password).await;
+    let (stdout, _) = served.terminate();
+    assert!(!stdout.contains(&password), "printed only on the first start");
+}
+
+#[actix_web::test]
+async fn cli_migrates_creates_keys_and_guards_superuser_creation() {
+    let db = TestDb::new(Backend::Sqlite);
+    let env = binary_env(&db);
+    let migrate = keygate(&env).arg("migrate").output().unwrap();
+    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+
+    let output = keygate(&env).args(["api-key", "--name", "from-cli"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let key = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    assert!(key.starts_with("sk-") && key.len() == 46, "{key}");
+
+    let refused = keygate(&env)
+        .args(["superuser", "--username", "root2", "--password", "root2-password"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("KEYGATE_ENABLE_SUPERUSER_CLI"));
+
+    let mut allowed_env = env.clone();
+    allowed_env.insert("KEYGATE_ENABLE_SUPERUSER_CLI".into(), "true".into());
+    let allowed = keygate(&allowed_env)
+        .args(["superuser", "--username", "root2", "--password", "root2-password"])
+        .output()
+        .unwrap();
+    assert!(allowed.status.success(), "{}", String::from_utf8_lossy(&allowed.stderr));
+
+    let app = TestApp::start_on(db, &[]).await;
+    let (status, me) = app.get_with_key("/api/v1/users/whoami", &key).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["username"], ADMIN);
+    let token = app.login("root2", "root2-password").await;
+    let me = expect(
+        app.client
+            .get(app.url("/api/v1/users/whoami"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(me["is_superuser"], true);
+}
+
+#[actix_web::test]
+async fn errors_are_json_with_the_right_status() {
+    let app = TestApp::start_with(Backend::Sqlite, &[("KEYGATE_MAX_BODY_BYTES", "1024")]).await;
+    let token = app.admin_token().await;
+    let big = json!({"name": "x".repeat(4096)});
+    let res = app
+        .client
+        .post(app.url("/api/v1/api_key/"))
+        .bearer_auth(&token)
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert!(expect(res, StatusCode::PAYLOAD_TOO_LARGE).await["detail"].is_string());
+    let res = app.client.get(app.url("/no/such/route")).send().await.unwrap();
+    assert_eq!(expect(res, StatusCode::NOT_FOUND).await, json!({"detail": "Not Found"}));
+    let res = app
+        .client
+        .put(app.url("/api/v1/api_key/"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(expect(res, StatusCode::METHOD_NOT_ALLOWED).await["detail"].is_string());
+    let res = app.client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(expect(res, StatusCode::OK).await["status"], "ok");
+}
+
+/// A TCP relay to PostgreSQL that the test can cut and restore. It runs
+/// on a runtime of its own: keygate connects synchronously at start.
+struct Relay {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Relay {
+    fn start(target: &str) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let target = target.to_string();
+        let (accept_up, accept_connections) = (up.clone(), connections.clone());
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accept_up.load(Ordering::SeqCst) {
+                    continue; // dropped at once: the database is "down"
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                accept_connections.lock().unwrap().push(task);
+            }
+        });
+        Relay {
+            port,
+            up,
+            connections,
+            runtime: Some(runtime),
+        }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_database_outage_is_a_503_and_the_service_recovers() {
+    let db = TestDb::new(Backend::Postgres);
+    let relay = Relay::start("127.0.0.1:5432");
+    let through_relay = db.url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port));
+    assert_ne!(through_relay, db.url);
+    let app = TestApp::start_on(
+        db,
+        &[("KEYGATE_DATABASE_URL", through_relay.as_str()), ("KEYGATE_DB_TIMEOUT_MS", "1000")],
+    )
+    .await;
+    let token = app.admin_token().await;
+    let list = |token: String| {
+        let request = app.client.get(app.url("/api/v1/api_key/")).bearer_auth(token);
+        async move { request.send().await.unwrap() }
+    };
+    expect(list(token.clone()).await, StatusCode::OK).await;
+
+    relay.cut();
+    let down = expect(list(token.clone()).await, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(down["detail"].as_str().unwrap().contains("database"));
+    let health = app.client.get(app.url("/health_check")).send().await.unwrap();
+    expect(health, StatusCode::SERVICE_UNAVAILABLE).await;
+
+    relay.restore();
+    expect(list(token).await, StatusCode::OK).await;
+}
