@@ -11,7 +11,11 @@ use crate::users::{password, store as user_store};
 use crate::{db, server};
 
 #[derive(Parser, Debug)]
-#[command(name = "keygate", version, about = "Self-hosted API-key gateway for LLM-application platforms")]
+#[command(
+    name = "keygate",
+    version,
+    about = "Self-hosted API-key gateway for LLM-application platforms"
+)]
 pub struct Cli {
     /// Load KEYGATE_* settings from this .env file (variables already set win).
     #[arg(long, global = true, value_name = "FILE")]
@@ -73,7 +77,10 @@ pub fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Migrate => {
             db::connect_and_migrate(&config.database_url, 1, config.db_timeout)?;
-            println!("database is up to date ({})", config.database_url.backend_name());
+            println!(
+                "database is up to date ({})",
+                config.database_url.backend_name()
+            );
             Ok(())
         }
         Command::ApiKey { user, name } => {
@@ -86,7 +93,10 @@ pub fn run(cli: Cli) -> Result<(), String> {
 }
 
 fn init_logging() {
-    let filter = std::env::var("KEYGATE_LOG").unwrap_or_else(|_| "info".into());
+    let filter = std::env::var("KEYGATE_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "info".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
@@ -96,10 +106,18 @@ fn init_logging() {
 
 async fn serve(config: Config) -> Result<(), String> {
     let state = server::prepare(config)?;
-    server::start(state).await?.wait().await
+    let backend = state.config.database_url.backend_name();
+    let running = server::start(state).await?;
+    server::stop_on_signals(running.handle()).map_err(|e| format!("cannot handle signals: {e}"))?;
+    tracing::info!(addr = %running.addr, backend, "keygate is listening");
+    running.wait().await
 }
 
-fn create_key_for(config: Config, user: Option<String>, name: Option<String>) -> Result<PlainKey, AppError> {
+fn create_key_for(
+    config: Config,
+    user: Option<String>,
+    name: Option<String>,
+) -> Result<PlainKey, AppError> {
     let state = server::prepare(config).map_err(AppError::internal)?;
     let mut conn = state.pool.get()?;
     let owner = match &user {
@@ -107,12 +125,18 @@ fn create_key_for(config: Config, user: Option<String>, name: Option<String>) ->
             .ok_or_else(|| AppError::not_found(format!("no user named {username:?}")))?,
         None => user_store::find_by_username(&mut conn, &state.config.superuser)?
             .filter(|u| u.is_superuser)
-            .ok_or_else(|| AppError::not_found("the configured superuser does not exist; pass --user"))?,
+            .ok_or_else(|| {
+                AppError::not_found("the configured superuser does not exist; pass --user")
+            })?,
     };
     if !owner.is_active {
-        return Err(AppError::bad_request(format!("user {:?} is inactive", owner.username)));
+        return Err(AppError::bad_request(format!(
+            "user {:?} is inactive",
+            owner.username
+        )));
     }
-    let plain = PlainKey::generate().map_err(|e| AppError::internal(format_args!("OS random source failed: {e}")))?;
+    let plain = PlainKey::generate()
+        .map_err(|e| AppError::internal(format_args!("OS random source failed: {e}")))?;
     key_store::insert(
         &mut conn,
         key_store::NewKey {
@@ -126,16 +150,24 @@ fn create_key_for(config: Config, user: Option<String>, name: Option<String>) ->
     Ok(plain)
 }
 
-fn create_superuser(config: Config, username: Option<String>, password_arg: Option<String>) -> Result<(), String> {
+fn create_superuser(
+    config: Config,
+    username: Option<String>,
+    password_arg: Option<String>,
+) -> Result<(), String> {
     if !config.enable_superuser_cli {
         return Err("creating superusers from the command line is disabled; set KEYGATE_ENABLE_SUPERUSER_CLI=true".into());
     }
     let username = username.unwrap_or_else(|| config.superuser.clone());
-    let state = server::prepare(config.clone())?;
-    let mut conn = state.pool.get().map_err(|e| e.to_string())?;
+    // No bootstrap here: the superuser this command creates is the first.
+    let pool = db::connect_and_migrate(&config.database_url, 1, config.db_timeout)?;
+    let mut conn = pool.get().map_err(|e| e.to_string())?;
     let (password_text, generated) = match password_arg.or(config.superuser_password.clone()) {
         Some(p) => (p, false),
-        None => (password::generate().map_err(|e| e.detail().to_string())?, true),
+        None => (
+            password::generate().map_err(|e| e.detail().to_string())?,
+            true,
+        ),
     };
     password::check_strength(&password_text).map_err(|e| e.detail().to_string())?;
     let password_hash = password::hash(&password_text).map_err(|e| e.detail().to_string())?;

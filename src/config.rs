@@ -60,11 +60,17 @@ impl Config {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let data_dir = PathBuf::from(get("KEYGATE_DATA_DIR").unwrap_or_else(|| "./data".into()));
         let database_url = match get("KEYGATE_DATABASE_URL") {
-            Some(url) => DatabaseUrl::parse(&url).map_err(|e| format!("KEYGATE_DATABASE_URL: {e}"))?,
+            Some(url) => {
+                DatabaseUrl::parse(&url).map_err(|e| format!("KEYGATE_DATABASE_URL: {e}"))?
+            }
             None => DatabaseUrl::Sqlite(data_dir.join("keygate.db")),
         };
         let workers = match get("KEYGATE_WORKERS") {
-            Some(v) => Some(parse_number::<usize>("KEYGATE_WORKERS", &v)?).filter(|w| *w > 0),
+            Some(v) => match parse_number::<usize>("KEYGATE_WORKERS", &v)? {
+                0 => None,
+                w if w > 256 => return Err("KEYGATE_WORKERS: at most 256".into()),
+                w => Some(w),
+            },
             None => None,
         };
         Ok(Config {
@@ -74,7 +80,10 @@ impl Config {
             database_url,
             superuser: get("KEYGATE_SUPERUSER").unwrap_or_else(|| "admin".into()),
             superuser_password: get("KEYGATE_SUPERUSER_PASSWORD"),
-            new_user_is_active: parse_bool("KEYGATE_NEW_USER_IS_ACTIVE", get("KEYGATE_NEW_USER_IS_ACTIVE"))?,
+            new_user_is_active: parse_bool(
+                "KEYGATE_NEW_USER_IS_ACTIVE",
+                get("KEYGATE_NEW_USER_IS_ACTIVE"),
+            )?,
             enable_signup: parse_bool("KEYGATE_ENABLE_SIGNUP", get("KEYGATE_ENABLE_SIGNUP"))?,
             enable_superuser_cli: parse_bool(
                 "KEYGATE_ENABLE_SUPERUSER_CLI",
@@ -82,16 +91,30 @@ impl Config {
             )?,
             cookie_secure: parse_bool("KEYGATE_COOKIE_SECURE", get("KEYGATE_COOKIE_SECURE"))?,
             session_ttl: Duration::from_secs(
-                60 * parse_or::<u64>("KEYGATE_SESSION_TTL_MINUTES", get("KEYGATE_SESSION_TTL_MINUTES"), 720)?,
+                60 * parse_or::<u64>(
+                    "KEYGATE_SESSION_TTL_MINUTES",
+                    get("KEYGATE_SESSION_TTL_MINUTES"),
+                    720,
+                )?,
             ),
             pool_size: parse_or("KEYGATE_DB_POOL_SIZE", get("KEYGATE_DB_POOL_SIZE"), 10)?.max(1),
             db_timeout: Duration::from_millis(
-                parse_or::<u64>("KEYGATE_DB_TIMEOUT_MS", get("KEYGATE_DB_TIMEOUT_MS"), 5000)?.max(100),
+                parse_or::<u64>("KEYGATE_DB_TIMEOUT_MS", get("KEYGATE_DB_TIMEOUT_MS"), 5000)?
+                    .max(100),
             ),
             usage_flush_interval: Duration::from_millis(
-                parse_or::<u64>("KEYGATE_USAGE_FLUSH_MS", get("KEYGATE_USAGE_FLUSH_MS"), 5000)?.max(10),
+                parse_or::<u64>(
+                    "KEYGATE_USAGE_FLUSH_MS",
+                    get("KEYGATE_USAGE_FLUSH_MS"),
+                    5000,
+                )?
+                .max(10),
             ),
-            max_body_bytes: parse_or("KEYGATE_MAX_BODY_BYTES", get("KEYGATE_MAX_BODY_BYTES"), 1024 * 1024)?,
+            max_body_bytes: parse_or(
+                "KEYGATE_MAX_BODY_BYTES",
+                get("KEYGATE_MAX_BODY_BYTES"),
+                1024 * 1024,
+            )?,
             workers,
         })
     }
@@ -104,7 +127,11 @@ fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, Stri
         .map_err(|_| format!("{name}: expected a number, got {value:?}"))
 }
 
-fn parse_or<T: std::str::FromStr>(name: &str, value: Option<String>, default: T) -> Result<T, String> {
+fn parse_or<T: std::str::FromStr>(
+    name: &str,
+    value: Option<String>,
+    default: T,
+) -> Result<T, String> {
     match value {
         Some(v) => parse_number(name, &v),
         None => Ok(default),
@@ -129,7 +156,10 @@ mod tests {
         let config = Config::from_map(&HashMap::new()).unwrap();
         assert_eq!(config.port, 7860);
         assert_eq!(config.host, "127.0.0.1");
-        assert_eq!(config.database_url, DatabaseUrl::Sqlite("./data/keygate.db".into()));
+        assert_eq!(
+            config.database_url,
+            DatabaseUrl::Sqlite("./data/keygate.db".into())
+        );
         assert!(!config.new_user_is_active && !config.enable_signup && !config.cookie_secure);
     }
 

@@ -101,6 +101,13 @@ const DATABASE_UNAVAILABLE: &str = "The database is unavailable; try again short
 
 impl From<diesel::result::Error> for AppError {
     fn from(error: diesel::result::Error) -> Self {
+        if let diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::SerializationFailure,
+            _,
+        ) = error
+        {
+            return Self::conflict("A concurrent change conflicted with this one; try again");
+        }
         if crate::db::is_unavailable(&error) {
             tracing::warn!(%error, "database unavailable");
             return Self::unavailable(DATABASE_UNAVAILABLE);
@@ -119,14 +126,15 @@ impl From<diesel::r2d2::PoolError> for AppError {
 /// Maps actix's own extractor failures (bad JSON, wrong path type, oversized
 /// body) onto the same JSON shape.
 pub mod extractors {
-    use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError, UrlencodedError};
+    use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
     use actix_web::HttpRequest;
 
     use super::AppError;
 
     pub fn json(error: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
         match error {
-            JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => {
+            JsonPayloadError::Overflow { limit }
+            | JsonPayloadError::OverflowKnownLength { limit, .. } => {
                 AppError::payload_too_large(format!("Request body is larger than {limit} bytes"))
             }
             JsonPayloadError::ContentType => {
@@ -136,16 +144,6 @@ pub mod extractors {
                 AppError::unprocessable(format!("Invalid JSON body: {e}"))
             }
             other => AppError::bad_request(format!("Could not read the request body: {other}")),
-        }
-        .into()
-    }
-
-    pub fn form(error: UrlencodedError, _req: &HttpRequest) -> actix_web::Error {
-        match error {
-            UrlencodedError::Overflow { limit, .. } => {
-                AppError::payload_too_large(format!("Request body is larger than {limit} bytes"))
-            }
-            other => AppError::unprocessable(format!("Invalid form body: {other}")),
         }
         .into()
     }

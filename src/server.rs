@@ -13,7 +13,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use crate::config::Config;
 use crate::error::{extractors, AppError};
 use crate::state::AppState;
-use crate::{db, keys, sessions, users};
+use crate::{auth, db, keys, sessions, users};
 
 /// Connects, migrates and makes sure a superuser exists. A generated
 /// superuser password is printed here, once, to the terminal.
@@ -22,8 +22,8 @@ pub fn prepare(config: Config) -> Result<AppState, String> {
     let mut conn = pool
         .get()
         .map_err(|e| format!("cannot get a database connection: {e}"))?;
-    if let Some(password) =
-        users::ensure_superuser(&mut conn, &config).map_err(|e| format!("superuser bootstrap: {}", e.detail()))?
+    if let Some(password) = users::ensure_superuser(&mut conn, &config)
+        .map_err(|e| format!("superuser bootstrap: {}", e.detail()))?
     {
         print_generated_password(&config.superuser, &password);
     }
@@ -44,8 +44,11 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
     let data = web::Data::new(state);
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(data.clone())
-            .app_data(web::JsonConfig::default().limit(max_body).error_handler(extractors::json))
-            .app_data(web::FormConfig::default().limit(max_body).error_handler(extractors::form))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(max_body)
+                    .error_handler(extractors::json),
+            )
             .app_data(web::PayloadConfig::new(max_body))
             .app_data(web::PathConfig::default().error_handler(extractors::path))
             .app_data(web::QueryConfig::default().error_handler(extractors::query))
@@ -123,6 +126,7 @@ pub struct RunningServer {
     handle: actix_web::dev::ServerHandle,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     flusher: tokio::task::JoinHandle<()>,
+    stop_flusher: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl RunningServer {
@@ -144,8 +148,15 @@ impl RunningServer {
         }
     }
 
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the periodic flusher (letting a write in progress finish),
+    /// then writes what is left.
     async fn finish(self) -> Result<(), String> {
-        self.flusher.abort();
+        self.stop_flusher.notify_one();
+        let _ = self.flusher.await;
         let flushed = self
             .state
             .usage
@@ -157,12 +168,31 @@ impl RunningServer {
     }
 }
 
+/// Stops the server gracefully on SIGTERM or SIGINT. The handlers are
+/// registered before this returns.
+#[cfg(unix)]
+pub fn stop_on_signals(handle: actix_web::dev::ServerHandle) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    actix_web::rt::spawn(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutting down gracefully");
+        handle.stop(true).await;
+    });
+    Ok(())
+}
+
 /// Binds `host:port` (port 0 picks a free one) and starts serving.
 pub async fn start(state: AppState) -> Result<RunningServer, String> {
     let config = state.config.clone();
     let app_config = configure(state.clone());
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(auth::resolve))
             .wrap(ErrorHandlers::new().default_handler(json_error_body))
             .wrap_fn(|req, srv| {
                 let started = Instant::now();
@@ -183,7 +213,10 @@ pub async fn start(state: AppState) -> Result<RunningServer, String> {
             })
             .configure(app_config.clone())
     })
-    .shutdown_timeout(10);
+    .shutdown_timeout(10)
+    // Signals are handled by `serve` (see `stop_on_signals`), installed
+    // before it reports readiness, so an early SIGTERM is never lost.
+    .disable_signals();
     if let Some(workers) = config.workers {
         server = server.workers(workers);
     }
@@ -201,23 +234,28 @@ pub async fn start(state: AppState) -> Result<RunningServer, String> {
 
     let usage = state.usage.clone();
     let interval = config.usage_flush_interval;
+    let stop_flusher = std::sync::Arc::new(tokio::sync::Notify::new());
+    let stop_signal = stop_flusher.clone();
     let flusher = actix_web::rt::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.tick().await;
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop_signal.notified() => return,
+            }
             if let Err(e) = usage.flush().await {
                 tracing::warn!(error = %e, "usage counters not written; will retry");
             }
         }
     });
-    tracing::info!(%addr, backend = config.database_url.backend_name(), "keygate is listening");
     Ok(RunningServer {
         addr,
         state,
         handle,
         server,
         flusher,
+        stop_flusher,
     })
 }
 

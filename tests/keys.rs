@@ -33,8 +33,17 @@ async fn create_list_and_use_a_key(backend: Backend) {
     let key = created["api_key"].as_str().unwrap();
     assert_eq!(key.len(), 46);
     assert!(key.starts_with("sk-"));
-    assert!(key[3..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-    for field in ["id", "name", "user_id", "created_at", "is_active", "expires_at"] {
+    assert!(key[3..]
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    for field in [
+        "id",
+        "name",
+        "user_id",
+        "created_at",
+        "is_active",
+        "expires_at",
+    ] {
         assert!(created.get(field).is_some(), "missing {field} in {created}");
     }
     assert_eq!(created["name"], "ci");
@@ -70,8 +79,19 @@ async fn create_list_and_use_a_key(backend: Backend) {
     assert_eq!(masked.len(), 46);
     assert_eq!(&masked[..8], &key[..8]);
     assert!(masked[8..].chars().all(|c| c == '*'));
-    assert!(!list.to_string().contains(key), "a list must never show a full key");
-    for field in ["last_used_at", "total_uses", "is_active", "expires_at", "created_at", "user_id", "name"] {
+    assert!(
+        !list.to_string().contains(key),
+        "a list must never show a full key"
+    );
+    for field in [
+        "last_used_at",
+        "total_uses",
+        "is_active",
+        "expires_at",
+        "created_at",
+        "user_id",
+        "name",
+    ] {
         assert!(listed.get(field).is_some(), "missing {field}");
     }
 
@@ -92,7 +112,11 @@ async fn header_and_query_parameter_both_work(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(by_header.status(), StatusCode::OK, "header name is case-insensitive");
+    assert_eq!(
+        by_header.status(),
+        StatusCode::OK,
+        "header name is case-insensitive"
+    );
     let by_query = app
         .client
         .get(app.url("/api/v1/users/whoami"))
@@ -120,7 +144,10 @@ async fn header_and_query_parameter_both_work(backend: Backend) {
         .await
         .unwrap();
     let child = expect(res, StatusCode::OK).await;
-    assert_eq!(app.whoami_status(child["api_key"].as_str().unwrap()).await, StatusCode::OK);
+    assert_eq!(
+        app.whoami_status(child["api_key"].as_str().unwrap()).await,
+        StatusCode::OK
+    );
 }
 
 async fn missing_malformed_and_ambiguous_keys_are_refused(backend: Backend) {
@@ -129,10 +156,18 @@ async fn missing_malformed_and_ambiguous_keys_are_refused(backend: Backend) {
     let (_, key) = app.create_key(&token, "k").await;
     let (_, other_key) = app.create_key(&token, "k2").await;
 
-    let missing = app.client.get(app.url("/api/v1/api_key/")).send().await.unwrap();
+    let missing = app
+        .client
+        .get(app.url("/api/v1/api_key/"))
+        .send()
+        .await
+        .unwrap();
     let body = expect(missing, StatusCode::UNAUTHORIZED).await;
     let detail = body["detail"].as_str().unwrap();
-    assert!(detail.contains("x-api-key header") && detail.contains("query parameter"), "{detail}");
+    assert!(
+        detail.contains("x-api-key header") && detail.contains("query parameter"),
+        "{detail}"
+    );
 
     let conflict = app
         .client
@@ -198,7 +233,10 @@ async fn revoked_inactive_expired_and_unknown_keys_get_one_answer(backend: Backe
         .send()
         .await
         .unwrap();
-    assert_eq!(expect(res, StatusCode::OK).await, json!({"detail": "API Key deleted"}));
+    assert_eq!(
+        expect(res, StatusCode::OK).await,
+        json!({"detail": "API Key deleted"})
+    );
 
     let res = app
         .client
@@ -216,7 +254,10 @@ async fn revoked_inactive_expired_and_unknown_keys_get_one_answer(backend: Backe
         use keygate::db::schema::api_keys;
         let mut conn = app.db.connect();
         diesel::update(api_keys::table.find(&expired_id))
-            .set(api_keys::expires_at.eq(chrono::Utc::now().naive_utc() - chrono::Duration::minutes(1)))
+            .set(
+                api_keys::expires_at
+                    .eq(chrono::Utc::now().naive_utc() - chrono::Duration::minutes(1)),
+            )
             .execute(&mut conn)
             .unwrap();
     }
@@ -250,14 +291,21 @@ async fn revoked_inactive_expired_and_unknown_keys_get_one_answer(backend: Backe
         .unwrap();
     expect(res, StatusCode::OK).await;
 
-    let unknown = keygate::keys::token::PlainKey::generate().unwrap().into_string();
+    let unknown = keygate::keys::token::PlainKey::generate()
+        .unwrap()
+        .into_string();
     let mut bodies = Vec::new();
     for key in [&revoked, &inactive, &expired, &owner_inactive, &unknown] {
         let (status, body) = app.get_with_key("/api/v1/users/whoami", key).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         bodies.push(body);
     }
-    assert!(bodies.iter().all(|b| *b == json!({"detail": "Invalid API key"})), "{bodies:?}");
+    assert!(
+        bodies
+            .iter()
+            .all(|b| *b == json!({"detail": "Invalid API key"})),
+        "{bodies:?}"
+    );
 
     // Reactivating the key brings it back.
     let res = app
@@ -286,7 +334,10 @@ async fn other_users_keys_are_not_found(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(expect(res, StatusCode::NOT_FOUND).await, json!({"detail": "API Key not found"}));
+    assert_eq!(
+        expect(res, StatusCode::NOT_FOUND).await,
+        json!({"detail": "API Key not found"})
+    );
     let res = app
         .client
         .patch(app.url(&format!("/api/v1/api_key/{alice_key_id}")))
@@ -411,21 +462,39 @@ async fn no_plaintext_key_is_stored(backend: Backend) {
     }
     let db = app.stop().await;
     let dump = db.dump();
-    assert!(dump.contains(&keys[0][..8]), "the dump should hold the display prefix");
+    assert!(
+        dump.contains(&keys[0][..8]),
+        "the dump should hold the display prefix"
+    );
     for key in &keys {
-        assert!(!dump.contains(key.as_str()), "plaintext key found in the database");
+        assert!(
+            !dump.contains(key.as_str()),
+            "plaintext key found in the database"
+        );
         assert!(!dump.contains(&key[3..]), "key body found in the database");
     }
-    assert!(!dump.contains(crate::common::ADMIN_PASSWORD), "plaintext password stored");
+    assert!(
+        !dump.contains(crate::common::ADMIN_PASSWORD),
+        "plaintext password stored"
+    );
 }
 
 async fn bad_key_input_gets_clear_errors(backend: Backend) {
     let app = TestApp::start(backend).await;
     let admin = app.admin_token().await;
     let cases = [
-        (json!({"expires_at": "2001-01-01T00:00:00Z"}), StatusCode::UNPROCESSABLE_ENTITY),
-        (json!({"expires_at": "someday"}), StatusCode::UNPROCESSABLE_ENTITY),
-        (json!({"name": "x".repeat(300)}), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            json!({"expires_at": "2001-01-01T00:00:00Z"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"expires_at": "someday"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"name": "x".repeat(300)}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
         (json!({"name": 42}), StatusCode::UNPROCESSABLE_ENTITY),
     ];
     for (body, status) in cases {
@@ -473,6 +542,13 @@ async fn bad_key_input_gets_clear_errors(backend: Backend) {
         .await
         .unwrap();
     let created = expect(res, StatusCode::OK).await;
-    assert!(created["expires_at"].as_str().unwrap().starts_with(&future[..16]));
-    assert_eq!(app.whoami_status(created["api_key"].as_str().unwrap()).await, StatusCode::OK);
+    assert!(created["expires_at"]
+        .as_str()
+        .unwrap()
+        .starts_with(&future[..16]));
+    assert_eq!(
+        app.whoami_status(created["api_key"].as_str().unwrap())
+            .await,
+        StatusCode::OK
+    );
 }

@@ -61,7 +61,11 @@ impl Served {
         let mut early_log = Vec::new();
         for line in log.iter() {
             early_log.push(line.clone());
-            if let Some(rest) = line.split("addr=").nth(1).filter(|_| line.contains("keygate is listening")) {
+            if let Some(rest) = line
+                .split("addr=")
+                .nth(1)
+                .filter(|_| line.contains("keygate is listening"))
+            {
                 let addr = rest.split_whitespace().next().unwrap();
                 base = Some(format!("http://{addr}"));
                 break;
@@ -108,7 +112,10 @@ async fn login(client: &reqwest::Client, url: String, password: &str) -> String 
         .send()
         .await
         .unwrap();
-    expect(res, StatusCode::OK).await["access_token"].as_str().unwrap().to_string()
+    expect(res, StatusCode::OK).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 crate::on_both_backends!(sigterm_flushes_counts_and_logs_never_hold_keys);
@@ -141,7 +148,10 @@ async fn sigterm_flushes_counts_and_logs_never_hold_keys(backend: Backend) {
         assert_eq!(request.send().await.unwrap().status(), StatusCode::OK);
     }
     let (_, log) = served.terminate();
-    assert!(log.contains("x-api-key=REDACTED"), "the access log shows redacted query keys");
+    assert!(
+        log.contains("x-api-key=REDACTED"),
+        "the access log shows redacted query keys"
+    );
     assert!(!log.contains(&key), "a key appeared in the log");
     assert!(!log.contains(&key[3..20]));
     assert!(!log.contains(ADMIN_PASSWORD));
@@ -173,13 +183,19 @@ async fn first_start_prints_a_generated_superuser_password_once() {
         .expect("a generated password on the terminal")
         .to_string();
     assert!(password.len() >= 16);
-    assert!(!log.contains(&password), "the password must not reach the log");
+    assert!(
+        !log.contains(&password),
+        "the password must not reach the log"
+    );
 
     let served = Served::start(&env);
     let client = reqwest::Client::new();
     login(&client, served.url("/api/v1/login"), &password).await;
     let (stdout, _) = served.terminate();
-    assert!(!stdout.contains(&password), "printed only on the first start");
+    assert!(
+        !stdout.contains(&password),
+        "printed only on the first start"
+    );
 }
 
 #[actix_web::test]
@@ -187,15 +203,32 @@ async fn cli_migrates_creates_keys_and_guards_superuser_creation() {
     let db = TestDb::new(Backend::Sqlite);
     let env = binary_env(&db);
     let migrate = keygate(&env).arg("migrate").output().unwrap();
-    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
 
-    let output = keygate(&env).args(["api-key", "--name", "from-cli"]).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = keygate(&env)
+        .args(["api-key", "--name", "from-cli"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let key = String::from_utf8(output.stdout).unwrap().trim().to_string();
     assert!(key.starts_with("sk-") && key.len() == 46, "{key}");
 
     let refused = keygate(&env)
-        .args(["superuser", "--username", "root2", "--password", "root2-password"])
+        .args([
+            "superuser",
+            "--username",
+            "root2",
+            "--password",
+            "root2-password",
+        ])
         .output()
         .unwrap();
     assert!(!refused.status.success());
@@ -204,10 +237,20 @@ async fn cli_migrates_creates_keys_and_guards_superuser_creation() {
     let mut allowed_env = env.clone();
     allowed_env.insert("KEYGATE_ENABLE_SUPERUSER_CLI".into(), "true".into());
     let allowed = keygate(&allowed_env)
-        .args(["superuser", "--username", "root2", "--password", "root2-password"])
+        .args([
+            "superuser",
+            "--username",
+            "root2",
+            "--password",
+            "root2-password",
+        ])
         .output()
         .unwrap();
-    assert!(allowed.status.success(), "{}", String::from_utf8_lossy(&allowed.stderr));
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
 
     let app = TestApp::start_on(db, &[]).await;
     let (status, me) = app.get_with_key("/api/v1/users/whoami", &key).await;
@@ -241,8 +284,16 @@ async fn errors_are_json_with_the_right_status() {
         .await
         .unwrap();
     assert!(expect(res, StatusCode::PAYLOAD_TOO_LARGE).await["detail"].is_string());
-    let res = app.client.get(app.url("/no/such/route")).send().await.unwrap();
-    assert_eq!(expect(res, StatusCode::NOT_FOUND).await, json!({"detail": "Not Found"}));
+    let res = app
+        .client
+        .get(app.url("/no/such/route"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        expect(res, StatusCode::NOT_FOUND).await,
+        json!({"detail": "Not Found"})
+    );
     let res = app
         .client
         .put(app.url("/api/v1/api_key/"))
@@ -327,16 +378,24 @@ impl Drop for Relay {
 async fn a_database_outage_is_a_503_and_the_service_recovers() {
     let db = TestDb::new(Backend::Postgres);
     let relay = Relay::start("127.0.0.1:5432");
-    let through_relay = db.url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port));
+    let through_relay = db
+        .url
+        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port));
     assert_ne!(through_relay, db.url);
     let app = TestApp::start_on(
         db,
-        &[("KEYGATE_DATABASE_URL", through_relay.as_str()), ("KEYGATE_DB_TIMEOUT_MS", "1000")],
+        &[
+            ("KEYGATE_DATABASE_URL", through_relay.as_str()),
+            ("KEYGATE_DB_TIMEOUT_MS", "1000"),
+        ],
     )
     .await;
     let token = app.admin_token().await;
     let list = |token: String| {
-        let request = app.client.get(app.url("/api/v1/api_key/")).bearer_auth(token);
+        let request = app
+            .client
+            .get(app.url("/api/v1/api_key/"))
+            .bearer_auth(token);
         async move { request.send().await.unwrap() }
     };
     expect(list(token.clone()).await, StatusCode::OK).await;
@@ -344,7 +403,12 @@ async fn a_database_outage_is_a_503_and_the_service_recovers() {
     relay.cut();
     let down = expect(list(token.clone()).await, StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(down["detail"].as_str().unwrap().contains("database"));
-    let health = app.client.get(app.url("/health_check")).send().await.unwrap();
+    let health = app
+        .client
+        .get(app.url("/health_check"))
+        .send()
+        .await
+        .unwrap();
     expect(health, StatusCode::SERVICE_UNAVAILABLE).await;
 
     relay.restore();

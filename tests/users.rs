@@ -39,7 +39,10 @@ async fn sign_in_with_form_or_json_sets_a_strict_cookie(backend: Backend) {
     assert!(cookie.starts_with(&format!("keygate_session={token}")));
     assert!(cookie.contains("HttpOnly"));
     assert!(cookie.contains("SameSite=Strict"));
-    assert!(!cookie.contains("Secure"), "Secure only when KEYGATE_COOKIE_SECURE=true");
+    assert!(
+        !cookie.contains("Secure"),
+        "Secure only when KEYGATE_COOKIE_SECURE=true"
+    );
 
     let json_login = app
         .client
@@ -70,7 +73,10 @@ async fn sign_in_with_form_or_json_sets_a_strict_cookie(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert!(res.headers()["set-cookie"].to_str().unwrap().contains("Secure"));
+    assert!(res.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Secure"));
 }
 
 async fn wrong_username_and_wrong_password_look_the_same(backend: Backend) {
@@ -88,7 +94,10 @@ async fn wrong_username_and_wrong_password_look_the_same(backend: Backend) {
         answers.push(expect(res, StatusCode::UNAUTHORIZED).await);
     }
     assert_eq!(answers[0], answers[1]);
-    assert_eq!(answers[0], json!({"detail": "Incorrect username or password"}));
+    assert_eq!(
+        answers[0],
+        json!({"detail": "Incorrect username or password"})
+    );
     let missing = app
         .client
         .post(app.url("/api/v1/login"))
@@ -132,7 +141,10 @@ async fn admin_creates_lists_updates_and_deletes_users(backend: Backend) {
         .await
         .unwrap();
     let erin = expect(res, StatusCode::CREATED).await;
-    assert_eq!(erin["is_active"], false, "KEYGATE_NEW_USER_IS_ACTIVE defaults to false");
+    assert_eq!(
+        erin["is_active"], false,
+        "KEYGATE_NEW_USER_IS_ACTIVE defaults to false"
+    );
     assert_eq!(erin["is_superuser"], false);
     assert!(erin.get("password_hash").is_none() && erin.get("password").is_none());
     let erin_id = erin["id"].as_str().unwrap().to_string();
@@ -216,7 +228,12 @@ async fn admin_creates_lists_updates_and_deletes_users(backend: Backend) {
     // Non-superusers cannot use the admin API.
     let (frank_id, frank) = app.create_user(&admin, "frank").await;
     for res in [
-        app.client.get(app.url("/api/v1/users/")).bearer_auth(&frank).send().await.unwrap(),
+        app.client
+            .get(app.url("/api/v1/users/"))
+            .bearer_auth(&frank)
+            .send()
+            .await
+            .unwrap(),
         app.client
             .post(app.url("/api/v1/users/"))
             .bearer_auth(&frank)
@@ -256,7 +273,10 @@ async fn sign_up_is_off_by_default_and_creates_inactive_users_when_on(backend: B
         .await
         .unwrap();
     let gina = expect(res, StatusCode::CREATED).await;
-    assert_eq!(gina["is_superuser"], false, "sign-up never makes superusers");
+    assert_eq!(
+        gina["is_superuser"], false,
+        "sign-up never makes superusers"
+    );
     assert_eq!(gina["is_active"], false);
     let login = open
         .client
@@ -269,7 +289,10 @@ async fn sign_up_is_off_by_default_and_creates_inactive_users_when_on(backend: B
 
     let active = TestApp::start_with(
         backend,
-        &[("KEYGATE_ENABLE_SIGNUP", "true"), ("KEYGATE_NEW_USER_IS_ACTIVE", "true")],
+        &[
+            ("KEYGATE_ENABLE_SIGNUP", "true"),
+            ("KEYGATE_NEW_USER_IS_ACTIVE", "true"),
+        ],
     )
     .await;
     let res = active
@@ -428,10 +451,17 @@ async fn password_change_ends_other_sessions(backend: Backend) {
         .unwrap();
     expect(res, StatusCode::OK).await;
     let status = |token: String| {
-        let request = app.client.get(app.url("/api/v1/users/whoami")).bearer_auth(token);
+        let request = app
+            .client
+            .get(app.url("/api/v1/users/whoami"))
+            .bearer_auth(token);
         async move { request.send().await.unwrap().status() }
     };
-    assert_eq!(status(first.clone()).await, StatusCode::OK, "the changing session stays");
+    assert_eq!(
+        status(first.clone()).await,
+        StatusCode::OK,
+        "the changing session stays"
+    );
     assert_eq!(status(second).await, StatusCode::UNAUTHORIZED);
     app.login("kim", "kim-new-password").await;
 }

@@ -1,18 +1,19 @@
 //! The one place a request becomes "who is this".
 //!
-//! Every protected handler takes a [`Principal`] (or [`MaybePrincipal`]);
-//! the extractor reads an `sk-` key from the `x-api-key` header or the
-//! `x-api-key` query parameter, or else a session (cookie or
-//! `Authorization: Bearer`), and answers 400/401 itself. Malformed input is
-//! refused before any database work; unknown, revoked, expired, inactive
-//! keys and keys of inactive owners all get the same 401 body.
+//! [`resolve`] is a middleware on the whole app: it reads an `sk-` key from
+//! the `x-api-key` header or the `x-api-key` query parameter, or else a
+//! session (cookie or `Authorization: Bearer`), before any handler runs or
+//! any body is read. A bad key is answered at once (400/401); the outcome
+//! is left in the request for the [`Principal`] / [`MaybePrincipal`]
+//! extractors that every protected handler takes. Malformed input is refused
+//! before any database work; unknown, revoked, expired, inactive keys and
+//! keys of inactive owners all get the same 401 body.
 
-use std::future::Future;
-use std::pin::Pin;
-
-use actix_web::dev::Payload;
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::middleware::Next;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 
 use crate::error::AppError;
 use crate::keys::token::{self, KeyHash};
@@ -70,28 +71,68 @@ impl Principal {
 /// carries none at all. Bad credentials are still refused.
 pub struct MaybePrincipal(pub Option<Principal>);
 
+/// What [`resolve`] found, kept in the request's extensions.
+#[derive(Clone)]
+struct Resolved(Result<Option<Principal>, AppError>);
+
+fn resolved(req: &HttpRequest) -> Result<Option<Principal>, AppError> {
+    match req.extensions().get::<Resolved>() {
+        Some(Resolved(outcome)) => outcome.clone(),
+        None => Err(AppError::internal(
+            "authentication middleware is not installed",
+        )),
+    }
+}
+
 impl FromRequest for Principal {
     type Error = AppError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
+    type Future = std::future::Ready<Result<Self, AppError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            authenticate(&req)
-                .await?
-                .ok_or_else(|| reject("missing credentials", AppError::unauthorized(MISSING_CREDENTIALS)))
-        })
+        std::future::ready(resolved(req).and_then(|principal| {
+            principal.ok_or_else(|| {
+                reject(
+                    "missing credentials",
+                    AppError::unauthorized(MISSING_CREDENTIALS),
+                )
+            })
+        }))
     }
 }
 
 impl FromRequest for MaybePrincipal {
     type Error = AppError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
+    type Future = std::future::Ready<Result<Self, AppError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move { authenticate(&req).await.map(MaybePrincipal) })
+        std::future::ready(resolved(req).map(MaybePrincipal))
     }
+}
+
+/// The authentication middleware (see the module doc). Key failures end
+/// the request here; a stale session is only recorded, so sign-in and
+/// sign-out still work with an old cookie.
+pub async fn resolve<B: MessageBody>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let outcome = match authenticate(req.request()).await {
+        Err(Failure::Key(error)) => {
+            return Ok(req.error_response(error).map_into_right_body());
+        }
+        Err(Failure::Session(error)) => Err(error),
+        Ok(principal) => Ok(principal),
+    };
+    req.extensions_mut().insert(Resolved(outcome));
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
+
+/// Which kind of credential failed.
+enum Failure {
+    Key(AppError),
+    Session(AppError),
 }
 
 /// What the request presented, before any lookup.
@@ -103,21 +144,32 @@ enum Presented {
 }
 
 fn reject(reason: &'static str, error: AppError) -> AppError {
-    tracing::debug!(reason, status = error.status().as_u16(), "authentication rejected");
+    tracing::debug!(
+        reason,
+        status = error.status().as_u16(),
+        "authentication rejected"
+    );
     error
 }
 
-async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, AppError> {
-    let presented = presented_credentials(req.headers(), req.query_string())?;
+async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, Failure> {
+    let presented =
+        presented_credentials(req.headers(), req.query_string()).map_err(Failure::Key)?;
     if presented == Presented::Nothing {
         return Ok(None);
     }
     let state = req
         .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| AppError::internal("application state missing"))?;
+        .ok_or_else(|| Failure::Key(AppError::internal("application state missing")))?;
     match presented {
-        Presented::ApiKey(key) => authenticate_key(state, &key).await.map(Some),
-        Presented::Session(token) => authenticate_session(state, &token).await.map(Some),
+        Presented::ApiKey(key) => authenticate_key(state, &key)
+            .await
+            .map(Some)
+            .map_err(Failure::Key),
+        Presented::Session(token) => authenticate_session(state, &token)
+            .await
+            .map(Some)
+            .map_err(Failure::Session),
         Presented::Nothing => Ok(None),
     }
 }
@@ -143,7 +195,10 @@ async fn authenticate_key(state: &AppState, key: &str) -> Result<Principal, AppE
 
 async fn authenticate_session(state: &AppState, token: &str) -> Result<Principal, AppError> {
     if !sessions::token::is_well_formed(token) {
-        return Err(reject("malformed session token", AppError::unauthorized(INVALID_SESSION)));
+        return Err(reject(
+            "malformed session token",
+            AppError::unauthorized(INVALID_SESSION),
+        ));
     }
     let hash = sessions::token::hash(token);
     let found = crate::db::run(&state.pool, move |conn| {
@@ -155,7 +210,10 @@ async fn authenticate_session(state: &AppState, token: &str) -> Result<Principal
             user,
             credential: Credential::Session { session_id },
         }),
-        None => Err(reject("unknown or expired session", AppError::unauthorized(INVALID_SESSION))),
+        None => Err(reject(
+            "unknown or expired session",
+            AppError::unauthorized(INVALID_SESSION),
+        )),
     }
 }
 
@@ -212,13 +270,12 @@ fn session_token(headers: &HeaderMap) -> Result<Option<String>, AppError> {
         let value = value
             .to_str()
             .map_err(|_| AppError::unauthorized(INVALID_SESSION))?;
-        let Some(token) = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-        else {
+        let Some(token) = strip_bearer(value) else {
             return Err(reject(
                 "unsupported authorization scheme",
-                AppError::unauthorized("Unsupported Authorization scheme; use Bearer with a session token"),
+                AppError::unauthorized(
+                    "Unsupported Authorization scheme; use Bearer with a session token",
+                ),
             ));
         };
         let token = token.trim();
@@ -233,6 +290,12 @@ fn session_token(headers: &HeaderMap) -> Result<Option<String>, AppError> {
         return Ok(Some(token.to_string()));
     }
     Ok(sessions::cookie_value(headers))
+}
+
+/// The token of an `Authorization: Bearer …` value (scheme name in any case).
+pub fn strip_bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 #[cfg(test)]
@@ -265,14 +328,20 @@ mod tests {
             presented_credentials(&headers(&[("x-api-key", "sk-a")]), "x-api-key=sk-a").unwrap(),
             Presented::ApiKey("sk-a".into())
         );
-        assert_eq!(presented_credentials(&headers(&[]), "").unwrap(), Presented::Nothing);
+        assert_eq!(
+            presented_credentials(&headers(&[]), "").unwrap(),
+            Presented::Nothing
+        );
     }
 
     #[test]
     fn refuses_ambiguity() {
         let conflict = presented_credentials(&headers(&[("x-api-key", "sk-a")]), "x-api-key=sk-b");
         assert_eq!(conflict.unwrap_err().status().as_u16(), 400);
-        let twice = presented_credentials(&headers(&[("x-api-key", "sk-a"), ("x-api-key", "sk-b")]), "");
+        let twice = presented_credentials(
+            &headers(&[("x-api-key", "sk-a"), ("x-api-key", "sk-b")]),
+            "",
+        );
         assert_eq!(twice.unwrap_err().status().as_u16(), 400);
         let twice_query = presented_credentials(&headers(&[]), "x-api-key=a&x-api-key=b");
         assert_eq!(twice_query.unwrap_err().status().as_u16(), 400);
@@ -280,7 +349,8 @@ mod tests {
 
     #[test]
     fn bearer_is_for_sessions_only() {
-        let key_as_bearer = presented_credentials(&headers(&[("authorization", "Bearer sk-abc")]), "");
+        let key_as_bearer =
+            presented_credentials(&headers(&[("authorization", "Bearer sk-abc")]), "");
         assert_eq!(key_as_bearer.unwrap_err().status().as_u16(), 401);
         assert_eq!(
             presented_credentials(&headers(&[("authorization", "Bearer tok")]), "").unwrap(),

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
-use diesel::r2d2::{self, CustomizeConnection, ManageConnection, R2D2Connection};
+use diesel::r2d2::{self, ManageConnection, R2D2Connection};
 use diesel::{Connection, PgConnection, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
@@ -106,7 +106,9 @@ impl ConnectionManager {
 
     pub fn establish(&self) -> Result<DbConnection, diesel::ConnectionError> {
         match &self.url {
-            DatabaseUrl::Postgres(url) => PgConnection::establish(url).map(DbConnection::Postgresql),
+            DatabaseUrl::Postgres(url) => {
+                PgConnection::establish(url).map(DbConnection::Postgresql)
+            }
             DatabaseUrl::Sqlite(path) => {
                 let path = path.to_string_lossy();
                 let mut conn = SqliteConnection::establish(&path)?;
@@ -137,27 +139,13 @@ impl ManageConnection for ConnectionManager {
 }
 
 /// WAL for concurrent readers, a busy timeout instead of instant "database
-/// is locked" errors, and enforced foreign keys (cascading deletes).
+/// is locked" errors, and enforced foreign keys (cascading deletes). Set on
+/// every new connection, since SQLite keeps these per connection.
 fn apply_sqlite_pragmas(conn: &mut SqliteConnection) -> diesel::QueryResult<()> {
     conn.batch_execute(
         "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
          PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
     )
-}
-
-/// Re-applies per-connection settings when the pool hands out a connection
-/// it opened itself (pragmas are per connection in SQLite).
-#[derive(Debug)]
-struct SqliteSettings;
-
-impl CustomizeConnection<DbConnection, r2d2::Error> for SqliteSettings {
-    fn on_acquire(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
-        if let DbConnection::Sqlite(conn) = conn {
-            conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;")
-                .map_err(r2d2::Error::QueryError)?;
-        }
-        Ok(())
-    }
 }
 
 /// Runs the embedded migrations of the connection's backend.
@@ -171,7 +159,11 @@ pub fn run_migrations(conn: &mut DbConnection) -> Result<usize, String> {
 }
 
 /// Opens one connection, migrates, then builds the pool.
-pub fn connect_and_migrate(url: &DatabaseUrl, pool_size: u32, timeout: Duration) -> Result<DbPool, String> {
+pub fn connect_and_migrate(
+    url: &DatabaseUrl,
+    pool_size: u32,
+    timeout: Duration,
+) -> Result<DbPool, String> {
     if let DatabaseUrl::Sqlite(path) = url {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
@@ -180,21 +172,29 @@ pub fn connect_and_migrate(url: &DatabaseUrl, pool_size: u32, timeout: Duration)
         }
     }
     let manager = ConnectionManager::new(url.clone());
-    let mut conn = manager.establish().map_err(|e| {
-        format!("cannot connect to the {} database: {e}", url.backend_name())
-    })?;
+    let mut conn = manager
+        .establish()
+        .map_err(|e| format!("cannot connect to the {} database: {e}", url.backend_name()))?;
     let applied = run_migrations(&mut conn)?;
     if applied > 0 {
-        tracing::info!(applied, backend = url.backend_name(), "database migrations applied");
+        tracing::info!(
+            applied,
+            backend = url.backend_name(),
+            "database migrations applied"
+        );
     }
     drop(conn);
     r2d2::Pool::builder()
         .max_size(pool_size)
         .min_idle(Some(1))
         .connection_timeout(timeout)
-        .connection_customizer(Box::new(SqliteSettings))
         .build(manager)
-        .map_err(|e| format!("cannot open the {} connection pool: {e}", url.backend_name()))
+        .map_err(|e| {
+            format!(
+                "cannot open the {} connection pool: {e}",
+                url.backend_name()
+            )
+        })
 }
 
 /// Runs blocking database work off the async workers (`web::block`, never
@@ -243,6 +243,17 @@ pub fn is_unavailable(error: &diesel::result::Error) -> bool {
     }
 }
 
+/// Makes the current transaction serializable on PostgreSQL (SQLite's
+/// transactions already are), for check-then-write rules such as "keep one
+/// active superuser" that two concurrent requests must not both pass.
+pub fn serializable(conn: &mut DbConnection) -> diesel::QueryResult<()> {
+    use diesel::RunQueryDsl;
+    if let DbConnection::Postgresql(_) = conn {
+        diesel::sql_query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").execute(conn)?;
+    }
+    Ok(())
+}
+
 /// True for a violated unique constraint (duplicate name, hash, …).
 pub fn is_unique_violation(error: &diesel::result::Error) -> bool {
     matches!(
@@ -275,9 +286,15 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(redact_url_password("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact_url_password("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(redact_url_password("postgres://h/db"), "postgres://h/db");
-        assert!(!format!("{:?}", DatabaseUrl::parse("postgres://u:secret@h/d").unwrap())
-            .contains("secret"));
+        assert!(!format!(
+            "{:?}",
+            DatabaseUrl::parse("postgres://u:secret@h/d").unwrap()
+        )
+        .contains("secret"));
     }
 }

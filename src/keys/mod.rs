@@ -5,9 +5,9 @@ pub mod token;
 pub mod usage;
 pub mod verify;
 
+use actix_web::{web, HttpResponse};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
-use actix_web::{web, HttpResponse};
 
 use crate::auth::Principal;
 use crate::db;
@@ -103,7 +103,9 @@ fn check_name(name: Option<String>) -> Result<Option<String>, AppError> {
             )));
         }
         if n.chars().any(char::is_control) {
-            return Err(AppError::unprocessable("name must not contain control characters"));
+            return Err(AppError::unprocessable(
+                "name must not contain control characters",
+            ));
         }
     }
     Ok(name)
@@ -116,14 +118,18 @@ pub fn parse_timestamp(text: &str) -> Option<NaiveDateTime> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Some(t.with_timezone(&Utc).naive_utc());
     }
-    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"]
-        .iter()
-        .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
-        .or_else(|| {
-            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                .ok()
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-        })
+    [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ]
+    .iter()
+    .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+    .or_else(|| {
+        chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+    })
 }
 
 fn parse_key_id(id: &str) -> Result<String, AppError> {
@@ -132,7 +138,10 @@ fn parse_key_id(id: &str) -> Result<String, AppError> {
         .map_err(|_| AppError::unprocessable("Invalid API key id: expected a UUID"))
 }
 
-async fn list_keys(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, AppError> {
+async fn list_keys(
+    state: web::Data<AppState>,
+    principal: Principal,
+) -> Result<HttpResponse, AppError> {
     // Pending counts (including this very request's) are written first so
     // the list shows exact usage.
     state.usage.flush().await?;
@@ -164,11 +173,17 @@ async fn create_key(
             .map_err(|e| AppError::unprocessable(format!("Invalid JSON body: {e}")))?
     };
     let name = check_name(request.name)?;
-    let expires_at = match request.expires_at.as_deref().filter(|t| !t.trim().is_empty()) {
+    let expires_at = match request
+        .expires_at
+        .as_deref()
+        .filter(|t| !t.trim().is_empty())
+    {
         None => None,
         Some(text) => {
             let at = parse_timestamp(text).ok_or_else(|| {
-                AppError::unprocessable("expires_at must be an ISO 8601 date-time, e.g. 2030-01-31T00:00:00Z")
+                AppError::unprocessable(
+                    "expires_at must be an ISO 8601 date-time, e.g. 2030-01-31T00:00:00Z",
+                )
             })?;
             if at <= Utc::now().naive_utc() {
                 return Err(AppError::unprocessable("expires_at must be in the future"));

@@ -98,7 +98,11 @@ pub fn list_for_user(conn: &mut DbConnection, user_id: &str) -> QueryResult<Vec<
         .load(conn)
 }
 
-pub fn find_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> QueryResult<Option<ApiKey>> {
+pub fn find_for_user(
+    conn: &mut DbConnection,
+    user_id: &str,
+    id: &str,
+) -> QueryResult<Option<ApiKey>> {
     api_keys::table
         .filter(api_keys::id.eq(id))
         .filter(api_keys::user_id.eq(user_id))
@@ -139,8 +143,20 @@ pub fn delete_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> Quer
     Ok(deleted > 0)
 }
 
+/// One row of the key-and-owner lookup, in select order.
+#[derive(Queryable)]
+struct KeyOwnerRow {
+    key_id: String,
+    key_active: bool,
+    expires_at: Option<NaiveDateTime>,
+    user_id: String,
+    username: String,
+    is_superuser: bool,
+    owner_active: bool,
+}
+
 pub fn find_by_hash(conn: &mut DbConnection, key_hash: &str) -> QueryResult<Option<KeyWithOwner>> {
-    let row: Option<(String, bool, Option<NaiveDateTime>, String, String, bool, bool)> = api_keys::table
+    let row: Option<KeyOwnerRow> = api_keys::table
         .inner_join(users::table)
         .filter(api_keys::key_hash.eq(key_hash))
         .select((
@@ -154,31 +170,39 @@ pub fn find_by_hash(conn: &mut DbConnection, key_hash: &str) -> QueryResult<Opti
         ))
         .first(conn)
         .optional()?;
-    Ok(row.map(
-        |(key_id, key_active, expires_at, user_id, username, is_superuser, owner_active)| KeyWithOwner {
-            key_id,
-            key_active,
-            expires_at,
-            owner: AuthUser {
-                id: user_id,
-                username,
-                is_superuser,
-            },
-            owner_active,
+    Ok(row.map(|row| KeyWithOwner {
+        key_id: row.key_id,
+        key_active: row.key_active,
+        expires_at: row.expires_at,
+        owner: AuthUser {
+            id: row.user_id,
+            username: row.username,
+            is_superuser: row.is_superuser,
         },
-    ))
+        owner_active: row.owner_active,
+    }))
 }
 
-/// Adds batched usage: one statement per key, all in one transaction.
-pub fn add_usage(conn: &mut DbConnection, batch: &[(String, i64, NaiveDateTime)]) -> QueryResult<()> {
+/// Adds batched usage in one transaction. `last_used_at` only moves
+/// forward, so instances flushing out of order never set it back.
+pub fn add_usage(
+    conn: &mut DbConnection,
+    batch: &[(String, i64, NaiveDateTime)],
+) -> QueryResult<()> {
     conn.transaction(|conn| {
         for (key_id, uses, last_used_at) in batch {
             diesel::update(api_keys::table.find(key_id))
-                .set((
-                    api_keys::total_uses.eq(api_keys::total_uses + *uses),
-                    api_keys::last_used_at.eq(*last_used_at),
-                ))
+                .set(api_keys::total_uses.eq(api_keys::total_uses + *uses))
                 .execute(conn)?;
+            diesel::update(
+                api_keys::table.find(key_id).filter(
+                    api_keys::last_used_at
+                        .is_null()
+                        .or(api_keys::last_used_at.lt(*last_used_at)),
+                ),
+            )
+            .set(api_keys::last_used_at.eq(*last_used_at))
+            .execute(conn)?;
         }
         Ok(())
     })

@@ -32,7 +32,10 @@ impl PlainKey {
     pub fn generate() -> Result<Self, rand::rngs::SysError> {
         let mut bytes = [0u8; 32];
         SysRng.try_fill_bytes(&mut bytes)?;
-        Ok(PlainKey(format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))))
+        Ok(PlainKey(format!(
+            "{KEY_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(bytes)
+        )))
     }
 
     pub fn expose(&self) -> &str {

@@ -42,7 +42,8 @@ fn parse_login(req: &HttpRequest, body: &[u8]) -> Result<LoginRequest, AppError>
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if is_json {
-        serde_json::from_slice(body).map_err(|e| AppError::unprocessable(format!("Invalid JSON body: {e}")))
+        serde_json::from_slice(body)
+            .map_err(|e| AppError::unprocessable(format!("Invalid JSON body: {e}")))
     } else {
         let mut request = LoginRequest {
             username: None,
@@ -90,7 +91,8 @@ async fn login(
             return Err(AppError::unauthorized("Inactive user"));
         }
         let now = db::now();
-        let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(12));
+        let expires_at =
+            now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(12));
         users_store::record_login(conn, &user.id)?;
         store::delete_expired(conn, now)?;
         store::create(conn, &user.id, &token_hash, now, expires_at)?;
@@ -103,7 +105,9 @@ async fn login(
         .same_site(SameSite::Strict)
         .secure(state.config.cookie_secure)
         .path("/")
-        .max_age(time::Duration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)))
+        .max_age(time::Duration::seconds(
+            i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+        ))
         .finish();
     Ok(HttpResponse::Ok()
         .cookie(cookie)
@@ -121,8 +125,8 @@ async fn logout(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_string());
+        .and_then(crate::auth::strip_bearer)
+        .map(str::to_string);
     if let Some(session_token) = bearer.or_else(|| cookie_value(req.headers())) {
         if token::is_well_formed(&session_token) {
             let token_hash = token::hash(&session_token);

@@ -50,7 +50,12 @@ pub fn find_active(
         .filter(sessions::token_hash.eq(token_hash))
         .filter(sessions::expires_at.gt(now))
         .filter(users::is_active.eq(true))
-        .select((sessions::id, users::id, users::username, users::is_superuser))
+        .select((
+            sessions::id,
+            users::id,
+            users::username,
+            users::is_superuser,
+        ))
         .first(conn)
         .optional()?;
     Ok(row.map(|(session_id, id, username, is_superuser)| {
@@ -83,7 +88,11 @@ pub fn delete_by_token_hash(conn: &mut DbConnection, token_hash: &str) -> QueryR
 }
 
 /// Ends every session of a user but `keep` (the one changing its password).
-pub fn delete_for_user_except(conn: &mut DbConnection, user_id: &str, keep: Option<&str>) -> QueryResult<usize> {
+pub fn delete_for_user_except(
+    conn: &mut DbConnection,
+    user_id: &str,
+    keep: Option<&str>,
+) -> QueryResult<usize> {
     let sessions_of_user = sessions::table.filter(sessions::user_id.eq(user_id));
     match keep {
         Some(keep) => diesel::delete(sessions_of_user.filter(sessions::id.ne(keep))).execute(conn),

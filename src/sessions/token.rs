@@ -10,12 +10,19 @@ use crate::error::AppError;
 
 const TOKEN_LEN: usize = 43;
 
+/// A new token. Tokens never start like an API key (`sk-`), so a bearer
+/// value can always be told apart from a misplaced key.
 pub fn generate() -> Result<String, AppError> {
-    let mut bytes = [0u8; 32];
-    rand::rngs::SysRng
-        .try_fill_bytes(&mut bytes)
-        .map_err(|e| AppError::internal(format_args!("OS random source failed: {e}")))?;
-    Ok(URL_SAFE_NO_PAD.encode(bytes))
+    loop {
+        let mut bytes = [0u8; 32];
+        rand::rngs::SysRng
+            .try_fill_bytes(&mut bytes)
+            .map_err(|e| AppError::internal(format_args!("OS random source failed: {e}")))?;
+        let token = URL_SAFE_NO_PAD.encode(bytes);
+        if !token.starts_with(crate::keys::token::KEY_PREFIX) {
+            return Ok(token);
+        }
+    }
 }
 
 pub fn is_well_formed(token: &str) -> bool {

@@ -30,7 +30,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::patch().to(update_user))
                 .route(web::delete().to(delete_user)),
         )
-        .route("/users/{id}/reset-password", web::patch().to(reset_password));
+        .route(
+            "/users/{id}/reset-password",
+            web::patch().to(reset_password),
+        );
 }
 
 /// A user as the API shows it (Langflow's `UserRead`, including its
@@ -122,8 +125,13 @@ fn check_username(username: &str) -> Result<String, AppError> {
             "username must be at most {MAX_USERNAME_LEN} characters"
         )));
     }
-    if username.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(AppError::unprocessable("username must not contain spaces or control characters"));
+    if username
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(AppError::unprocessable(
+            "username must not contain spaces or control characters",
+        ));
     }
     Ok(username.to_string())
 }
@@ -134,7 +142,10 @@ fn parse_user_id(id: &str) -> Result<String, AppError> {
         .map_err(|_| AppError::unprocessable("Invalid user id: expected a UUID"))
 }
 
-async fn whoami(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, AppError> {
+async fn whoami(
+    state: web::Data<AppState>,
+    principal: Principal,
+) -> Result<HttpResponse, AppError> {
     let user_id = principal.user.id;
     let user = db::run(&state.pool, move |conn| {
         store::find_by_id(conn, &user_id).map_err(AppError::from)
@@ -216,34 +227,50 @@ async fn update_user(
     let is_self = principal.user.id == id;
     if !principal.user.is_superuser {
         // A user may change their own password, nothing else.
-        let privileged = request.is_active.is_some() || request.is_superuser.is_some() || request.username.is_some();
+        let privileged = request.is_active.is_some()
+            || request.is_superuser.is_some()
+            || request.username.is_some();
         if !is_self || privileged {
             return Err(AppError::forbidden(crate::auth::NOT_ENOUGH_PRIVILEGES));
         }
     }
-    let username = request.username.as_deref().map(check_username).transpose()?;
+    let username = request
+        .username
+        .as_deref()
+        .map(check_username)
+        .transpose()?;
     if let Some(p) = &request.password {
         password::check_strength(p)?;
     }
     let ends_sessions = request.password.is_some() || request.is_active == Some(false);
     let rights_change = request.is_active.is_some() || request.is_superuser.is_some();
+    // A user changing their own password keeps the session they did it from.
+    let keep_session = if is_self && request.is_active != Some(false) {
+        principal.session_id().map(str::to_string)
+    } else {
+        None
+    };
     let user_id = id.clone();
     let user = db::run(&state.pool, move |conn| {
         let changes = store::UserChanges {
             username,
-            password_hash: request.password.as_deref().map(password::hash).transpose()?,
+            password_hash: request
+                .password
+                .as_deref()
+                .map(password::hash)
+                .transpose()?,
             is_active: request.is_active,
             is_superuser: request.is_superuser,
             updated_at: None,
         };
         let user = store::update(conn, &user_id, changes)?;
         if ends_sessions {
-            sessions::store::delete_for_user(conn, &user_id)?;
+            sessions::store::delete_for_user_except(conn, &user_id, keep_session.as_deref())?;
         }
         Ok(user)
     })
     .await?;
-    if rights_change || ends_sessions {
+    if rights_change {
         state.keys.forget_user(&id);
     }
     Ok(HttpResponse::Ok().json(UserView::from(user)))
@@ -284,7 +311,9 @@ async fn delete_user(
     principal.require_superuser()?;
     let id = parse_user_id(&path)?;
     if principal.user.id == id {
-        return Err(AppError::bad_request("You can't delete your own user account"));
+        return Err(AppError::bad_request(
+            "You can't delete your own user account",
+        ));
     }
     let user_id = id.clone();
     db::run(&state.pool, move |conn| store::delete(conn, &user_id)).await?;
@@ -295,7 +324,10 @@ async fn delete_user(
 /// Creates the first superuser when none exists. Returns the generated
 /// password when `KEYGATE_SUPERUSER_PASSWORD` was not set, for the caller
 /// to print once to the terminal (never to the log).
-pub fn ensure_superuser(conn: &mut DbConnection, config: &Config) -> Result<Option<String>, AppError> {
+pub fn ensure_superuser(
+    conn: &mut DbConnection,
+    config: &Config,
+) -> Result<Option<String>, AppError> {
     if store::any_superuser(conn)? {
         return Ok(None);
     }
@@ -304,8 +336,9 @@ pub fn ensure_superuser(conn: &mut DbConnection, config: &Config) -> Result<Opti
         Some(p) => (p.clone(), false),
         None => (password::generate()?, true),
     };
-    password::check_strength(&password_text)
-        .map_err(|e| AppError::unprocessable(format!("KEYGATE_SUPERUSER_PASSWORD: {}", e.detail())))?;
+    password::check_strength(&password_text).map_err(|e| {
+        AppError::unprocessable(format!("KEYGATE_SUPERUSER_PASSWORD: {}", e.detail()))
+    })?;
     let password_hash = password::hash(&password_text)?;
     if let Some(existing) = store::find_by_username(conn, &username)? {
         return Err(AppError::conflict(format!(

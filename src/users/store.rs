@@ -137,18 +137,28 @@ fn removes_active_superuser(user: &User, changes: Option<&UserChanges>) -> bool 
 }
 
 /// Applies `changes`, refusing to demote or deactivate the last active
-/// superuser. Runs in one transaction so two concurrent demotions cannot
-/// both pass the check.
-pub fn update(conn: &mut DbConnection, id: &str, mut changes: UserChanges) -> Result<User, AppError> {
+/// superuser. Runs in one serializable transaction so two concurrent
+/// demotions cannot both pass the check.
+pub fn update(
+    conn: &mut DbConnection,
+    id: &str,
+    mut changes: UserChanges,
+) -> Result<User, AppError> {
     changes.updated_at = Some(db::now());
     conn.transaction(|conn| {
+        db::serializable(conn)?;
         let user = find_by_id(conn, id)?.ok_or_else(|| AppError::not_found("User not found"))?;
-        if removes_active_superuser(&user, Some(&changes)) && count_other_active_superusers(conn, id)? == 0 {
+        if removes_active_superuser(&user, Some(&changes))
+            && count_other_active_superusers(conn, id)? == 0
+        {
             return Err(AppError::bad_request(
                 "Cannot deactivate or demote the last active superuser",
             ));
         }
-        match diesel::update(users::table.find(id)).set(&changes).execute(conn) {
+        match diesel::update(users::table.find(id))
+            .set(&changes)
+            .execute(conn)
+        {
             Ok(_) => {}
             Err(e) if db::is_unique_violation(&e) => {
                 return Err(AppError::conflict("This username is unavailable"))
@@ -163,9 +173,12 @@ pub fn update(conn: &mut DbConnection, id: &str, mut changes: UserChanges) -> Re
 /// refusing to delete the last active superuser.
 pub fn delete(conn: &mut DbConnection, id: &str) -> Result<(), AppError> {
     conn.transaction(|conn| {
+        db::serializable(conn)?;
         let user = find_by_id(conn, id)?.ok_or_else(|| AppError::not_found("User not found"))?;
         if removes_active_superuser(&user, None) && count_other_active_superusers(conn, id)? == 0 {
-            return Err(AppError::bad_request("Cannot delete the last active superuser"));
+            return Err(AppError::bad_request(
+                "Cannot delete the last active superuser",
+            ));
         }
         diesel::delete(users::table.find(id)).execute(conn)?;
         Ok(())

@@ -111,7 +111,12 @@ impl TestDb {
                 let mut all = Vec::new();
                 for entry in std::fs::read_dir(&self.dir).unwrap() {
                     let path = entry.unwrap().path();
-                    if path.file_name().unwrap().to_string_lossy().starts_with("keygate.db") {
+                    if path
+                        .file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("keygate.db")
+                    {
                         all.extend(std::fs::read(&path).unwrap());
                     }
                 }
@@ -160,7 +165,10 @@ pub fn base_env(db: &TestDb) -> HashMap<String, String> {
         env.insert(k.to_string(), v.to_string());
     }
     env.insert("KEYGATE_DATABASE_URL".into(), db.url.clone());
-    env.insert("KEYGATE_DATA_DIR".into(), db.dir.join("data").display().to_string());
+    env.insert(
+        "KEYGATE_DATA_DIR".into(),
+        db.dir.join("data").display().to_string(),
+    );
     env
 }
 
