@@ -56,6 +56,7 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .route("/health_check", web::get().to(health_check))
             .service(
                 web::scope("/api/v1")
+                    .configure(auth::routes)
                     .configure(sessions::routes)
                     .configure(users::routes)
                     .configure(keys::routes),

@@ -22,10 +22,16 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Config, pool: DbPool) -> Self {
         let settings = CacheSettings::from_config(&config);
+        let usage = Arc::new(UsageRecorder::new(pool.clone()));
         let (keys, invalidation) = match &config.database_url {
             DatabaseUrl::Postgres(url) => {
                 let (publisher, outgoing) = invalidation::queue();
-                let keys = Arc::new(KeyVerifier::new(pool.clone(), settings, publisher));
+                let keys = Arc::new(KeyVerifier::new(
+                    pool.clone(),
+                    settings,
+                    publisher,
+                    usage.clone(),
+                ));
                 let listener = Listener::spawn(
                     url.clone(),
                     Arc::downgrade(&keys),
@@ -39,13 +45,14 @@ impl AppState {
                     pool.clone(),
                     settings,
                     Publisher::default(),
+                    usage.clone(),
                 )),
                 None,
             ),
         };
         AppState {
             keys,
-            usage: Arc::new(UsageRecorder::new(pool.clone())),
+            usage,
             config: Arc::new(config),
             pool,
             invalidation,

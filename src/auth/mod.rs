@@ -16,7 +16,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 
 use crate::error::AppError;
-use crate::keys::token::{self, KeyHash};
+use crate::keys::token::{self, KeyDigest};
 use crate::sessions;
 use crate::state::AppState;
 
@@ -135,6 +135,37 @@ enum Failure {
     Session(AppError),
 }
 
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/auth/check", web::get().to(check));
+}
+
+/// `GET /api/v1/auth/check`: who the credentials belong to, answered from
+/// the verification path alone (no further database work). Lets a script
+/// test its key cheaply; the benchmark measures key verification with it.
+async fn check(principal: Principal) -> actix_web::HttpResponse {
+    #[derive(serde::Serialize)]
+    struct Check<'a> {
+        authenticated: bool,
+        method: &'static str,
+        key_id: Option<&'a str>,
+        user_id: &'a str,
+        username: &'a str,
+        is_superuser: bool,
+    }
+    let (method, key_id) = match &principal.credential {
+        Credential::ApiKey { key_id } => ("api_key", Some(key_id.as_str())),
+        Credential::Session { .. } => ("session", None),
+    };
+    actix_web::HttpResponse::Ok().json(Check {
+        authenticated: true,
+        method,
+        key_id,
+        user_id: &principal.user.id,
+        username: &principal.user.username,
+        is_superuser: principal.user.is_superuser,
+    })
+}
+
 /// What the request presented, before any lookup.
 #[derive(Debug, PartialEq, Eq)]
 enum Presented {
@@ -179,10 +210,10 @@ async fn authenticate_key(state: &AppState, key: &str) -> Result<Principal, AppE
         return Err(reject("malformed key", AppError::unauthorized(INVALID_KEY)));
     }
     let now = crate::db::now();
-    let verified = state.keys.verify(KeyHash::of(key)).await?;
+    let verified = state.keys.verify(KeyDigest::of(key)).await?;
     match verified {
         Some(key) if key.is_usable_at(now) => {
-            state.usage.record(&key.key_id, now);
+            key.usage.record(now);
             Ok(Principal {
                 user: key.owner.clone(),
                 credential: Credential::ApiKey {

@@ -73,6 +73,46 @@ impl KeyHash {
     }
 }
 
+/// The raw SHA-256 of a key's text: the in-memory cache's index. Hashing
+/// it again is pointless (it is already uniformly distributed and cannot be
+/// steered without a preimage), so [`DigestHasher`] just takes 8 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct KeyDigest([u8; 32]);
+
+impl KeyDigest {
+    pub fn of(text: &str) -> Self {
+        KeyDigest(Sha256::digest(text.as_bytes()).into())
+    }
+
+    /// The stored form, for database lookups.
+    pub fn to_hash(self) -> KeyHash {
+        KeyHash(hex::encode(self.0))
+    }
+}
+
+/// A `BuildHasher` for maps keyed by [`KeyDigest`].
+#[derive(Clone, Copy, Default)]
+pub struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8).take(1) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_usize(&mut self, _: usize) {}
+}
+
+pub type DigestMap<V> =
+    std::collections::HashMap<KeyDigest, V, std::hash::BuildHasherDefault<DigestHasher>>;
+
 /// True when `text` has exactly the shape of a key this service issues:
 /// checked before any database work so junk costs nothing.
 pub fn is_well_formed(text: &str) -> bool {
@@ -121,6 +161,15 @@ mod tests {
             KeyHash::of("abc").as_str(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn digest_and_hash_agree() {
+        assert_eq!(KeyDigest::of("abc").to_hash(), KeyHash::of("abc"));
+        let mut map: DigestMap<u8> = DigestMap::default();
+        map.insert(KeyDigest::of("a"), 1);
+        map.insert(KeyDigest::of("b"), 2);
+        assert_eq!(map.get(&KeyDigest::of("b")), Some(&2));
     }
 
     #[test]

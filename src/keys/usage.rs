@@ -1,29 +1,43 @@
 //! Batched usage counters.
 //!
-//! Authenticating with a key records the use in memory only; a background
-//! task writes the sums (`total_uses + n`, latest `last_used_at`) in one
+//! Each key in use has one [`KeyCounters`] (two atomics) shared by the
+//! verification cache and this registry: authenticating with a key is two
+//! atomic operations, no lock and no database write. A background task
+//! writes the sums (`total_uses + n`, latest `last_used_at`) in one
 //! transaction per interval, and the server flushes once more after a
 //! graceful shutdown. A failed write puts the counts back, so none are lost
 //! while the database is briefly away.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use chrono::NaiveDateTime;
+use chrono::{DateTime, NaiveDateTime};
 
 use crate::db::{self, DbPool};
 use crate::error::AppError;
 use crate::keys::store;
 
-#[derive(Debug, Clone, Copy)]
-struct Pending {
-    uses: i64,
-    last_used_at: NaiveDateTime,
+/// Uses of one key not yet written.
+#[derive(Debug, Default)]
+pub struct KeyCounters {
+    uses: AtomicI64,
+    /// Microseconds since the Unix epoch (UTC) of the latest use.
+    last_used_micros: AtomicI64,
+}
+
+impl KeyCounters {
+    /// Counts one use at `at`.
+    pub fn record(&self, at: NaiveDateTime) {
+        self.uses.fetch_add(1, Ordering::Relaxed);
+        self.last_used_micros
+            .fetch_max(at.and_utc().timestamp_micros(), Ordering::Relaxed);
+    }
 }
 
 pub struct UsageRecorder {
     pool: DbPool,
-    pending: Mutex<HashMap<String, Pending>>,
+    registry: Mutex<HashMap<String, Arc<KeyCounters>>>,
     /// Serialises flushes so counts are written in order.
     flushing: tokio::sync::Mutex<()>,
 }
@@ -32,46 +46,37 @@ impl UsageRecorder {
     pub fn new(pool: DbPool) -> Self {
         Self {
             pool,
-            pending: Mutex::new(HashMap::new()),
+            registry: Mutex::new(HashMap::new()),
             flushing: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Counts one use of a key. Never touches the database.
+    /// The counters of a key, created on first use (once per cache fill).
+    pub fn counters(&self, key_id: &str) -> Arc<KeyCounters> {
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        registry.entry(key_id.to_string()).or_default().clone()
+    }
+
+    /// Counts one use of a key by id (for callers without cached counters).
     pub fn record(&self, key_id: &str, at: NaiveDateTime) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        match pending.get_mut(key_id) {
-            Some(entry) => {
-                entry.uses += 1;
-                entry.last_used_at = entry.last_used_at.max(at);
-            }
-            None => {
-                pending.insert(
-                    key_id.to_string(),
-                    Pending {
-                        uses: 1,
-                        last_used_at: at,
-                    },
-                );
-            }
-        }
+        self.counters(key_id).record(at);
     }
 
-    fn take(&self) -> HashMap<String, Pending> {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::take(&mut *pending)
-    }
-
-    fn put_back(&self, batch: HashMap<String, Pending>) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        for (key_id, counts) in batch {
-            let entry = pending.entry(key_id).or_insert(Pending {
-                uses: 0,
-                last_used_at: counts.last_used_at,
-            });
-            entry.uses += counts.uses;
-            entry.last_used_at = entry.last_used_at.max(counts.last_used_at);
-        }
+    /// Takes every pending count, leaving the counters at zero.
+    fn take(&self) -> Vec<(String, Arc<KeyCounters>, i64, i64)> {
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = Vec::new();
+        registry.retain(|key_id, counters| {
+            let uses = counters.uses.swap(0, Ordering::AcqRel);
+            if uses > 0 {
+                let last = counters.last_used_micros.load(Ordering::Acquire);
+                batch.push((key_id.clone(), counters.clone(), uses, last));
+            }
+            // Counters nobody else holds (evicted from the cache) and with
+            // nothing pending are dropped; the next use recreates them.
+            uses > 0 || Arc::strong_count(counters) > 1
+        });
+        batch
     }
 
     /// Writes every pending count; returns how many keys were updated.
@@ -83,24 +88,37 @@ impl UsageRecorder {
         }
         let rows: Vec<(String, i64, NaiveDateTime)> = batch
             .iter()
-            .map(|(id, p)| (id.clone(), p.uses, p.last_used_at))
+            .map(|(id, _, uses, last)| {
+                let last = DateTime::from_timestamp_micros(*last)
+                    .map(|t| t.naive_utc())
+                    .unwrap_or_else(db::now);
+                (id.clone(), *uses, last)
+            })
             .collect();
         let count = rows.len();
         let result = db::run(&self.pool, move |conn| {
             store::add_usage(conn, &rows).map_err(AppError::from)
         })
         .await;
-        match result {
-            Ok(()) => Ok(count),
-            Err(e) => {
-                self.put_back(batch);
-                Err(e)
+        if result.is_err() {
+            for (key_id, counters, uses, _) in batch {
+                counters.uses.fetch_add(uses, Ordering::AcqRel);
+                self.registry
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(key_id)
+                    .or_insert(counters);
             }
         }
+        result.map(|()| count)
     }
 
     /// Number of keys with counts not yet written.
     pub fn pending_keys(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        registry
+            .values()
+            .filter(|c| c.uses.load(Ordering::Relaxed) > 0)
+            .count()
     }
 }

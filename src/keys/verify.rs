@@ -17,7 +17,6 @@
 //! - Entries older than the cache TTL are looked up again: the safety net
 //!   if a notification is ever lost.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -30,12 +29,15 @@ use crate::db::{self, DbPool};
 use crate::error::AppError;
 use crate::keys::invalidation::{Invalidation, Publisher};
 use crate::keys::store;
-use crate::keys::token::KeyHash;
+use crate::keys::token::{DigestMap, KeyDigest};
+use crate::keys::usage::{KeyCounters, UsageRecorder};
 
 #[derive(Debug, Clone)]
 pub struct VerifiedKey {
     pub key_id: String,
     pub owner: AuthUser,
+    /// This key's pending usage counts (shared with the usage recorder).
+    pub usage: Arc<KeyCounters>,
     key_active: bool,
     owner_active: bool,
     expires_at: Option<NaiveDateTime>,
@@ -47,9 +49,10 @@ impl VerifiedKey {
     }
 }
 
-impl From<store::KeyWithOwner> for VerifiedKey {
-    fn from(row: store::KeyWithOwner) -> Self {
+impl VerifiedKey {
+    fn new(row: store::KeyWithOwner, usage: Arc<KeyCounters>) -> Self {
         VerifiedKey {
+            usage,
             key_id: row.key_id,
             owner: row.owner,
             key_active: row.key_active,
@@ -89,8 +92,9 @@ impl CacheSettings {
 pub struct KeyVerifier {
     pool: DbPool,
     settings: CacheSettings,
-    known: RwLock<HashMap<String, Cached>>,
-    unknown: Mutex<HashMap<String, Instant>>,
+    known: RwLock<DigestMap<Cached>>,
+    unknown: Mutex<DigestMap<Instant>>,
+    usage: Arc<UsageRecorder>,
     /// Bumped by every invalidation; see the module doc.
     generation: AtomicU64,
     misses: tokio::sync::Semaphore,
@@ -100,13 +104,19 @@ pub struct KeyVerifier {
 }
 
 impl KeyVerifier {
-    pub fn new(pool: DbPool, settings: CacheSettings, publisher: Publisher) -> Self {
+    pub fn new(
+        pool: DbPool,
+        settings: CacheSettings,
+        publisher: Publisher,
+        usage: Arc<UsageRecorder>,
+    ) -> Self {
         Self {
             pool,
             misses: tokio::sync::Semaphore::new(settings.max_concurrent_misses),
             settings,
-            known: RwLock::new(HashMap::new()),
-            unknown: Mutex::new(HashMap::new()),
+            known: RwLock::new(DigestMap::default()),
+            unknown: Mutex::new(DigestMap::default()),
+            usage,
             generation: AtomicU64::new(0),
             publisher,
             database_lookups: AtomicU64::new(0),
@@ -115,8 +125,8 @@ impl KeyVerifier {
 
     /// The key with this hash and its owner, usable or not; `None` when no
     /// such key exists.
-    pub async fn verify(&self, hash: KeyHash) -> Result<Option<Arc<VerifiedKey>>, AppError> {
-        if let Some(hit) = self.cached(hash.as_str()) {
+    pub async fn verify(&self, digest: KeyDigest) -> Result<Option<Arc<VerifiedKey>>, AppError> {
+        if let Some(hit) = self.cached(&digest) {
             return Ok(hit);
         }
         let _permit = self
@@ -125,40 +135,43 @@ impl KeyVerifier {
             .await
             .map_err(|_| AppError::unavailable("key verification is shutting down"))?;
         // Another request may have filled the cache while this one waited.
-        if let Some(hit) = self.cached(hash.as_str()) {
+        if let Some(hit) = self.cached(&digest) {
             return Ok(hit);
         }
         let generation = self.generation.load(Ordering::SeqCst);
         self.database_lookups.fetch_add(1, Ordering::Relaxed);
-        let lookup_hash = hash.clone();
+        let hash = digest.to_hash();
         let found = db::run(&self.pool, move |conn| {
-            store::find_by_hash(conn, lookup_hash.as_str()).map_err(AppError::from)
+            store::find_by_hash(conn, hash.as_str()).map_err(AppError::from)
         })
         .await?
-        .map(|row| Arc::new(VerifiedKey::from(row)));
-        self.remember(hash.into_string(), found.clone(), generation);
+        .map(|row| {
+            let usage = self.usage.counters(&row.key_id);
+            Arc::new(VerifiedKey::new(row, usage))
+        });
+        self.remember(digest, found.clone(), generation);
         Ok(found)
     }
 
     /// `Some(answer)` on a fresh cache hit (negative hits answer `None`).
-    fn cached(&self, hash: &str) -> Option<Option<Arc<VerifiedKey>>> {
+    fn cached(&self, digest: &KeyDigest) -> Option<Option<Arc<VerifiedKey>>> {
         let now = Instant::now();
         {
             let known = self.known.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(entry) = known.get(hash) {
+            if let Some(entry) = known.get(digest) {
                 if now.duration_since(entry.verified_at) < self.settings.ttl {
                     return Some(Some(entry.key.clone()));
                 }
             }
         }
         let unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
-        match unknown.get(hash) {
+        match unknown.get(digest) {
             Some(at) if now.duration_since(*at) < self.settings.negative_ttl => Some(None),
             _ => None,
         }
     }
 
-    fn remember(&self, hash: String, found: Option<Arc<VerifiedKey>>, generation: u64) {
+    fn remember(&self, digest: KeyDigest, found: Option<Arc<VerifiedKey>>, generation: u64) {
         let now = Instant::now();
         match found {
             Some(key) => {
@@ -167,11 +180,11 @@ impl KeyVerifier {
                 if self.generation.load(Ordering::SeqCst) != generation {
                     return;
                 }
-                if known.len() >= self.settings.capacity && !known.contains_key(&hash) {
+                if known.len() >= self.settings.capacity && !known.contains_key(&digest) {
                     evict_one(&mut known, self.settings.ttl, now);
                 }
                 known.insert(
-                    hash,
+                    digest,
                     Cached {
                         key,
                         verified_at: now,
@@ -190,7 +203,7 @@ impl KeyVerifier {
                         return;
                     }
                 }
-                unknown.insert(hash, now);
+                unknown.insert(digest, now);
             }
         }
     }
@@ -246,13 +259,13 @@ impl KeyVerifier {
 }
 
 /// Makes room for one entry: an expired one if any, else an arbitrary one.
-fn evict_one(known: &mut HashMap<String, Cached>, ttl: Duration, now: Instant) {
+fn evict_one(known: &mut DigestMap<Cached>, ttl: Duration, now: Instant) {
     let victim = known
         .iter()
         .find(|(_, c)| now.duration_since(c.verified_at) >= ttl)
         .or_else(|| known.iter().next())
-        .map(|(hash, _)| hash.clone());
-    if let Some(hash) = victim {
-        known.remove(&hash);
+        .map(|(digest, _)| *digest);
+    if let Some(digest) = victim {
+        known.remove(&digest);
     }
 }
