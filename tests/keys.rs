@@ -202,6 +202,19 @@ async fn missing_malformed_and_ambiguous_keys_are_refused(backend: Backend) {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad}");
         assert_eq!(body, invalid);
     }
+    // Credentials are checked before the body is read: a bad key with a
+    // broken body is a 401, not a 422.
+    let bad_key_bad_body = app
+        .client
+        .post(app.url("/api/v1/api_key/"))
+        .header("x-api-key", "sk-wrong")
+        .header("content-type", "application/json")
+        .body("{broken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expect(bad_key_bad_body, StatusCode::UNAUTHORIZED).await, invalid);
+
     // API keys do not go in Authorization (Langflow refuses it too).
     let bearer_key = app
         .client

@@ -127,6 +127,16 @@ async fn logout_ends_the_session(backend: Backend) {
         .await
         .unwrap();
     expect(after, StatusCode::UNAUTHORIZED).await;
+    // A stale session cookie does not stand in the way of signing in again.
+    let again = app
+        .client
+        .post(app.url("/api/v1/login"))
+        .header("cookie", format!("keygate_session={token}"))
+        .form(&[("username", ADMIN), ("password", ADMIN_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    expect(again, StatusCode::OK).await;
 }
 
 async fn admin_creates_lists_updates_and_deletes_users(backend: Backend) {
