@@ -3,6 +3,8 @@
 //! on loopback, against SQLite and against the real PostgreSQL server.
 
 mod common;
+mod credentials;
 mod keys;
 mod ops;
 mod users;
+mod variables;
