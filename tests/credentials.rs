@@ -725,15 +725,7 @@ async fn restart_with_the_same_secret_reads_back_and_another_secret_fails(backen
     prepare_with(&db, Some(SECRET_A)).expect("the right secret still works");
 }
 
-/// The real binary with only the given environment.
-fn keygate_binary(env: &std::collections::HashMap<String, String>) -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env);
-    command
-}
+use crate::ops::keygate as keygate_binary;
 
 async fn rotate_secret_reencrypts_everything(backend: Backend) {
     let (app, fake, token) = start(backend).await;
@@ -898,4 +890,83 @@ async fn a_generated_secret_file_is_private_reused_and_rewritten_by_rotation() {
     )
     .await;
     assert_eq!(read["project_id"], "proj-1");
+}
+
+#[actix_web::test]
+async fn logs_never_hold_provider_secrets_even_at_debug_level() {
+    use base64::Engine;
+    let fake = FakeProvider::start();
+    let db = TestDb::new(Backend::Sqlite);
+    let mut env = base_env(&db);
+    for (k, v) in provider_env(SECRET_A) {
+        env.insert(k.into(), v.into());
+    }
+    env.insert("KEYGATE_LOG".into(), "debug".into());
+    let served = crate::ops::Served::start(&env);
+    let client = reqwest::Client::new();
+    let token = crate::ops::login(
+        &client,
+        served.url("/api/v1/login"),
+        crate::common::ADMIN_PASSWORD,
+    )
+    .await;
+    let wrong_secret = "sk-lf-wrong-secret-for-the-log-test";
+    let variable_value = "variable-value-for-the-log-test";
+    let requests = [
+        (
+            Method::POST,
+            "/api/v1/providers/langfuse",
+            langfuse(&fake, LANGFUSE_PUBLIC, LANGFUSE_SECRET),
+            StatusCode::OK,
+        ),
+        (
+            Method::PUT,
+            "/api/v1/providers/langfuse",
+            langfuse(&fake, LANGFUSE_PUBLIC, wrong_secret),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/api/v1/providers/openai",
+            json!({"secret_key": OPENAI_KEY, "host": fake.slow_base()}),
+            StatusCode::GATEWAY_TIMEOUT,
+        ),
+        (
+            Method::POST,
+            "/api/v1/variables/",
+            json!({"name": "K", "value": variable_value, "type": "Credential"}),
+            StatusCode::CREATED,
+        ),
+    ];
+    for (method, path, body, status) in requests {
+        let res = client
+            .request(method, served.url(path))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        expect(res, status).await;
+    }
+    let res = client
+        .get(served.url("/api/v1/providers/langfuse"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expect(res, StatusCode::OK).await["project_id"], "proj-1");
+    let (_, log) = served.terminate();
+    assert!(log.contains("provider credential saved"), "{log}");
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("{LANGFUSE_PUBLIC}:{LANGFUSE_SECRET}"));
+    for secret in [
+        LANGFUSE_SECRET,
+        wrong_secret,
+        OPENAI_KEY,
+        variable_value,
+        SECRET_A,
+        basic.as_str(),
+    ] {
+        assert!(!log.contains(secret), "{secret} appeared in the log");
+    }
 }
