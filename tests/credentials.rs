@@ -69,6 +69,7 @@ crate::on_both_backends!(
     no_secret_is_stored_in_plaintext,
     restart_with_the_same_secret_reads_back_and_another_secret_fails,
     rotate_secret_reencrypts_everything,
+    deleting_a_user_deletes_their_credentials_and_variables,
 );
 
 async fn langfuse_save_update_read_and_delete(backend: Backend) {
@@ -273,6 +274,11 @@ async fn invalid_input_and_credentials_are_refused_and_nothing_is_stored(backend
         ),
         (
             json!({"secret_key": LANGFUSE_SECRET, "public_key": LANGFUSE_PUBLIC, "host": "ftp://x"}),
+            "host",
+        ),
+        (
+            json!({"secret_key": LANGFUSE_SECRET, "public_key": LANGFUSE_PUBLIC,
+                   "host": format!("{}/?next=1", fake.base)}),
             "host",
         ),
         (
@@ -969,4 +975,49 @@ async fn logs_never_hold_provider_secrets_even_at_debug_level() {
     ] {
         assert!(!log.contains(secret), "{secret} appeared in the log");
     }
+}
+
+async fn deleting_a_user_deletes_their_credentials_and_variables(backend: Backend) {
+    let (app, _fake, admin) = start(backend).await;
+    let (bob_id, bob) = app.create_user(&admin, "bob").await;
+    expect(
+        call(
+            &app,
+            &bob,
+            Method::POST,
+            "/api/v1/providers/generic",
+            Some(json!({"secret_key": GENERIC_SECRET})),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    expect(
+        call(
+            &app,
+            &bob,
+            Method::POST,
+            "/api/v1/variables/",
+            Some(json!({"name": "V", "value": "bob-value", "type": "Credential"})),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(rows(&app.db), 1);
+    let res = call(
+        &app,
+        &admin,
+        Method::DELETE,
+        &format!("/api/v1/users/{bob_id}"),
+        None,
+    )
+    .await;
+    assert!(res.status().is_success(), "{}", res.status());
+    assert_eq!(rows(&app.db), 0);
+    let variables: i64 = keygate::db::schema::variables::table
+        .count()
+        .get_result(&mut app.db.connect())
+        .unwrap();
+    assert_eq!(variables, 0);
 }
