@@ -184,8 +184,10 @@ async fn authenticate_key(state: &AppState, key: &str) -> Result<Principal, AppE
         Some(key) if key.is_usable_at(now) => {
             state.usage.record(&key.key_id, now);
             Ok(Principal {
-                user: key.owner,
-                credential: Credential::ApiKey { key_id: key.key_id },
+                user: key.owner.clone(),
+                credential: Credential::ApiKey {
+                    key_id: key.key_id.clone(),
+                },
             })
         }
         Some(_) => Err(reject("unusable key", AppError::unauthorized(INVALID_KEY))),
