@@ -1,13 +1,16 @@
-//! What every handler shares: settings, the pool, the key verifier and the
-//! usage counters.
+//! What every handler shares: settings, the pool, the key verifier, the
+//! usage counters, the box that encrypts stored secrets and the outbound
+//! HTTP client.
 
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::crypto::SecretBox;
 use crate::db::{DatabaseUrl, DbPool};
 use crate::keys::invalidation::{self, Listener, Publisher};
 use crate::keys::usage::UsageRecorder;
 use crate::keys::verify::{CacheSettings, KeyVerifier};
+use crate::outbound::Outbound;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -15,12 +18,16 @@ pub struct AppState {
     pub pool: DbPool,
     pub keys: Arc<KeyVerifier>,
     pub usage: Arc<UsageRecorder>,
+    /// Encrypts and decrypts stored secrets (see `crypto`).
+    pub secrets: Arc<SecretBox>,
+    /// The outbound HTTP client with its SSRF policy (see `outbound`).
+    pub outbound: Arc<Outbound>,
     /// The PostgreSQL invalidation thread (none on SQLite).
     invalidation: Option<Arc<Listener>>,
 }
 
 impl AppState {
-    pub fn new(config: Config, pool: DbPool) -> Self {
+    pub fn new(config: Config, pool: DbPool, secrets: SecretBox, outbound: Outbound) -> Self {
         let settings = CacheSettings::from_config(&config);
         let usage = Arc::new(UsageRecorder::new(pool.clone()));
         let (keys, invalidation) = match &config.database_url {
@@ -53,6 +60,8 @@ impl AppState {
         AppState {
             keys,
             usage,
+            secrets: Arc::new(secrets),
+            outbound: Arc::new(outbound),
             config: Arc::new(config),
             pool,
             invalidation,

@@ -213,7 +213,10 @@ async fn missing_malformed_and_ambiguous_keys_are_refused(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(expect(bad_key_bad_body, StatusCode::UNAUTHORIZED).await, invalid);
+    assert_eq!(
+        expect(bad_key_bad_body, StatusCode::UNAUTHORIZED).await,
+        invalid
+    );
 
     // API keys do not go in Authorization (Langflow refuses it too).
     let bearer_key = app

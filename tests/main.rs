@@ -4,6 +4,8 @@
 
 mod cache;
 mod common;
+mod credentials;
 mod keys;
 mod ops;
 mod users;
+mod variables;
