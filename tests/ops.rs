@@ -32,8 +32,15 @@ pub(crate) struct Served {
 
 impl Served {
     pub(crate) fn start(env: &std::collections::HashMap<String, String>) -> Self {
+        Self::start_with_args(env, &["serve"])
+    }
+
+    pub(crate) fn start_with_args(
+        env: &std::collections::HashMap<String, String>,
+        args: &[&str],
+    ) -> Self {
         let mut child = keygate(env)
-            .arg("serve")
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -196,6 +203,43 @@ async fn first_start_prints_a_generated_superuser_password_once() {
         !stdout.contains(&password),
         "printed only on the first start"
     );
+}
+
+#[actix_web::test]
+async fn serve_loads_an_env_file_and_flags_override_it() {
+    let db = TestDb::new(Backend::Sqlite);
+    let mut env = binary_env(&db);
+    let password = "from-the-env-file-123";
+    env.remove("KEYGATE_SUPERUSER_PASSWORD");
+    env.remove("KEYGATE_SUPERUSER");
+    env.remove("KEYGATE_PORT");
+    let env_file = db.dir.join("keygate.env");
+    std::fs::write(
+        &env_file,
+        format!(
+            "KEYGATE_SUPERUSER=operator\nKEYGATE_SUPERUSER_PASSWORD={password}\nKEYGATE_PORT=1\n"
+        ),
+    )
+    .unwrap();
+    let served = Served::start_with_args(
+        &env,
+        &[
+            "serve",
+            "--port",
+            "0",
+            "--env-file",
+            env_file.to_str().unwrap(),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let res = client
+        .post(served.url("/api/v1/login"))
+        .form(&[("username", "operator"), ("password", password)])
+        .send()
+        .await
+        .unwrap();
+    expect(res, StatusCode::OK).await;
+    served.terminate();
 }
 
 #[actix_web::test]
