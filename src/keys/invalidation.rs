@@ -26,6 +26,7 @@ pub const CHANNEL: &str = "keygate_key_invalidation";
 const PING_EVERY: Duration = Duration::from_secs(5);
 const RECONNECT_AFTER: Duration = Duration::from_millis(500);
 const MAX_UNSENT: usize = 10_000;
+const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(5);
 
 /// What changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,11 +95,17 @@ impl Listener {
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
+        let (ready, listening) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("keygate-notify".into())
-            .spawn(move || run(&url, &verifier, &outgoing, poll, &thread_stop))
+            .spawn(move || run(&url, &verifier, &outgoing, poll, &thread_stop, ready))
             .map_err(|e| tracing::error!(error = %e, "cannot start the invalidation thread"))
             .ok();
+        // Serve only once this instance hears other instances' changes (or
+        // give up waiting; it keeps trying in the background).
+        if thread.is_some() && listening.recv_timeout(FIRST_CONNECT_WAIT).is_err() {
+            tracing::warn!("invalidation listener not connected yet; continuing to retry");
+        }
         Listener {
             stop,
             thread: Mutex::new(thread),
@@ -133,6 +140,7 @@ fn run(
     outgoing: &Receiver<Invalidation>,
     poll: Duration,
     stop: &AtomicBool,
+    ready: std::sync::mpsc::SyncSender<()>,
 ) {
     let mut unsent: Vec<Invalidation> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
@@ -157,8 +165,18 @@ fn run(
         if !apply(verifier, &Invalidation::All) {
             return;
         }
+        let _ = ready.try_send(());
+        let own_pid = backend_pid(&mut conn);
         tracing::debug!("invalidation listener connected");
-        if serve_connection(&mut conn, verifier, outgoing, poll, stop, &mut unsent) {
+        if serve_connection(
+            &mut conn,
+            own_pid,
+            verifier,
+            outgoing,
+            poll,
+            stop,
+            &mut unsent,
+        ) {
             return;
         }
     }
@@ -168,6 +186,7 @@ fn run(
 /// nothing can publish any more), false when the connection broke.
 fn serve_connection(
     conn: &mut PgConnection,
+    own_pid: Option<i32>,
     verifier: &Weak<KeyVerifier>,
     outgoing: &Receiver<Invalidation>,
     poll: Duration,
@@ -199,6 +218,8 @@ fn serve_connection(
         }
         for notification in conn.notifications_iter() {
             match notification {
+                // This instance applied its own changes before sending them.
+                Ok(n) if Some(n.process_id) == own_pid => {}
                 Ok(n) => {
                     if let Some(invalidation) = Invalidation::parse(&n.payload) {
                         if !apply(verifier, &invalidation) {
@@ -220,6 +241,20 @@ fn serve_connection(
             last_ping = Instant::now();
         }
     }
+}
+
+/// The server process id of this connection, which PostgreSQL puts on the
+/// notifications it sent.
+fn backend_pid(conn: &mut PgConnection) -> Option<i32> {
+    #[derive(diesel::QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    diesel::sql_query("SELECT pg_backend_pid() AS pid")
+        .get_result::<Pid>(conn)
+        .map(|row| row.pid)
+        .ok()
 }
 
 /// Waits before reconnecting while still collecting what to publish;

@@ -97,6 +97,8 @@ pub struct KeyVerifier {
     usage: Arc<UsageRecorder>,
     /// Bumped by every invalidation; see the module doc.
     generation: AtomicU64,
+    /// The same for the negative cache, bumped by key creations.
+    negative_generation: AtomicU64,
     misses: tokio::sync::Semaphore,
     publisher: Publisher,
     /// Lookups that reached the database (for tests and metrics).
@@ -118,6 +120,7 @@ impl KeyVerifier {
             unknown: Mutex::new(DigestMap::default()),
             usage,
             generation: AtomicU64::new(0),
+            negative_generation: AtomicU64::new(0),
             publisher,
             database_lookups: AtomicU64::new(0),
         }
@@ -138,7 +141,10 @@ impl KeyVerifier {
         if let Some(hit) = self.cached(&digest) {
             return Ok(hit);
         }
-        let generation = self.generation.load(Ordering::SeqCst);
+        let generation = (
+            self.generation.load(Ordering::SeqCst),
+            self.negative_generation.load(Ordering::SeqCst),
+        );
         self.database_lookups.fetch_add(1, Ordering::Relaxed);
         let hash = digest.to_hash();
         let found = db::run(&self.pool, move |conn| {
@@ -171,13 +177,13 @@ impl KeyVerifier {
         }
     }
 
-    fn remember(&self, digest: KeyDigest, found: Option<Arc<VerifiedKey>>, generation: u64) {
+    fn remember(&self, digest: KeyDigest, found: Option<Arc<VerifiedKey>>, generation: (u64, u64)) {
         let now = Instant::now();
         match found {
             Some(key) => {
                 let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
                 // Checked under the lock that invalidations also take.
-                if self.generation.load(Ordering::SeqCst) != generation {
+                if self.generation.load(Ordering::SeqCst) != generation.0 {
                     return;
                 }
                 if known.len() >= self.settings.capacity && !known.contains_key(&digest) {
@@ -193,7 +199,7 @@ impl KeyVerifier {
             }
             None => {
                 let mut unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
-                if self.generation.load(Ordering::SeqCst) != generation {
+                if self.negative_generation.load(Ordering::SeqCst) != generation.1 {
                     return;
                 }
                 if unknown.len() >= self.settings.negative_capacity {
@@ -210,6 +216,15 @@ impl KeyVerifier {
 
     /// Applies an invalidation to this instance's caches only.
     pub fn apply(&self, invalidation: &Invalidation) {
+        if matches!(invalidation, Invalidation::KeyCreated | Invalidation::All) {
+            let mut unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+            self.negative_generation.fetch_add(1, Ordering::SeqCst);
+            unknown.clear();
+        }
+        // A new key cannot make a cached key stale.
+        if *invalidation == Invalidation::KeyCreated {
+            return;
+        }
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, Ordering::SeqCst);
         match invalidation {
@@ -217,13 +232,6 @@ impl KeyVerifier {
             Invalidation::User(user_id) => known.retain(|_, c| c.key.owner.id != *user_id),
             Invalidation::KeyCreated => {}
             Invalidation::All => known.clear(),
-        }
-        drop(known);
-        if matches!(invalidation, Invalidation::KeyCreated | Invalidation::All) {
-            self.unknown
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clear();
         }
     }
 
