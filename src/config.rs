@@ -28,6 +28,9 @@ pub struct Config {
     pub usage_flush_interval: Duration,
     pub max_body_bytes: usize,
     pub workers: Option<usize>,
+    /// How long a flow run waits for the upstream's response headers
+    /// before answering 504.
+    pub upstream_timeout: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -116,6 +119,14 @@ impl Config {
                 1024 * 1024,
             )?,
             workers,
+            upstream_timeout: Duration::from_millis(
+                parse_or::<u64>(
+                    "KEYGATE_UPSTREAM_TIMEOUT_MS",
+                    get("KEYGATE_UPSTREAM_TIMEOUT_MS"),
+                    60_000,
+                )?
+                .max(1),
+            ),
         })
     }
 }

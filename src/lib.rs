@@ -1,6 +1,7 @@
 //! keygate: an API-key gateway for LLM-application platforms.
 //!
-//! Domains (`users`, `sessions`, `keys`) sit over a thin shared core
+//! Domains (`users`, `sessions`, `keys`, `flows`, and the `gateway` that
+//! runs flows) sit over a thin shared core
 //! (`config`, `db`, `error`, `auth`, `state`, `server`). `main.rs` only
 //! parses the command line; the tests drive [`server`] directly.
 
@@ -9,6 +10,8 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod flows;
+pub mod gateway;
 pub mod keys;
 pub mod server;
 pub mod sessions;

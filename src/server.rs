@@ -13,7 +13,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use crate::config::Config;
 use crate::error::{extractors, AppError};
 use crate::state::AppState;
-use crate::{auth, db, keys, sessions, users};
+use crate::{auth, db, flows, gateway, keys, sessions, users};
 
 /// Connects, migrates and makes sure a superuser exists. A generated
 /// superuser password is printed here, once, to the terminal.
@@ -58,7 +58,9 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
                 web::scope("/api/v1")
                     .configure(sessions::routes)
                     .configure(users::routes)
-                    .configure(keys::routes),
+                    .configure(keys::routes)
+                    .configure(flows::routes)
+                    .configure(gateway::routes),
             )
             .default_service(web::to(not_found));
     }

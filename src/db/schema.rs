@@ -36,9 +36,26 @@ diesel::table! {
         total_uses -> BigInt,
         is_active -> Bool,
         expires_at -> Nullable<Timestamp>,
+        flow_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    flows (id) {
+        id -> Text,
+        user_id -> Text,
+        name -> Text,
+        description -> Nullable<Text>,
+        endpoint_name -> Nullable<Text>,
+        data -> Nullable<Text>,
+        upstream -> Nullable<Text>,
+        access -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
     }
 }
 
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(api_keys -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, sessions, api_keys);
+diesel::joinable!(flows -> users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(users, sessions, api_keys, flows);

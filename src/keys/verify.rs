@@ -15,6 +15,8 @@ use crate::keys::token::KeyHash;
 pub struct VerifiedKey {
     pub key_id: String,
     pub owner: AuthUser,
+    /// The one flow this key may run, if it is bound to one.
+    pub flow_id: Option<String>,
     key_active: bool,
     owner_active: bool,
     expires_at: Option<NaiveDateTime>,
@@ -31,6 +33,7 @@ impl From<store::KeyWithOwner> for VerifiedKey {
         VerifiedKey {
             key_id: row.key_id,
             owner: row.owner,
+            flow_id: row.flow_id,
             key_active: row.key_active,
             owner_active: row.owner_active,
             expires_at: row.expires_at,
