@@ -31,6 +31,16 @@ pub struct Config {
     /// How long a flow run waits for the upstream's response headers
     /// before answering 504.
     pub upstream_timeout: Duration,
+    /// `KEYGATE_SECRET_KEY`: the operator secret the encryption key is
+    /// derived from. `None`: `{data_dir}/secret.key` (see `crypto`). Never
+    /// logged, never in `Debug`.
+    pub secret_key: Option<String>,
+    /// `KEYGATE_ALLOW_PRIVATE_UPSTREAMS`: let outbound calls reach loopback,
+    /// private and link-local addresses (see `outbound`).
+    pub allow_private_upstreams: bool,
+    /// `KEYGATE_PROVIDER_TIMEOUT_MS`: connect and total time-out of provider
+    /// calls.
+    pub provider_timeout: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -44,6 +54,8 @@ impl std::fmt::Debug for Config {
             .field("new_user_is_active", &self.new_user_is_active)
             .field("enable_signup", &self.enable_signup)
             .field("cookie_secure", &self.cookie_secure)
+            .field("allow_private_upstreams", &self.allow_private_upstreams)
+            .field("provider_timeout", &self.provider_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -127,6 +139,19 @@ impl Config {
                 )?
                 .max(1),
             ),
+            secret_key: get("KEYGATE_SECRET_KEY"),
+            allow_private_upstreams: parse_bool(
+                "KEYGATE_ALLOW_PRIVATE_UPSTREAMS",
+                get("KEYGATE_ALLOW_PRIVATE_UPSTREAMS"),
+            )?,
+            provider_timeout: Duration::from_millis(
+                parse_or::<u64>(
+                    "KEYGATE_PROVIDER_TIMEOUT_MS",
+                    get("KEYGATE_PROVIDER_TIMEOUT_MS"),
+                    5000,
+                )?
+                .clamp(50, 600_000),
+            ),
         })
     }
 }
@@ -172,6 +197,20 @@ mod tests {
             DatabaseUrl::Sqlite("./data/keygate.db".into())
         );
         assert!(!config.new_user_is_active && !config.enable_signup && !config.cookie_secure);
+        assert!(config.secret_key.is_none() && !config.allow_private_upstreams);
+        assert_eq!(config.provider_timeout, Duration::from_millis(5000));
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let mut map = HashMap::new();
+        map.insert(
+            "KEYGATE_SECRET_KEY".to_string(),
+            "very-secret-value-123".to_string(),
+        );
+        let config = Config::from_map(&map).unwrap();
+        assert_eq!(config.secret_key.as_deref(), Some("very-secret-value-123"));
+        assert!(!format!("{config:?}").contains("very-secret"));
     }
 
     #[test]

@@ -15,20 +15,23 @@ use crate::error::{extractors, AppError};
 use crate::state::AppState;
 use crate::{auth, db, flows, gateway, keys, sessions, users};
 
-/// Connects, migrates and makes sure a superuser exists. A generated
-/// superuser password is printed here, once, to the terminal.
+/// Connects, migrates, opens the secret box (checking the operator secret
+/// against the stored canary) and makes sure a superuser exists. A
+/// generated superuser password is printed here, once, to the terminal.
 pub fn prepare(config: Config) -> Result<AppState, String> {
     let pool = db::connect_and_migrate(&config.database_url, config.pool_size, config.db_timeout)?;
     let mut conn = pool
         .get()
         .map_err(|e| format!("cannot get a database connection: {e}"))?;
+    let (secrets, _) = crate::crypto::open(&config, &mut conn)?;
+    let outbound = crate::outbound::Outbound::from_config(&config)?;
     if let Some(password) = users::ensure_superuser(&mut conn, &config)
         .map_err(|e| format!("superuser bootstrap: {}", e.detail()))?
     {
         print_generated_password(&config.superuser, &password);
     }
     drop(conn);
-    Ok(AppState::new(config, pool))
+    Ok(AppState::new(config, pool, secrets, outbound))
 }
 
 fn print_generated_password(username: &str, password: &str) {

@@ -57,5 +57,50 @@ diesel::table! {
 
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(api_keys -> users (user_id));
+
+diesel::table! {
+    settings (key) {
+        key -> Text,
+        value -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    provider_credentials (id) {
+        id -> Text,
+        user_id -> Text,
+        provider -> Text,
+        host -> Nullable<Text>,
+        public_key -> Nullable<Text>,
+        secret_enc -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    variables (id) {
+        id -> Text,
+        user_id -> Text,
+        name -> Text,
+        var_type -> Text,
+        value -> Text,
+        default_fields -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(provider_credentials -> users (user_id));
+diesel::joinable!(variables -> users (user_id));
 diesel::joinable!(flows -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, sessions, api_keys, flows);
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    sessions,
+    api_keys,
+    settings,
+    provider_credentials,
+    variables,
+    flows
+);

@@ -384,8 +384,15 @@ fn check_access(access: &str) -> Result<String, AppError> {
     }
 }
 
-fn store_upstream(upstream: Upstream) -> Result<String, AppError> {
+/// Validates an upstream, applies the SSRF rule to its URL as far as it
+/// can be checked without resolving names (a literal private address is
+/// refused now; names are checked again, resolved, at every run), and
+/// gives the JSON to store.
+fn store_upstream(state: &AppState, upstream: Upstream) -> Result<String, AppError> {
     let upstream = upstream.validated()?;
+    state.outbound.check_url(&upstream.url).map_err(|e| {
+        AppError::unprocessable(format!("upstream.url is not allowed: {}", e.detail()))
+    })?;
     serde_json::to_string(&upstream).map_err(AppError::internal)
 }
 
@@ -429,7 +436,10 @@ async fn create_flow(
         description: check_description(request.description)?,
         endpoint_name: endpoint_name.clone(),
         data: request.data.map(|d| d.to_string()),
-        upstream: request.upstream.map(store_upstream).transpose()?,
+        upstream: request
+            .upstream
+            .map(|u| store_upstream(&state, u))
+            .transpose()?,
         access: check_access(request.access.as_deref().unwrap_or(ACCESS_PRIVATE))?,
         created_at: now,
         updated_at: now,
@@ -508,7 +518,7 @@ async fn update_flow(
         data: request.data.map(|d| (!d.is_null()).then(|| d.to_string())),
         upstream: request
             .upstream
-            .map(|u| u.map(store_upstream).transpose())
+            .map(|u| u.map(|u| store_upstream(&state, u)).transpose())
             .transpose()?,
         access: request.access.as_deref().map(check_access).transpose()?,
         updated_at: None,

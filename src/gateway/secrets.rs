@@ -4,8 +4,6 @@
 //! variables). Until `creds` is merged this holds stand-ins that refuse
 //! credentials; nothing outside this file knows the difference.
 
-use actix_web::http::StatusCode;
-
 use crate::error::AppError;
 use crate::flows::{CredentialRef, SecretSource};
 use crate::state::AppState;
@@ -35,20 +33,19 @@ pub async fn fetch(
     ))
 }
 
-pub fn client(_state: &AppState) -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
+/// The shared outbound client (guarded DNS, no redirects, no proxy, no
+/// total time-out: the gateway applies its own time-to-first-byte limit).
+pub fn client(state: &AppState) -> &reqwest::Client {
+    state.outbound.client()
 }
 
-pub fn check_url(_state: &AppState, url: &str) -> Result<reqwest::Url, AppError> {
-    reqwest::Url::parse(url).map_err(|_| AppError::unprocessable("invalid upstream URL"))
+/// The SSRF rule for upstream URLs, the same as for provider hosts.
+pub fn check_url(state: &AppState, url: &str) -> Result<reqwest::Url, AppError> {
+    state.outbound.check_url(url)
 }
 
-pub fn upstream_error(_state: &AppState, error: &reqwest::Error) -> AppError {
-    AppError::new(
-        StatusCode::BAD_GATEWAY,
-        format!("Upstream request failed: {}", error.is_connect()),
-    )
+/// 502 (unreachable), 504 (time-out) or 422 (refused address), naming the
+/// host but never the query or a secret.
+pub fn upstream_error(state: &AppState, error: &reqwest::Error) -> AppError {
+    state.outbound.error(error, "The upstream")
 }

@@ -1,0 +1,3 @@
+DROP TABLE variables;
+DROP TABLE provider_credentials;
+DROP TABLE settings;

@@ -1,0 +1,429 @@
+//! Every outbound HTTP call (provider validation, upstream forwarding) goes
+//! through [`Outbound`]: one `reqwest::Client` built once, with a guard
+//! against server-side request forgery.
+//!
+//! # API (stable; other domains build on it)
+//! - `state.outbound` is an `Arc<Outbound>`.
+//! - [`Outbound::check_url`] validates a URL someone gave us (provider host,
+//!   flow upstream): `http`/`https` only, a host, no `user:pass@`, and a
+//!   literal IP must be public. Refusals are **422** with a detail naming
+//!   the URL's host (never its query or credentials).
+//! - [`Outbound::client`] is the shared client. It follows **no redirects**,
+//!   ignores `HTTP(S)_PROXY` (a proxy would bypass the address check), has a
+//!   connect time-out of `KEYGATE_PROVIDER_TIMEOUT_MS` and no total
+//!   time-out, so streamed answers are not cut. Short calls should use
+//!   [`Outbound::get`] / [`Outbound::request`], which add a total time-out of
+//!   the same length; streaming callers set their own `.timeout(..)`.
+//! - Names are resolved by [`GuardedResolver`]: loopback, private,
+//!   link-local, unspecified, multicast, shared (CGNAT), ULA and reserved
+//!   addresses (IPv4 and IPv6, IPv4-mapped v6 included) are dropped, so a
+//!   public name that points inside is refused when the connection is made,
+//!   not just when the URL is checked. When nothing allowed is left the
+//!   request fails and [`Outbound::error`] maps it to **422** "… resolves
+//!   only to private addresses …".
+//! - `KEYGATE_ALLOW_PRIVATE_UPSTREAMS=true` turns both checks off (for
+//!   upstreams on a private network, and for the tests).
+//! - [`Outbound::error`] maps a `reqwest::Error` to an [`AppError`]: time-out
+//!   → **504**, connect or DNS failure → **502**, refused address → **422**,
+//!   anything else → **502**, with `{"detail"}` naming the upstream and host,
+//!   never a secret (reqwest's own message, which may hold the URL, is only
+//!   logged at debug level without the query).
+//! - [`read_body_limited`] reads a small answer with a size cap.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::{Method, RequestBuilder, Url};
+
+use crate::config::Config;
+use crate::error::AppError;
+
+/// The shared outbound client and its address policy.
+#[derive(Clone)]
+pub struct Outbound {
+    client: reqwest::Client,
+    allow_private: bool,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("allow_private", &self.allow_private)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbound {
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        Self::new(config.allow_private_upstreams, config.provider_timeout)
+    }
+
+    pub fn new(allow_private: bool, timeout: Duration) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(timeout)
+            .dns_resolver(GuardedResolver { allow_private })
+            .user_agent(concat!("keygate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the outbound HTTP client: {e}"))?;
+        Ok(Outbound {
+            client,
+            allow_private,
+            timeout,
+        })
+    }
+
+    /// The shared client (no redirects, guarded DNS, connect time-out only).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// `KEYGATE_PROVIDER_TIMEOUT_MS`.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// `KEYGATE_ALLOW_PRIVATE_UPSTREAMS`.
+    pub fn allows_private(&self) -> bool {
+        self.allow_private
+    }
+
+    /// A request with the total time-out applied.
+    pub fn request(&self, method: Method, url: Url) -> RequestBuilder {
+        self.client.request(method, url).timeout(self.timeout)
+    }
+
+    /// A GET with the total time-out applied.
+    pub fn get(&self, url: Url) -> RequestBuilder {
+        self.request(Method::GET, url)
+    }
+
+    /// Checks a URL given by a user before anything is sent to it (see the
+    /// module doc). 422 on refusal.
+    pub fn check_url(&self, url: &str) -> Result<Url, AppError> {
+        let parsed = Url::parse(url.trim())
+            .map_err(|_| AppError::unprocessable(format!("{url:?} is not a valid URL")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(AppError::unprocessable(format!(
+                "URL scheme {:?} is not allowed: use http or https",
+                parsed.scheme()
+            )));
+        }
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| AppError::unprocessable("the URL has no host"))?
+            .to_string();
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(AppError::unprocessable(
+                "the URL must not contain a user name or password",
+            ));
+        }
+        if !self.allow_private {
+            let literal = host.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = literal.parse::<IpAddr>() {
+                if !is_public_ip(ip) {
+                    return Err(private_address(&host));
+                }
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// Maps a failed call to `upstream` (a name such as "Langfuse") to the
+    /// error the client sees: 504, 502 or 422 (see the module doc).
+    pub fn error(&self, error: &reqwest::Error, upstream: &str) -> AppError {
+        let host = error
+            .url()
+            .and_then(|u| u.host_str())
+            .unwrap_or("the upstream")
+            .to_string();
+        if let Some(blocked) = find_source::<BlockedAddress>(error) {
+            return private_address(&blocked.host);
+        }
+        let cause = error_chain(error);
+        tracing::debug!(upstream, host = %host, cause = %cause, "outbound call failed");
+        if error.is_timeout() {
+            return AppError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "{upstream} at {host} did not answer within {} ms",
+                    self.timeout.as_millis()
+                ),
+            );
+        }
+        if error.is_connect() {
+            return AppError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("could not connect to {upstream} at {host}"),
+            );
+        }
+        AppError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("{upstream} at {host} could not be reached or gave no valid answer"),
+        )
+    }
+}
+
+fn private_address(host: &str) -> AppError {
+    AppError::unprocessable(format!(
+        "host {host} resolves only to private, loopback or link-local addresses, which \
+         are not allowed (the operator can allow them with KEYGATE_ALLOW_PRIVATE_UPSTREAMS=true)"
+    ))
+}
+
+/// Reads at most `limit` bytes of a body; a longer one is a 502.
+pub async fn read_body_limited(
+    outbound: &Outbound,
+    mut response: reqwest::Response,
+    limit: usize,
+    upstream: &str,
+) -> Result<Vec<u8>, AppError> {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(AppError::new(
+                        StatusCode::BAD_GATEWAY,
+                        format!("{upstream} sent an answer larger than {limit} bytes"),
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(outbound.error(&e, upstream)),
+        }
+    }
+}
+
+/// The causes of an error, joined, with any URL query removed.
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut parts = vec![error.without_url_text()];
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        parts.push(cause.to_string());
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
+trait WithoutUrl {
+    fn without_url_text(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_text(&self) -> String {
+        let mut plain = self.to_string();
+        if let Some(url) = self.url() {
+            plain = plain.replace(url.as_str(), url.host_str().unwrap_or(""));
+        }
+        plain
+    }
+}
+
+fn find_source<'a, T: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// A name that resolved only to addresses the policy refuses.
+#[derive(Debug)]
+pub struct BlockedAddress {
+    pub host: String,
+}
+
+impl std::fmt::Display for BlockedAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} resolves only to non-public addresses", self.host)
+    }
+}
+
+impl std::error::Error for BlockedAddress {}
+
+/// DNS resolution through tokio that drops non-public addresses unless
+/// they are allowed.
+#[derive(Debug, Clone)]
+pub struct GuardedResolver {
+    pub allow_private: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_string();
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|addr| allow_private || is_public_ip(addr.ip()))
+                .collect();
+            if allowed.is_empty() {
+                return Err(Box::new(BlockedAddress { host }) as _);
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// True for addresses on the public internet; false for loopback, private,
+/// link-local, unspecified, multicast, broadcast, shared (100.64/10),
+/// documentation, benchmarking and reserved ranges, IPv6 ULA and
+/// link-local, and IPv4-mapped, -compatible or NAT64 forms of those.
+pub fn is_public_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+        || ip.is_documentation()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking
+        || a >= 240) // reserved
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return is_public_v4(v4);
+    }
+    let segments = ip.segments();
+    // NAT64 well-known prefix 64:ff9b::/96 carries an IPv4 address.
+    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        let [.., hi, lo] = segments;
+        return is_public_v4(Ipv4Addr::new(
+            (hi >> 8) as u8,
+            hi as u8,
+            (lo >> 8) as u8,
+            lo as u8,
+        ));
+    }
+    // Deprecated IPv4-compatible form ::a.b.c.d.
+    if segments[..6] == [0; 6] {
+        if ip.is_unspecified() || ip.is_loopback() {
+            return false;
+        }
+        let [.., hi, lo] = segments;
+        return is_public_v4(Ipv4Addr::new(
+            (hi >> 8) as u8,
+            hi as u8,
+            (lo >> 8) as u8,
+            lo as u8,
+        ));
+    }
+    !(ip.is_multicast()
+        || (segments[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+        || (segments[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+        || (segments[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+        || (segments[0] == 0x2001 && segments[1] == 0x0db8)) // documentation
+}
+
+/// Shared handle type kept in the app state.
+pub type SharedOutbound = Arc<Outbound>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_addresses() {
+        for blocked in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+        ] {
+            assert!(!is_public_ip(blocked.parse().unwrap()), "{blocked}");
+        }
+        for public in ["1.1.1.1", "8.8.8.8", "2606:4700::1111", "::ffff:1.1.1.1"] {
+            assert!(is_public_ip(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn checks_urls() {
+        let strict = Outbound::new(false, Duration::from_secs(1)).unwrap();
+        assert!(strict.check_url("https://cloud.langfuse.com").is_ok());
+        for bad in [
+            "ftp://example.com",
+            "file:///etc/passwd",
+            "not a url",
+            "http://127.0.0.1:8080",
+            "http://[::1]/",
+            "http://169.254.169.254/latest",
+            "http://[::ffff:7f00:1]/",
+            "https://user:pass@example.com",
+        ] {
+            let error = strict.check_url(bad).unwrap_err();
+            assert_eq!(error.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+            assert!(!error.detail().contains("pass@"), "{bad}");
+        }
+        let open = Outbound::new(true, Duration::from_secs(1)).unwrap();
+        assert!(open.check_url("http://127.0.0.1:8080").is_ok());
+        assert!(open.check_url("ftp://127.0.0.1").is_err());
+    }
+
+    #[actix_web::test]
+    async fn names_resolving_to_private_addresses_are_refused() {
+        let strict = Outbound::new(false, Duration::from_secs(2)).unwrap();
+        let url = strict.check_url("http://localhost:9/").unwrap();
+        let error = strict.get(url).send().await.unwrap_err();
+        let mapped = strict.error(&error, "test upstream");
+        assert_eq!(mapped.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(mapped.detail().contains("KEYGATE_ALLOW_PRIVATE_UPSTREAMS"));
+    }
+
+    #[actix_web::test]
+    async fn a_closed_port_is_a_502() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let open = Outbound::new(true, Duration::from_secs(2)).unwrap();
+        let url = open
+            .check_url(&format!("http://127.0.0.1:{port}/"))
+            .unwrap();
+        let error = open.get(url).send().await.unwrap_err();
+        let mapped = open.error(&error, "test upstream");
+        assert_eq!(mapped.status(), StatusCode::BAD_GATEWAY);
+        assert!(mapped.detail().contains("127.0.0.1"));
+    }
+}
