@@ -1,14 +1,16 @@
-//! The `keygate` command line: `serve`, `migrate`, `api-key`, `superuser`.
+//! The `keygate` command line: `serve`, `migrate`, `api-key`, `superuser`,
+//! `rotate-secret`.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::crypto::{self, SecretBox, SecretSource};
 use crate::error::AppError;
 use crate::keys::{store as key_store, token::PlainKey};
 use crate::users::{password, store as user_store};
-use crate::{db, server};
+use crate::{credentials, db, server, variables};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -56,6 +58,15 @@ pub enum Command {
         #[arg(long)]
         password: Option<String>,
     },
+    /// Re-encrypt every stored secret under a new secret key, in one
+    /// transaction. Stop every keygate instance first; start them again with
+    /// the new secret (a generated secret file is rewritten for you).
+    RotateSecret {
+        /// The new secret (at least 16 characters). Prefer the environment
+        /// variable: a command line is visible to other local users.
+        #[arg(long, env = "KEYGATE_NEW_SECRET_KEY", hide_env_values = true)]
+        new_secret: String,
+    },
 }
 
 /// Runs a parsed command line; the error is printed by `main`.
@@ -89,6 +100,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Superuser { username, password } => create_superuser(config, username, password),
+        Command::RotateSecret { new_secret } => rotate_secret(config, &new_secret),
     }
 }
 
@@ -185,6 +197,62 @@ fn create_superuser(
     println!("created superuser {:?} ({})", user.username, user.id);
     if generated {
         println!("password (shown only now): {password_text}");
+    }
+    Ok(())
+}
+
+/// Counts of what `rotate-secret` re-encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotated {
+    pub credentials: usize,
+    pub variables: usize,
+}
+
+/// Re-encrypts every stored secret (provider credentials, Credential
+/// variables, the canary) from `old` to `new` in one transaction: either
+/// all of it is under the new secret afterwards, or nothing changed.
+pub fn reencrypt_everything(
+    conn: &mut db::DbConnection,
+    old: &SecretBox,
+    new: &SecretBox,
+) -> Result<Rotated, AppError> {
+    use diesel::Connection;
+    conn.transaction::<_, AppError, _>(|conn| {
+        db::serializable(conn)?;
+        let rotated = Rotated {
+            credentials: credentials::store::reencrypt_all(conn, old, new)?,
+            variables: variables::store::reencrypt_all(conn, old, new)?,
+        };
+        crypto::replace_canary(conn, new)?;
+        Ok(rotated)
+    })
+}
+
+fn rotate_secret(config: Config, new_secret: &str) -> Result<(), String> {
+    let new_box = SecretBox::new(new_secret).map_err(|e| format!("--new-secret: {e}"))?;
+    let pool = db::connect_and_migrate(&config.database_url, 1, config.db_timeout)?;
+    let mut conn = pool.get().map_err(|e| e.to_string())?;
+    let (old_box, source) = crypto::open(&config, &mut conn)?;
+    let rotated = reencrypt_everything(&mut conn, &old_box, &new_box)
+        .map_err(|e| format!("rotation failed, nothing was changed: {}", e.detail()))?;
+    println!(
+        "re-encrypted {} provider credential(s) and {} credential variable(s) under the new secret key",
+        rotated.credentials, rotated.variables
+    );
+    match source {
+        SecretSource::File(path) => {
+            crypto::replace_secret_file(&path, new_secret.trim()).map_err(|e| {
+                format!(
+                    "the data is now encrypted with the new secret, but {} could not be \
+                     rewritten ({e}): start keygate with KEYGATE_SECRET_KEY set to the new secret",
+                    path.display()
+                )
+            })?;
+            println!("rewrote {} with the new secret key", path.display());
+        }
+        SecretSource::Environment => {
+            println!("start every keygate instance with KEYGATE_SECRET_KEY set to the new secret")
+        }
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod crypto;
 pub mod db;
 pub mod error;
@@ -20,3 +21,4 @@ pub mod server;
 pub mod sessions;
 pub mod state;
 pub mod users;
+pub mod variables;

@@ -13,7 +13,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use crate::config::Config;
 use crate::error::{extractors, AppError};
 use crate::state::AppState;
-use crate::{auth, db, flows, gateway, keys, sessions, users};
+use crate::{auth, credentials, db, flows, gateway, keys, sessions, users, variables};
 
 /// Connects, migrates, opens the secret box (checking the operator secret
 /// against the stored canary) and makes sure a superuser exists. A
@@ -62,6 +62,8 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
                     .configure(sessions::routes)
                     .configure(users::routes)
                     .configure(keys::routes)
+                    .configure(credentials::routes)
+                    .configure(variables::routes)
                     .configure(flows::routes)
                     .configure(gateway::routes),
             )

@@ -26,8 +26,6 @@ pub const MAX_URL_LEN: usize = 2048;
 const DEFAULT_PAGE_SIZE: i64 = 50;
 const MAX_PAGE_SIZE: i64 = 1000;
 
-/// The providers whose stored credential a flow may inject.
-pub const PROVIDERS: [&str; 3] = ["langfuse", "openai", "generic"];
 pub const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -165,12 +163,13 @@ impl Upstream {
         if let Some(credential) = &mut self.credential {
             match credential.source()? {
                 SecretSource::Provider(provider) => {
-                    if !PROVIDERS.contains(&provider.as_str()) {
-                        return Err(AppError::unprocessable(format!(
-                            "upstream.credential.provider must be one of {}",
-                            PROVIDERS.join(", ")
-                        )));
-                    }
+                    let provider =
+                        crate::credentials::Provider::parse(&provider).map_err(|_| {
+                            AppError::unprocessable(
+                            "upstream.credential.provider must be one of langfuse, openai, generic",
+                        )
+                        })?;
+                    credential.provider = Some(provider.as_str().to_string());
                 }
                 SecretSource::Variable(name) => {
                     if name.trim().is_empty() || name.chars().count() > MAX_NAME_LEN {

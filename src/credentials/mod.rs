@@ -1,0 +1,377 @@
+//! Provider credentials: one per user per provider (`langfuse`, `openai`
+//! for any OpenAI-compatible base URL, `generic` for a secret that is not
+//! validated), under `/api/v1/providers`. A credential is checked with its
+//! provider before it is stored, its secret is encrypted with
+//! `state.secrets`, and it is never sent back in full.
+//!
+//! Other domains (the gateway) read a credential with [`load_decrypted`].
+
+pub mod providers;
+pub mod store;
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Principal;
+use crate::db;
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// Longest accepted secret or public key, in characters.
+pub const MAX_KEY_LEN: usize = 4096;
+/// Longest accepted host URL, in characters.
+pub const MAX_HOST_LEN: usize = 2048;
+const NOT_FOUND: &str = "No credential stored for this provider";
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource(["/providers", "/providers/"]).route(web::get().to(list)))
+        .service(
+            web::resource(["/providers/{provider}", "/providers/{provider}/"])
+                .route(web::get().to(read))
+                .route(web::post().to(save))
+                .route(web::put().to(save))
+                .route(web::delete().to(remove)),
+        );
+}
+
+/// The providers keygate knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Langfuse,
+    OpenAi,
+    Generic,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 3] = [Provider::Langfuse, Provider::OpenAi, Provider::Generic];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Langfuse => "langfuse",
+            Provider::OpenAi => "openai",
+            Provider::Generic => "generic",
+        }
+    }
+
+    /// Parses a path segment; 422 for an unknown provider.
+    pub fn parse(text: &str) -> Result<Self, AppError> {
+        Provider::ALL
+            .into_iter()
+            .find(|p| p.as_str() == text.trim().to_ascii_lowercase())
+            .ok_or_else(|| {
+                AppError::unprocessable(format!(
+                    "Unknown provider {text:?}: expected langfuse, openai or generic"
+                ))
+            })
+    }
+}
+
+/// A credential with its secret in the clear, for the gateway to inject.
+/// Its `Debug` never shows the secret.
+#[derive(Clone)]
+pub struct DecryptedCredential {
+    pub provider: Provider,
+    pub host: Option<String>,
+    pub public_key: Option<String>,
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for DecryptedCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecryptedCredential")
+            .field("provider", &self.provider)
+            .field("host", &self.host)
+            .field("public_key", &self.public_key)
+            .field("secret_key", &"***")
+            .finish()
+    }
+}
+
+/// The user's credential for `provider`, decrypted; `None` when none is
+/// stored.
+pub async fn load_decrypted(
+    state: &AppState,
+    user_id: &str,
+    provider: Provider,
+) -> Result<Option<DecryptedCredential>, AppError> {
+    let user_id = user_id.to_string();
+    let stored = db::run(&state.pool, move |conn| {
+        store::find(conn, &user_id, provider.as_str()).map_err(AppError::from)
+    })
+    .await?;
+    stored
+        .map(|c| {
+            Ok(DecryptedCredential {
+                provider,
+                secret_key: state.secrets.decrypt(&c.secret_enc)?,
+                host: c.host,
+                public_key: c.public_key,
+            })
+        })
+        .transpose()
+}
+
+/// `first 6 … last 4`; a secret under 20 characters is masked entirely so
+/// never more than half of it shows.
+pub fn mask(secret: &str) -> String {
+    let chars: Vec<char> = secret.chars().collect();
+    if chars.len() < 20 {
+        return "********".to_string();
+    }
+    let head: String = chars[..6].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}…{tail}")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SaveRequest {
+    #[serde(default)]
+    secret_key: Option<String>,
+    #[serde(default)]
+    public_key: Option<String>,
+    #[serde(default)]
+    host: Option<String>,
+}
+
+/// Live project details of a Langfuse credential (or why they are missing).
+#[derive(Serialize)]
+struct ProjectFields {
+    project_id: Option<String>,
+    project_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    project_error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CredentialView {
+    provider: String,
+    host: Option<String>,
+    public_key: Option<String>,
+    /// Masked.
+    secret_key: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    project: Option<ProjectFields>,
+}
+
+impl CredentialView {
+    fn new(stored: store::StoredCredential, plain_secret: &str) -> Self {
+        CredentialView {
+            provider: stored.provider,
+            host: stored.host,
+            public_key: stored.public_key,
+            secret_key: mask(plain_secret),
+            created_at: stored.created_at.and_utc(),
+            updated_at: stored.updated_at.and_utc(),
+            project: None,
+        }
+    }
+}
+
+/// A required field: present, not blank, bounded.
+fn required(field: &str, value: Option<String>, max: usize) -> Result<String, AppError> {
+    let value = value.map(|v| v.trim().to_string()).unwrap_or_default();
+    if value.is_empty() {
+        return Err(AppError::unprocessable(format!(
+            "{field} is required and must not be empty"
+        )));
+    }
+    if value.chars().count() > max {
+        return Err(AppError::unprocessable(format!(
+            "{field} must be at most {max} characters"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(AppError::unprocessable(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(value)
+}
+
+fn optional(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, AppError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(_) => required(field, value, max).map(Some),
+    }
+}
+
+/// Checks `host` and gives it back normalised (no trailing slash).
+fn check_host(state: &AppState, host: &str) -> Result<reqwest::Url, AppError> {
+    state
+        .outbound
+        .check_url(host)
+        .map_err(|e| AppError::unprocessable(format!("host: {}", e.detail())))
+}
+
+fn host_text(url: &reqwest::Url) -> String {
+    url.as_str().trim_end_matches('/').to_string()
+}
+
+async fn save(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<String>,
+    body: web::Json<SaveRequest>,
+) -> Result<HttpResponse, AppError> {
+    let provider = Provider::parse(&path)?;
+    let request = body.into_inner();
+    let secret_key = required("secret_key", request.secret_key, MAX_KEY_LEN)?;
+    let (host, public_key, project) = match provider {
+        Provider::Langfuse => {
+            let public_key = required("public_key", request.public_key, MAX_KEY_LEN)?;
+            let host = required("host", request.host, MAX_HOST_LEN)?;
+            let url = check_host(&state, &host)?;
+            let project =
+                providers::check_langfuse(&state.outbound, &url, &public_key, &secret_key).await?;
+            (Some(host_text(&url)), Some(public_key), Some(project))
+        }
+        Provider::OpenAi => {
+            if optional("public_key", request.public_key, MAX_KEY_LEN)?.is_some() {
+                return Err(AppError::unprocessable(
+                    "public_key is only used by the langfuse provider",
+                ));
+            }
+            let host = required("host", request.host, MAX_HOST_LEN)?;
+            let url = check_host(&state, &host)?;
+            providers::check_openai(&state.outbound, &url, &secret_key).await?;
+            (Some(host_text(&url)), None, None)
+        }
+        Provider::Generic => {
+            let public_key = optional("public_key", request.public_key, MAX_KEY_LEN)?;
+            let host = match optional("host", request.host, MAX_HOST_LEN)? {
+                Some(host) => Some(host_text(&check_host(&state, &host)?)),
+                None => None,
+            };
+            (host, public_key, None)
+        }
+    };
+    let secret_enc = state.secrets.encrypt(&secret_key)?;
+    let user_id = principal.user.id.clone();
+    let stored = db::run(&state.pool, move |conn| {
+        store::upsert(
+            conn,
+            store::Upsert {
+                user_id: &user_id,
+                provider: provider.as_str(),
+                host: host.as_deref(),
+                public_key: public_key.as_deref(),
+                secret_enc: &secret_enc,
+            },
+        )
+        .map_err(AppError::from)
+    })
+    .await?;
+    tracing::info!(
+        user_id = %principal.user.id,
+        provider = provider.as_str(),
+        "provider credential saved"
+    );
+    let mut view = CredentialView::new(stored, &secret_key);
+    view.project = project.map(|p| ProjectFields {
+        project_id: Some(p.id),
+        project_name: Some(p.name),
+        project_error: None,
+    });
+    Ok(HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(view))
+}
+
+async fn read(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let provider = Provider::parse(&path)?;
+    let user_id = principal.user.id.clone();
+    let stored = db::run(&state.pool, move |conn| {
+        store::find(conn, &user_id, provider.as_str()).map_err(AppError::from)
+    })
+    .await?
+    .ok_or_else(|| AppError::not_found(NOT_FOUND))?;
+    let secret = state.secrets.decrypt(&stored.secret_enc)?;
+    let host = stored.host.clone();
+    let public_key = stored.public_key.clone();
+    let mut view = CredentialView::new(stored, &secret);
+    if provider == Provider::Langfuse {
+        let live = match (host, public_key) {
+            (Some(host), Some(public_key)) => match state.outbound.check_url(&host) {
+                Ok(url) => {
+                    providers::check_langfuse(&state.outbound, &url, &public_key, &secret).await
+                }
+                Err(e) => Err(e),
+            },
+            _ => Err(AppError::bad_request("the stored credential has no host")),
+        };
+        view.project = Some(match live {
+            Ok(p) => ProjectFields {
+                project_id: Some(p.id),
+                project_name: Some(p.name),
+                project_error: None,
+            },
+            Err(e) => ProjectFields {
+                project_id: None,
+                project_name: None,
+                project_error: Some(e.detail().to_string()),
+            },
+        });
+    }
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn list(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, AppError> {
+    let user_id = principal.user.id.clone();
+    let stored = db::run(&state.pool, move |conn| {
+        store::list_for_user(conn, &user_id).map_err(AppError::from)
+    })
+    .await?;
+    let views = stored
+        .into_iter()
+        .map(|c| {
+            let secret = state.secrets.decrypt(&c.secret_enc)?;
+            Ok(CredentialView::new(c, &secret))
+        })
+        .collect::<Result<Vec<_>, AppError>>()?;
+    Ok(HttpResponse::Ok().json(views))
+}
+
+async fn remove(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let provider = Provider::parse(&path)?;
+    let user_id = principal.user.id.clone();
+    let deleted = db::run(&state.pool, move |conn| {
+        store::delete(conn, &user_id, provider.as_str()).map_err(AppError::from)
+    })
+    .await?;
+    if !deleted {
+        return Err(AppError::not_found(NOT_FOUND));
+    }
+    Ok(HttpResponse::Ok().json(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_long_secrets_and_hides_short_ones() {
+        assert_eq!(mask("sk-lf-1234567890abcdefWXYZ"), "sk-lf-…WXYZ");
+        assert_eq!(mask("short-secret"), "********");
+        assert_eq!(mask("0123456789012345678"), "********");
+        assert_eq!(mask("01234567890123456789"), "012345…6789");
+    }
+
+    #[test]
+    fn parses_providers() {
+        assert_eq!(Provider::parse("langfuse").unwrap(), Provider::Langfuse);
+        assert_eq!(Provider::parse("OpenAI").unwrap(), Provider::OpenAi);
+        assert!(Provider::parse("azure").is_err());
+    }
+}

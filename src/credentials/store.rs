@@ -1,0 +1,162 @@
+//! All database access for provider credentials. Secrets arrive here
+//! already encrypted (`secret_enc`); only [`reencrypt_all`] sees a
+//! [`SecretBox`].
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+
+use crate::crypto::SecretBox;
+use crate::db::schema::provider_credentials;
+use crate::db::{self, DbConnection};
+use crate::error::AppError;
+
+/// A stored credential; `secret_enc` is the encrypted secret.
+#[derive(Clone, Queryable, Selectable)]
+#[diesel(table_name = provider_credentials)]
+pub struct StoredCredential {
+    pub id: String,
+    pub user_id: String,
+    pub provider: String,
+    pub host: Option<String>,
+    pub public_key: Option<String>,
+    pub secret_enc: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+impl std::fmt::Debug for StoredCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredCredential")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("provider", &self.provider)
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = provider_credentials)]
+struct NewRow<'a> {
+    id: &'a str,
+    user_id: &'a str,
+    provider: &'a str,
+    host: Option<&'a str>,
+    public_key: Option<&'a str>,
+    secret_enc: &'a str,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+pub struct Upsert<'a> {
+    pub user_id: &'a str,
+    pub provider: &'a str,
+    pub host: Option<&'a str>,
+    pub public_key: Option<&'a str>,
+    pub secret_enc: &'a str,
+}
+
+/// Inserts or replaces the user's credential for a provider in one
+/// statement (`ON CONFLICT (user_id, provider) DO UPDATE`) inside a
+/// transaction, so concurrent saves leave exactly one row.
+pub fn upsert(conn: &mut DbConnection, new: Upsert<'_>) -> QueryResult<StoredCredential> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = db::now();
+    let row = NewRow {
+        id: &id,
+        user_id: new.user_id,
+        provider: new.provider,
+        host: new.host,
+        public_key: new.public_key,
+        secret_enc: new.secret_enc,
+        created_at: now,
+        updated_at: now,
+    };
+    conn.transaction(|conn| {
+        // The query is built inside each arm: ON CONFLICT does not compile
+        // on the multi-backend connection.
+        match conn {
+            DbConnection::Postgresql(pg) => diesel::insert_into(provider_credentials::table)
+                .values(&row)
+                .on_conflict((
+                    provider_credentials::user_id,
+                    provider_credentials::provider,
+                ))
+                .do_update()
+                .set((
+                    provider_credentials::host.eq(excluded(provider_credentials::host)),
+                    provider_credentials::public_key.eq(excluded(provider_credentials::public_key)),
+                    provider_credentials::secret_enc.eq(excluded(provider_credentials::secret_enc)),
+                    provider_credentials::updated_at.eq(excluded(provider_credentials::updated_at)),
+                ))
+                .execute(pg)?,
+            DbConnection::Sqlite(sqlite) => diesel::insert_into(provider_credentials::table)
+                .values(&row)
+                .on_conflict((
+                    provider_credentials::user_id,
+                    provider_credentials::provider,
+                ))
+                .do_update()
+                .set((
+                    provider_credentials::host.eq(excluded(provider_credentials::host)),
+                    provider_credentials::public_key.eq(excluded(provider_credentials::public_key)),
+                    provider_credentials::secret_enc.eq(excluded(provider_credentials::secret_enc)),
+                    provider_credentials::updated_at.eq(excluded(provider_credentials::updated_at)),
+                ))
+                .execute(sqlite)?,
+        };
+        find(conn, new.user_id, new.provider)?.ok_or(diesel::result::Error::NotFound)
+    })
+}
+
+pub fn find(
+    conn: &mut DbConnection,
+    user_id: &str,
+    provider: &str,
+) -> QueryResult<Option<StoredCredential>> {
+    provider_credentials::table
+        .filter(provider_credentials::user_id.eq(user_id))
+        .filter(provider_credentials::provider.eq(provider))
+        .select(StoredCredential::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn list_for_user(conn: &mut DbConnection, user_id: &str) -> QueryResult<Vec<StoredCredential>> {
+    provider_credentials::table
+        .filter(provider_credentials::user_id.eq(user_id))
+        .order(provider_credentials::provider.asc())
+        .select(StoredCredential::as_select())
+        .load(conn)
+}
+
+/// Deletes the user's credential for a provider; false when none.
+pub fn delete(conn: &mut DbConnection, user_id: &str, provider: &str) -> QueryResult<bool> {
+    let deleted = diesel::delete(
+        provider_credentials::table
+            .filter(provider_credentials::user_id.eq(user_id))
+            .filter(provider_credentials::provider.eq(provider)),
+    )
+    .execute(conn)?;
+    Ok(deleted > 0)
+}
+
+/// Re-encrypts every stored secret from `old` to `new`; call inside the
+/// rotation's transaction. Returns the number of rows.
+pub fn reencrypt_all(
+    conn: &mut DbConnection,
+    old: &SecretBox,
+    new: &SecretBox,
+) -> Result<usize, AppError> {
+    let rows: Vec<(String, String)> = provider_credentials::table
+        .select((provider_credentials::id, provider_credentials::secret_enc))
+        .load(conn)?;
+    for (id, secret_enc) in &rows {
+        let plain = old.decrypt(secret_enc)?;
+        diesel::update(provider_credentials::table.find(id))
+            .set(provider_credentials::secret_enc.eq(new.encrypt(&plain)?))
+            .execute(conn)?;
+    }
+    Ok(rows.len())
+}

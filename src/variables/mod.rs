@@ -1,0 +1,291 @@
+//! Langflow-style global variables under `/api/v1/variables/`: per user,
+//! names unique per user, type `Credential` (value encrypted with
+//! `state.secrets`, never returned) or `Generic` (value returned as stored).
+
+pub mod store;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Principal;
+use crate::db;
+use crate::error::AppError;
+use crate::state::AppState;
+use store::{CREDENTIAL, GENERIC};
+
+pub const MAX_NAME_LEN: usize = 255;
+pub const MAX_VALUE_LEN: usize = 65536;
+pub const MAX_DEFAULT_FIELDS: usize = 64;
+const NOT_FOUND: &str = "Variable not found";
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource(["/variables", "/variables/"])
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(
+        web::resource(["/variables/{id}", "/variables/{id}/"])
+            .route(web::patch().to(update))
+            .route(web::delete().to(remove)),
+    );
+}
+
+/// A variable as its owner sees it (Langflow's `VariableRead`, plus
+/// `has_value` as Langflow 1.13 sends it).
+#[derive(Serialize)]
+struct VariableView {
+    id: String,
+    name: String,
+    #[serde(rename = "type")]
+    var_type: String,
+    /// `null` for a Credential.
+    value: Option<String>,
+    has_value: bool,
+    default_fields: Vec<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<store::Variable> for VariableView {
+    fn from(v: store::Variable) -> Self {
+        let credential = v.var_type == CREDENTIAL;
+        VariableView {
+            has_value: !v.value.is_empty(),
+            value: if credential { None } else { Some(v.value) },
+            default_fields: serde_json::from_str(&v.default_fields).unwrap_or_default(),
+            id: v.id,
+            name: v.name,
+            var_type: v.var_type,
+            created_at: v.created_at.and_utc(),
+            updated_at: v.updated_at.and_utc(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default, rename = "type")]
+    var_type: Option<String>,
+    #[serde(default)]
+    default_fields: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateRequest {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default, rename = "type")]
+    var_type: Option<String>,
+    #[serde(default)]
+    default_fields: Option<Vec<String>>,
+}
+
+fn check_name(name: Option<String>) -> Result<String, AppError> {
+    let name = name.map(|n| n.trim().to_string()).unwrap_or_default();
+    if name.is_empty() {
+        return Err(AppError::unprocessable(
+            "name is required and must not be empty",
+        ));
+    }
+    if name.chars().count() > MAX_NAME_LEN {
+        return Err(AppError::unprocessable(format!(
+            "name must be at most {MAX_NAME_LEN} characters"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(AppError::unprocessable(
+            "name must not contain control characters",
+        ));
+    }
+    Ok(name)
+}
+
+fn check_value(value: Option<String>) -> Result<String, AppError> {
+    let value = value.unwrap_or_default();
+    if value.trim().is_empty() {
+        return Err(AppError::unprocessable(
+            "value is required and must not be empty",
+        ));
+    }
+    if value.chars().count() > MAX_VALUE_LEN {
+        return Err(AppError::unprocessable(format!(
+            "value must be at most {MAX_VALUE_LEN} characters"
+        )));
+    }
+    Ok(value)
+}
+
+/// `Credential` or `Generic` (any case); absent means Credential, so a
+/// value is never exposed by accident.
+fn check_type(var_type: Option<String>) -> Result<&'static str, AppError> {
+    match var_type.as_deref().map(str::trim) {
+        None => Ok(CREDENTIAL),
+        Some(t) if t.eq_ignore_ascii_case(CREDENTIAL) => Ok(CREDENTIAL),
+        Some(t) if t.eq_ignore_ascii_case(GENERIC) => Ok(GENERIC),
+        Some(t) => Err(AppError::unprocessable(format!(
+            "type {t:?} is not valid: expected \"Credential\" or \"Generic\""
+        ))),
+    }
+}
+
+fn check_default_fields(fields: Option<Vec<String>>) -> Result<String, AppError> {
+    let fields = fields.unwrap_or_default();
+    if fields.len() > MAX_DEFAULT_FIELDS || fields.iter().any(|f| f.chars().count() > MAX_NAME_LEN)
+    {
+        return Err(AppError::unprocessable(format!(
+            "default_fields takes at most {MAX_DEFAULT_FIELDS} names of at most {MAX_NAME_LEN} characters"
+        )));
+    }
+    serde_json::to_string(&fields).map_err(AppError::internal)
+}
+
+fn parse_id(id: &str) -> Result<String, AppError> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.to_string())
+        .map_err(|_| AppError::unprocessable("Invalid variable id: expected a UUID"))
+}
+
+fn duplicate(error: diesel::result::Error, name: &str) -> AppError {
+    if db::is_unique_violation(&error) {
+        AppError::conflict(format!("A variable named {name:?} already exists"))
+    } else {
+        AppError::from(error)
+    }
+}
+
+/// The value as stored: encrypted for a Credential.
+fn stored_value(state: &AppState, var_type: &str, value: &str) -> Result<String, AppError> {
+    if var_type == CREDENTIAL {
+        state.secrets.encrypt(value)
+    } else {
+        Ok(value.to_string())
+    }
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    principal: Principal,
+    body: web::Json<CreateRequest>,
+) -> Result<HttpResponse, AppError> {
+    let request = body.into_inner();
+    let name = check_name(request.name)?;
+    let var_type = check_type(request.var_type)?;
+    let value = stored_value(&state, var_type, &check_value(request.value)?)?;
+    let default_fields = check_default_fields(request.default_fields)?;
+    let user_id = principal.user.id.clone();
+    let created = db::run(&state.pool, move |conn| {
+        store::insert(
+            conn,
+            store::NewVariable {
+                user_id: &user_id,
+                name: &name,
+                var_type,
+                value: &value,
+                default_fields: &default_fields,
+            },
+        )
+        .map_err(|e| duplicate(e, &name))
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(VariableView::from(created)))
+}
+
+async fn list(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, AppError> {
+    let user_id = principal.user.id.clone();
+    let all = db::run(&state.pool, move |conn| {
+        store::list_for_user(conn, &user_id).map_err(AppError::from)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(all.into_iter().map(VariableView::from).collect::<Vec<_>>()))
+}
+
+async fn update(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<String>,
+    body: web::Json<UpdateRequest>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_id(&path)?;
+    let request = body.into_inner();
+    if let Some(body_id) = request.id.as_deref() {
+        if parse_id(body_id)? != id {
+            return Err(AppError::unprocessable(
+                "the id in the body does not match the id in the path",
+            ));
+        }
+    }
+    let user_id = principal.user.id.clone();
+    let (lookup_user, lookup_id) = (user_id.clone(), id.clone());
+    let current = db::run(&state.pool, move |conn| {
+        store::find_for_user(conn, &lookup_user, &lookup_id).map_err(AppError::from)
+    })
+    .await?
+    .ok_or_else(|| AppError::not_found(NOT_FOUND))?;
+
+    let name = match request.name {
+        Some(name) => Some(check_name(Some(name))?),
+        None => None,
+    };
+    let new_type = match request.var_type {
+        Some(t) => check_type(Some(t))?,
+        None if current.var_type == CREDENTIAL => CREDENTIAL,
+        None => GENERIC,
+    };
+    let type_changes = new_type != current.var_type;
+    let value = match request.value {
+        Some(value) => Some(stored_value(&state, new_type, &check_value(Some(value))?)?),
+        None if type_changes => {
+            return Err(AppError::unprocessable(
+                "changing a variable's type needs a new value",
+            ))
+        }
+        None => None,
+    };
+    let changes = store::VariableChanges {
+        name: name.clone(),
+        var_type: type_changes.then(|| new_type.to_string()),
+        value,
+        default_fields: match request.default_fields {
+            Some(fields) => Some(check_default_fields(Some(fields))?),
+            None => None,
+        },
+        updated_at: None,
+    };
+    let shown_name = name.unwrap_or(current.name);
+    let updated = db::run(&state.pool, move |conn| {
+        store::update_for_user(conn, &user_id, &id, changes).map_err(|e| duplicate(e, &shown_name))
+    })
+    .await?
+    .ok_or_else(|| AppError::not_found(NOT_FOUND))?;
+    Ok(HttpResponse::Ok().json(VariableView::from(updated)))
+}
+
+async fn remove(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_id(&path)?;
+    let user_id = principal.user.id.clone();
+    let deleted = db::run(&state.pool, move |conn| {
+        store::delete_for_user(conn, &user_id, &id).map_err(AppError::from)
+    })
+    .await?;
+    if !deleted {
+        return Err(AppError::not_found(NOT_FOUND));
+    }
+    Ok(HttpResponse::build(StatusCode::NO_CONTENT).finish())
+}

@@ -1,0 +1,186 @@
+//! All database access for global variables. Credential values arrive
+//! here already encrypted; only [`reencrypt_all`] sees a [`SecretBox`].
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::crypto::SecretBox;
+use crate::db::schema::variables;
+use crate::db::{self, DbConnection};
+use crate::error::AppError;
+
+/// Stored `var_type` of an encrypted variable.
+pub const CREDENTIAL: &str = "Credential";
+/// Stored `var_type` of a plain variable.
+pub const GENERIC: &str = "Generic";
+
+/// A stored variable; for a Credential, `value` is encrypted.
+#[derive(Clone, Queryable, Selectable)]
+#[diesel(table_name = variables)]
+pub struct Variable {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub var_type: String,
+    pub value: String,
+    /// A JSON array of strings.
+    pub default_fields: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+impl std::fmt::Debug for Variable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Variable")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("var_type", &self.var_type)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = variables)]
+struct NewRow<'a> {
+    id: &'a str,
+    user_id: &'a str,
+    name: &'a str,
+    var_type: &'a str,
+    value: &'a str,
+    default_fields: &'a str,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+pub struct NewVariable<'a> {
+    pub user_id: &'a str,
+    pub name: &'a str,
+    pub var_type: &'a str,
+    /// Already encrypted for a Credential.
+    pub value: &'a str,
+    pub default_fields: &'a str,
+}
+
+#[derive(Default, AsChangeset)]
+#[diesel(table_name = variables)]
+pub struct VariableChanges {
+    pub name: Option<String>,
+    pub var_type: Option<String>,
+    pub value: Option<String>,
+    pub default_fields: Option<String>,
+    pub updated_at: Option<NaiveDateTime>,
+}
+
+/// Inserts a variable; a duplicate name gives a unique violation.
+pub fn insert(conn: &mut DbConnection, new: NewVariable<'_>) -> QueryResult<Variable> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = db::now();
+    diesel::insert_into(variables::table)
+        .values(&NewRow {
+            id: &id,
+            user_id: new.user_id,
+            name: new.name,
+            var_type: new.var_type,
+            value: new.value,
+            default_fields: new.default_fields,
+            created_at: now,
+            updated_at: now,
+        })
+        .execute(conn)?;
+    Ok(Variable {
+        id,
+        user_id: new.user_id.to_string(),
+        name: new.name.to_string(),
+        var_type: new.var_type.to_string(),
+        value: new.value.to_string(),
+        default_fields: new.default_fields.to_string(),
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+pub fn list_for_user(conn: &mut DbConnection, user_id: &str) -> QueryResult<Vec<Variable>> {
+    variables::table
+        .filter(variables::user_id.eq(user_id))
+        .order((variables::name.asc(), variables::id.asc()))
+        .select(Variable::as_select())
+        .load(conn)
+}
+
+pub fn find_for_user(
+    conn: &mut DbConnection,
+    user_id: &str,
+    id: &str,
+) -> QueryResult<Option<Variable>> {
+    variables::table
+        .filter(variables::id.eq(id))
+        .filter(variables::user_id.eq(user_id))
+        .select(Variable::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// The user's variable by name (for the gateway's use).
+pub fn find_by_name(
+    conn: &mut DbConnection,
+    user_id: &str,
+    name: &str,
+) -> QueryResult<Option<Variable>> {
+    variables::table
+        .filter(variables::name.eq(name))
+        .filter(variables::user_id.eq(user_id))
+        .select(Variable::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Updates one of the user's variables; `None` when it is not theirs.
+pub fn update_for_user(
+    conn: &mut DbConnection,
+    user_id: &str,
+    id: &str,
+    mut changes: VariableChanges,
+) -> QueryResult<Option<Variable>> {
+    changes.updated_at = Some(db::now());
+    conn.transaction(|conn| {
+        diesel::update(
+            variables::table
+                .filter(variables::id.eq(id))
+                .filter(variables::user_id.eq(user_id)),
+        )
+        .set(&changes)
+        .execute(conn)?;
+        find_for_user(conn, user_id, id)
+    })
+}
+
+/// Deletes one of the user's variables; false when it is not theirs.
+pub fn delete_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> QueryResult<bool> {
+    let deleted = diesel::delete(
+        variables::table
+            .filter(variables::id.eq(id))
+            .filter(variables::user_id.eq(user_id)),
+    )
+    .execute(conn)?;
+    Ok(deleted > 0)
+}
+
+/// Re-encrypts every Credential value from `old` to `new`; call inside the
+/// rotation's transaction. Returns the number of rows.
+pub fn reencrypt_all(
+    conn: &mut DbConnection,
+    old: &SecretBox,
+    new: &SecretBox,
+) -> Result<usize, AppError> {
+    let rows: Vec<(String, String)> = variables::table
+        .filter(variables::var_type.eq(CREDENTIAL))
+        .select((variables::id, variables::value))
+        .load(conn)?;
+    for (id, value) in &rows {
+        let plain = old.decrypt(value)?;
+        diesel::update(variables::table.find(id))
+            .set(variables::value.eq(new.encrypt(&plain)?))
+            .execute(conn)?;
+    }
+    Ok(rows.len())
+}
