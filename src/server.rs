@@ -90,13 +90,19 @@ async fn not_found() -> Result<HttpResponse, AppError> {
 }
 
 /// Turns any error response that is not already JSON (405s, payload errors
-/// raised inside actix) into `{"detail": …}`.
+/// raised inside actix) into `{"detail": …}`, except an upstream's answer
+/// relayed by the gateway.
 fn json_error_body<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let is_json = res
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if is_json {
+    // An upstream's own answer, relayed by the gateway, is passed on as is.
+    let relayed = res
+        .response()
+        .extensions()
+        .contains::<crate::gateway::RelayedAnswer>();
+    if is_json || relayed {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let status = res.status();
@@ -221,6 +227,11 @@ pub async fn start(state: AppState) -> Result<RunningServer, String> {
             .configure(app_config.clone())
     })
     .shutdown_timeout(10)
+    // A caller that closes its connection is gone: stop at once, which
+    // drops a streamed run's upstream response and so cancels the upstream
+    // request (with half-closed connections allowed, actix would keep
+    // streaming until a write failed).
+    .h1_allow_half_closed(false)
     // Signals are handled by `serve` (see `stop_on_signals`), installed
     // before it reports readiness, so an early SIGTERM is never lost.
     .disable_signals();

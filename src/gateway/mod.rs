@@ -231,8 +231,15 @@ async fn forward(
         tracing::warn!(error = %error.without_url(), "upstream stream ended with an error");
         AppError::new(StatusCode::BAD_GATEWAY, "Upstream stream broke off")
     });
-    Ok(answer.streaming(stream))
+    let mut answer = answer.streaming(stream);
+    answer.extensions_mut().insert(RelayedAnswer);
+    Ok(answer)
 }
+
+/// Marks a response as the upstream's own answer, which the server's JSON
+/// error rewriting must leave alone (an upstream 4xx/5xx keeps its body).
+#[derive(Debug, Clone, Copy)]
+pub struct RelayedAnswer;
 
 /// Adds the owner's secret to the upstream request as the flow says.
 fn inject(
