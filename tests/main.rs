@@ -3,6 +3,7 @@
 //! on loopback, against SQLite and against the real PostgreSQL server.
 
 mod common;
+mod flows;
 mod gateway;
 mod keys;
 mod ops;
