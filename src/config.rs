@@ -41,6 +41,14 @@ pub struct Config {
     /// `KEYGATE_PROVIDER_TIMEOUT_MS`: connect and total time-out of provider
     /// calls.
     pub provider_timeout: Duration,
+    /// Verified keys kept in memory (each entry is a few hundred bytes).
+    pub key_cache_size: usize,
+    /// Age after which a cached key is looked up again (safety net).
+    pub key_cache_ttl: Duration,
+    /// How long an unknown key hash is remembered as unknown.
+    pub negative_cache_ttl: Duration,
+    /// How often the PostgreSQL invalidation listener polls.
+    pub notify_poll: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -151,6 +159,26 @@ impl Config {
                     5000,
                 )?
                 .clamp(50, 600_000),
+            ),
+            key_cache_size: parse_or(
+                "KEYGATE_KEY_CACHE_SIZE",
+                get("KEYGATE_KEY_CACHE_SIZE"),
+                100_000,
+            )?
+            .max(1),
+            key_cache_ttl: Duration::from_secs(parse_or(
+                "KEYGATE_KEY_CACHE_TTL_SECS",
+                get("KEYGATE_KEY_CACHE_TTL_SECS"),
+                30,
+            )?),
+            negative_cache_ttl: Duration::from_secs(parse_or(
+                "KEYGATE_NEGATIVE_CACHE_TTL_SECS",
+                get("KEYGATE_NEGATIVE_CACHE_TTL_SECS"),
+                5,
+            )?),
+            notify_poll: Duration::from_millis(
+                parse_or::<u64>("KEYGATE_NOTIFY_POLL_MS", get("KEYGATE_NOTIFY_POLL_MS"), 25)?
+                    .clamp(1, 1000),
             ),
         })
     }

@@ -170,11 +170,9 @@ impl RunningServer {
     async fn finish(self) -> Result<(), String> {
         self.stop_flusher.notify_one();
         let _ = self.flusher.await;
-        let flushed = self
-            .state
-            .usage
-            .flush()
-            .await
+        let flushed = self.state.usage.flush().await;
+        self.state.stop_background();
+        let flushed = flushed
             .map_err(|e| format!("could not write usage counts at shutdown: {}", e.detail()))?;
         tracing::info!(keys = flushed, "usage counters flushed at shutdown");
         Ok(())

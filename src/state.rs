@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::crypto::SecretBox;
-use crate::db::DbPool;
+use crate::db::{DatabaseUrl, DbPool};
+use crate::keys::invalidation::{self, Listener, Publisher};
 use crate::keys::usage::UsageRecorder;
-use crate::keys::verify::KeyVerifier;
+use crate::keys::verify::{CacheSettings, KeyVerifier};
 use crate::outbound::Outbound;
 
 #[derive(Clone)]
@@ -21,17 +22,49 @@ pub struct AppState {
     pub secrets: Arc<SecretBox>,
     /// The outbound HTTP client with its SSRF policy (see `outbound`).
     pub outbound: Arc<Outbound>,
+    /// The PostgreSQL invalidation thread (none on SQLite).
+    invalidation: Option<Arc<Listener>>,
 }
 
 impl AppState {
     pub fn new(config: Config, pool: DbPool, secrets: SecretBox, outbound: Outbound) -> Self {
+        let settings = CacheSettings::from_config(&config);
+        let (keys, invalidation) = match &config.database_url {
+            DatabaseUrl::Postgres(url) => {
+                let (publisher, outgoing) = invalidation::queue();
+                let keys = Arc::new(KeyVerifier::new(pool.clone(), settings, publisher));
+                let listener = Listener::spawn(
+                    url.clone(),
+                    Arc::downgrade(&keys),
+                    outgoing,
+                    config.notify_poll,
+                );
+                (keys, Some(Arc::new(listener)))
+            }
+            DatabaseUrl::Sqlite(_) => (
+                Arc::new(KeyVerifier::new(
+                    pool.clone(),
+                    settings,
+                    Publisher::default(),
+                )),
+                None,
+            ),
+        };
         AppState {
+            keys,
             secrets: Arc::new(secrets),
             outbound: Arc::new(outbound),
-            keys: Arc::new(KeyVerifier::new(pool.clone())),
             usage: Arc::new(UsageRecorder::new(pool.clone())),
             config: Arc::new(config),
             pool,
+            invalidation,
+        }
+    }
+
+    /// Stops background work after the server has stopped.
+    pub fn stop_background(&self) {
+        if let Some(listener) = &self.invalidation {
+            listener.stop();
         }
     }
 }

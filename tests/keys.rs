@@ -221,7 +221,9 @@ async fn revoked_inactive_expired_and_unknown_keys_get_one_answer(backend: Backe
     let (inactive_id, inactive) = app.create_key(&token, "inactive").await;
     let (expired_id, expired) = app.create_key(&token, "expired").await;
     let (_, owner_inactive) = app.create_key(&unknown_owner_token, "carols").await;
-    for key in [&revoked, &inactive, &expired, &owner_inactive] {
+    // (The expired key is not used first: a key's expiry is fixed at
+    // creation, and the test moves it behind the server's back.)
+    for key in [&revoked, &inactive, &owner_inactive] {
         assert_eq!(app.whoami_status(key).await, StatusCode::OK);
     }
 

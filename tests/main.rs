@@ -2,9 +2,12 @@
 //! servers (in process or as the real binary) and talks to them over HTTP
 //! on loopback, against SQLite and against the real PostgreSQL server.
 
+mod cache;
 mod common;
+mod credentials;
 mod flows;
 mod gateway;
 mod keys;
 mod ops;
 mod users;
+mod variables;

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::common::{base_env, expect, Backend, TestApp, TestDb, ADMIN, ADMIN_PASSWORD};
 
 /// The `keygate` binary run with only the given environment.
-fn keygate(env: &std::collections::HashMap<String, String>) -> Command {
+pub(crate) fn keygate(env: &std::collections::HashMap<String, String>) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_keygate"));
     command
         .env_clear()
@@ -22,7 +22,7 @@ fn keygate(env: &std::collections::HashMap<String, String>) -> Command {
 }
 
 /// A `keygate serve` process whose log lines are collected.
-struct Served {
+pub(crate) struct Served {
     child: Child,
     base: String,
     log: mpsc::Receiver<String>,
@@ -31,7 +31,7 @@ struct Served {
 }
 
 impl Served {
-    fn start(env: &std::collections::HashMap<String, String>) -> Self {
+    pub(crate) fn start(env: &std::collections::HashMap<String, String>) -> Self {
         let mut child = keygate(env)
             .arg("serve")
             .stdout(Stdio::piped())
@@ -80,12 +80,12 @@ impl Served {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
 
     /// Sends SIGTERM, waits for the exit, and returns (stdout, log).
-    fn terminate(mut self) -> (String, String) {
+    pub(crate) fn terminate(mut self) -> (String, String) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -105,7 +105,7 @@ fn binary_env(db: &TestDb) -> std::collections::HashMap<String, String> {
     env
 }
 
-async fn login(client: &reqwest::Client, url: String, password: &str) -> String {
+pub(crate) async fn login(client: &reqwest::Client, url: String, password: &str) -> String {
     let res = client
         .post(url)
         .form(&[("username", ADMIN), ("password", password)])

@@ -236,10 +236,10 @@ async fn authenticate_key(state: &AppState, key: &str) -> Result<Principal, AppE
         Some(key) if key.is_usable_at(now) => {
             state.usage.record(&key.key_id, now);
             Ok(Principal {
-                user: key.owner,
+                user: key.owner.clone(),
                 credential: Credential::ApiKey {
-                    key_id: key.key_id,
-                    flow_id: key.flow_id,
+                    key_id: key.key_id.clone(),
+                    flow_id: key.flow_id.clone(),
                 },
             })
         }

@@ -201,10 +201,16 @@ fn optional(field: &str, value: Option<String>, max: usize) -> Result<Option<Str
 
 /// Checks `host` and gives it back normalised (no trailing slash).
 fn check_host(state: &AppState, host: &str) -> Result<reqwest::Url, AppError> {
-    state
+    let url = state
         .outbound
         .check_url(host)
-        .map_err(|e| AppError::unprocessable(format!("host: {}", e.detail())))
+        .map_err(|e| AppError::unprocessable(format!("host: {}", e.detail())))?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(AppError::unprocessable(
+            "host: give the base URL of the server, without a query or fragment",
+        ));
+    }
+    Ok(url)
 }
 
 fn host_text(url: &reqwest::Url) -> String {

@@ -1,5 +1,6 @@
 //! `sk-` API keys: Langflow-compatible routes under `/api/v1/api_key/`.
 
+pub mod invalidation;
 pub mod store;
 pub mod token;
 pub mod usage;

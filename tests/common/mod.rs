@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_provider;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -62,6 +63,8 @@ pub struct TestDb {
     pub url: String,
     pub dir: PathBuf,
     pg_name: Option<String>,
+    /// False for an alias, which leaves the database to its owner.
+    owner: bool,
 }
 
 impl TestDb {
@@ -75,6 +78,7 @@ impl TestDb {
                 url: format!("sqlite://{}", dir.join("keygate.db").display()),
                 dir,
                 pg_name: None,
+                owner: true,
             },
             Backend::Postgres => {
                 let name = format!("keygate_test_{id}");
@@ -93,8 +97,20 @@ impl TestDb {
                     url,
                     dir,
                     pg_name: Some(name),
+                    owner: true,
                 }
             }
+        }
+    }
+
+    /// The same database for a second server; dropping it drops nothing.
+    pub fn alias(&self) -> TestDb {
+        TestDb {
+            backend: self.backend,
+            url: self.url.clone(),
+            dir: self.dir.clone(),
+            pg_name: self.pg_name.clone(),
+            owner: false,
         }
     }
 
@@ -143,6 +159,9 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        if !self.owner {
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
         if let Some(name) = &self.pg_name {
             if let Ok(mut admin) = PgConnection::establish(&postgres_admin_url()) {
