@@ -86,5 +86,5 @@ pub fn check_url(state: &AppState, url: &str) -> Result<reqwest::Url, AppError> 
 /// 502 (unreachable), 504 (time-out) or 422 (refused address), naming the
 /// host but never the query or a secret.
 pub fn upstream_error(state: &AppState, error: &reqwest::Error) -> AppError {
-    state.outbound.error(error, "The upstream")
+    state.outbound.error(error, "the flow's upstream")
 }
