@@ -813,3 +813,97 @@ async fn private_upstreams_are_refused_unless_allowed(backend: Backend) {
     assert!(body["detail"].as_str().unwrap().contains("private"));
     assert!(upstream.received_nothing());
 }
+
+/// The real binary at debug level: neither the caller's key (header or
+/// query) nor the injected secret reaches the log, whatever the outcome.
+#[actix_web::test]
+async fn logs_never_hold_the_callers_key_or_the_injected_secret() {
+    use crate::common::{base_env, TestDb, ADMIN_PASSWORD};
+    let mut upstream = FakeUpstream::start();
+    let db = TestDb::new(Backend::Sqlite);
+    let mut env = base_env(&db);
+    env.insert("KEYGATE_LOG".into(), "debug".into());
+    env.insert(ALLOW_PRIVATE.0.into(), ALLOW_PRIVATE.1.into());
+    env.insert("KEYGATE_UPSTREAM_TIMEOUT_MS".into(), "300".into());
+    let served = crate::ops::Served::start(&env);
+    let client = reqwest::Client::new();
+    let token = crate::ops::login(&client, served.url("/api/v1/login"), ADMIN_PASSWORD).await;
+    let secret = "injected-secret-for-the-log-test";
+    let res = client
+        .post(served.url("/api/v1/providers/generic"))
+        .bearer_auth(&token)
+        .json(&json!({"secret_key": secret}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut flows = Vec::new();
+    for url in [
+        upstream.url("/ok"),
+        upstream.url("/status/500"),
+        upstream.url("/slow"),
+        format!("http://127.0.0.1:{closed_port}/"),
+    ] {
+        let res = client
+            .post(served.url("/api/v1/flows/"))
+            .bearer_auth(&token)
+            .json(&json!({"name": "f", "upstream": {"url": url,
+                "credential": {"provider": "generic", "as": "bearer"}}}))
+            .send()
+            .await
+            .unwrap();
+        flows.push(
+            expect(res, StatusCode::CREATED).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let res = client
+        .post(served.url("/api/v1/api_key/"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "log test"}))
+        .send()
+        .await
+        .unwrap();
+    let key = expect(res, StatusCode::OK).await["api_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let expected = [
+        StatusCode::OK,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::GATEWAY_TIMEOUT,
+        StatusCode::BAD_GATEWAY,
+    ];
+    for (flow, status) in flows.iter().zip(expected) {
+        for in_query in [false, true] {
+            let mut request = client.post(served.url(&format!("/api/v1/run/{flow}")));
+            request = if in_query {
+                request.query(&[("x-api-key", key.as_str()), ("stream", "false")])
+            } else {
+                request.header("x-api-key", &key)
+            };
+            let res = request.json(&json!({"inputs": {}})).send().await.unwrap();
+            assert_eq!(res.status(), status);
+            let body = res.text().await.unwrap();
+            assert!(!body.contains(secret) && !body.contains(&key), "{body}");
+        }
+    }
+    let got = upstream.next_request().await;
+    assert_eq!(
+        got.header("authorization"),
+        Some(format!("Bearer {secret}").as_str())
+    );
+    let (_, log) = served.terminate();
+    assert!(log.contains("/api/v1/run/"), "{log}");
+    assert!(!log.contains(&key), "the caller's key appeared in the log");
+    assert!(
+        !log.contains(secret),
+        "the injected secret appeared in the log"
+    );
+}
