@@ -111,6 +111,48 @@ async fn create_read_update_and_delete_a_flow(backend: Backend) {
         StatusCode::NOT_FOUND,
     )
     .await;
+    // `data` comes back as the very text given: key order, spacing, numbers.
+    let raw = r#"{"z": 1,  "a": [1.50, 2e3, {"y": null, "b": "é"}]}"#;
+    let res = app
+        .client
+        .post(app.url("/api/v1/flows/"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"name": "raw", "data": {raw}}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let raw_id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let text = send(
+        &app,
+        "GET",
+        &format!("/api/v1/flows/{raw_id}"),
+        &token,
+        None,
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert!(text.contains(&format!(r#""data":{raw}"#)), "{text}");
+    let cleared = expect(
+        send(
+            &app,
+            "PATCH",
+            &format!("/api/v1/flows/{raw_id}"),
+            &token,
+            Some(json!({"data": null})),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(cleared["data"], Value::Null);
+
     // The endpoint name is free again.
     expect(
         send(

@@ -1,7 +1,8 @@
 //! Flows: each user's own, on Langflow's routes under `/api/v1/flows/`.
-//! A flow is a name, optional unique endpoint name, JSON `data` stored as
-//! given, an access mode, and the upstream the gateway forwards runs to
-//! (with which stored credential to inject, and how).
+//! A flow is a name, optional unique endpoint name, JSON `data` stored and
+//! returned as the exact text given, an access mode, and the upstream the
+//! gateway forwards runs to (with which stored credential to inject, and
+//! how).
 
 pub mod store;
 
@@ -9,7 +10,7 @@ use actix_web::http::header::HeaderName;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::auth::Principal;
 use crate::db;
@@ -221,7 +222,8 @@ pub struct FlowView {
     pub name: String,
     pub description: Option<String>,
     pub endpoint_name: Option<String>,
-    pub data: Value,
+    /// The JSON text as it was given, returned byte for byte.
+    pub data: Option<Box<RawValue>>,
     pub upstream: Option<Upstream>,
     pub access: String,
     pub user_id: String,
@@ -233,12 +235,14 @@ impl TryFrom<store::Flow> for FlowView {
     type Error = AppError;
 
     fn try_from(flow: store::Flow) -> Result<Self, AppError> {
-        let data = match flow.data.as_deref() {
-            Some(text) => serde_json::from_str(text).map_err(|e| {
-                AppError::internal(format_args!("stored flow data unreadable: {e}"))
-            })?,
-            None => Value::Null,
-        };
+        let data = flow
+            .data
+            .map(|text| {
+                RawValue::from_string(text).map_err(|e| {
+                    AppError::internal(format_args!("stored flow data unreadable: {e}"))
+                })
+            })
+            .transpose()?;
         Ok(FlowView {
             upstream: flow
                 .upstream
@@ -266,8 +270,9 @@ struct CreateFlowRequest {
     description: Option<String>,
     #[serde(default)]
     endpoint_name: Option<String>,
+    /// Kept as the exact JSON text given; `null` means none.
     #[serde(default)]
-    data: Option<Value>,
+    data: Option<Box<RawValue>>,
     #[serde(default)]
     upstream: Option<Upstream>,
     #[serde(default)]
@@ -283,9 +288,9 @@ struct UpdateFlowRequest {
     description: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     endpoint_name: Option<Option<String>>,
-    /// `null` is a value like any other JSON: it clears the data.
-    #[serde(default, deserialize_with = "present")]
-    data: Option<Value>,
+    /// `null` clears the data.
+    #[serde(default, deserialize_with = "double_option")]
+    data: Option<Option<Box<RawValue>>>,
     #[serde(default, deserialize_with = "double_option")]
     upstream: Option<Option<Upstream>>,
     #[serde(default)]
@@ -300,13 +305,6 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(deserializer).map(Some)
-}
-
-fn present<'de, D>(deserializer: D) -> Result<Option<Value>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    Value::deserialize(deserializer).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -434,7 +432,7 @@ async fn create_flow(
         name: check_name(&request.name)?,
         description: check_description(request.description)?,
         endpoint_name: endpoint_name.clone(),
-        data: request.data.map(|d| d.to_string()),
+        data: request.data.map(|d| d.get().to_string()),
         upstream: request
             .upstream
             .map(|u| store_upstream(&state, u))
@@ -514,7 +512,7 @@ async fn update_flow(
         name: request.name.as_deref().map(check_name).transpose()?,
         description: request.description.map(check_description).transpose()?,
         endpoint_name: endpoint_name.clone(),
-        data: request.data.map(|d| (!d.is_null()).then(|| d.to_string())),
+        data: request.data.map(|d| d.map(|d| d.get().to_string())),
         upstream: request
             .upstream
             .map(|u| u.map(|u| store_upstream(&state, u)).transpose())
@@ -553,6 +551,8 @@ async fn delete_flow(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use serde_json::Value;
 
     fn upstream(value: Value) -> Result<Upstream, AppError> {
         serde_json::from_value::<Upstream>(value)
