@@ -258,7 +258,7 @@ async fn server_sent_events_arrive_incrementally(backend: Backend) {
     let mut upstream = FakeUpstream::start();
     let app = start(backend).await;
     let token = app.admin_token().await;
-    let flow = create_flow(
+    create_flow(
         &app,
         &token,
         json!({"name": "stream", "endpoint_name": "streamer", "upstream": {"url": upstream.url("/sse")}}),
@@ -284,7 +284,6 @@ async fn server_sent_events_arrive_incrementally(backend: Backend) {
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(!seen.contains("last"));
-    let _ = flow;
     upstream.release();
     while let Some(chunk) = res.chunk().await.unwrap() {
         seen.push_str(&String::from_utf8_lossy(&chunk));
