@@ -157,6 +157,7 @@ fn create_key_for(
             key_hash: plain.hash().as_str(),
             display_prefix: &plain.display_prefix(),
             expires_at: None,
+            flow_id: None,
         },
     )?;
     Ok(plain)

@@ -28,6 +28,9 @@ pub struct Config {
     pub usage_flush_interval: Duration,
     pub max_body_bytes: usize,
     pub workers: Option<usize>,
+    /// How long a flow run waits for the upstream's response headers
+    /// before answering 504.
+    pub upstream_timeout: Duration,
     /// `KEYGATE_SECRET_KEY`: the operator secret the encryption key is
     /// derived from. `None`: `{data_dir}/secret.key` (see `crypto`). Never
     /// logged, never in `Debug`.
@@ -136,6 +139,14 @@ impl Config {
                 1024 * 1024,
             )?,
             workers,
+            upstream_timeout: Duration::from_millis(
+                parse_or::<u64>(
+                    "KEYGATE_UPSTREAM_TIMEOUT_MS",
+                    get("KEYGATE_UPSTREAM_TIMEOUT_MS"),
+                    60_000,
+                )?
+                .max(1),
+            ),
             secret_key: get("KEYGATE_SECRET_KEY"),
             allow_private_upstreams: parse_bool(
                 "KEYGATE_ALLOW_PRIVATE_UPSTREAMS",

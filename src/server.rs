@@ -13,7 +13,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use crate::config::Config;
 use crate::error::{extractors, AppError};
 use crate::state::AppState;
-use crate::{auth, credentials, db, keys, sessions, users, variables};
+use crate::{auth, credentials, db, flows, gateway, keys, sessions, users, variables};
 
 /// Connects, migrates, opens the secret box (checking the operator secret
 /// against the stored canary) and makes sure a superuser exists. A
@@ -64,7 +64,9 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
                     .configure(users::routes)
                     .configure(keys::routes)
                     .configure(credentials::routes)
-                    .configure(variables::routes),
+                    .configure(variables::routes)
+                    .configure(flows::routes)
+                    .configure(gateway::routes),
             )
             .default_service(web::to(not_found));
     }
@@ -89,13 +91,19 @@ async fn not_found() -> Result<HttpResponse, AppError> {
 }
 
 /// Turns any error response that is not already JSON (405s, payload errors
-/// raised inside actix) into `{"detail": …}`.
+/// raised inside actix) into `{"detail": …}`, except an upstream's answer
+/// relayed by the gateway.
 fn json_error_body<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let is_json = res
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if is_json {
+    // An upstream's own answer, relayed by the gateway, is passed on as is.
+    let relayed = res
+        .response()
+        .extensions()
+        .contains::<crate::gateway::RelayedAnswer>();
+    if is_json || relayed {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let status = res.status();
@@ -218,6 +226,11 @@ pub async fn start(state: AppState) -> Result<RunningServer, String> {
             .configure(app_config.clone())
     })
     .shutdown_timeout(10)
+    // A caller that closes its connection is gone: stop at once, which
+    // drops a streamed run's upstream response and so cancels the upstream
+    // request (with half-closed connections allowed, actix would keep
+    // streaming until a write failed).
+    .h1_allow_half_closed(false)
     // Signals are handled by `serve` (see `stop_on_signals`), installed
     // before it reports readiness, so an early SIGTERM is never lost.
     .disable_signals();

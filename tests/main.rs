@@ -5,6 +5,8 @@
 mod cache;
 mod common;
 mod credentials;
+mod flows;
+mod gateway;
 mod keys;
 mod ops;
 mod users;

@@ -8,6 +8,11 @@
 //! extractors that every protected handler takes. Malformed input is refused
 //! before any database work; unknown, revoked, expired, inactive keys and
 //! keys of inactive owners all get the same 401 body.
+//!
+//! Flow-bound keys are confined here, once: [`Principal`] and
+//! [`MaybePrincipal`] refuse them (403), so no handler written with them can
+//! be reached by such a key; only the gateway takes [`FlowCaller`], which
+//! accepts them and leaves it to check that the flow run is the bound one.
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -28,6 +33,7 @@ pub const MISSING_CREDENTIALS: &str = "An API key must be passed as the x-api-ke
 pub const INVALID_KEY: &str = "Invalid API key";
 pub const INVALID_SESSION: &str = "Invalid or expired session; sign in again";
 pub const NOT_ENOUGH_PRIVILEGES: &str = "The user doesn't have enough privileges";
+pub const FLOW_BOUND_KEY: &str = "This API key is bound to one flow and can only run it";
 
 /// The authenticated user, as every handler sees it.
 #[derive(Debug, Clone)]
@@ -40,8 +46,14 @@ pub struct AuthUser {
 /// How the request proved who it is.
 #[derive(Debug, Clone)]
 pub enum Credential {
-    ApiKey { key_id: String },
-    Session { session_id: String },
+    /// `flow_id`: the one flow a flow-bound key may run.
+    ApiKey {
+        key_id: String,
+        flow_id: Option<String>,
+    },
+    Session {
+        session_id: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -65,11 +77,29 @@ impl Principal {
             Credential::ApiKey { .. } => None,
         }
     }
+
+    /// The flow a flow-bound key is confined to.
+    pub fn bound_flow(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::ApiKey { flow_id, .. } => flow_id.as_deref(),
+            Credential::Session { .. } => None,
+        }
+    }
+
+    /// True when the request authenticated with an `sk-` key.
+    pub fn is_api_key(&self) -> bool {
+        matches!(self.credential, Credential::ApiKey { .. })
+    }
 }
 
 /// A principal when the request carries credentials, `None` when it
 /// carries none at all. Bad credentials are still refused.
 pub struct MaybePrincipal(pub Option<Principal>);
+
+/// Who calls a flow run: like [`MaybePrincipal`], but flow-bound keys are
+/// let through. Only the gateway may take it, and it must then refuse a
+/// flow-bound key for any flow but its own.
+pub struct FlowCaller(pub Option<Principal>);
 
 /// What [`resolve`] found, kept in the request's extensions.
 #[derive(Clone)]
@@ -84,12 +114,25 @@ fn resolved(req: &HttpRequest) -> Result<Option<Principal>, AppError> {
     }
 }
 
+/// The outcome for every extractor but [`FlowCaller`]: flow-bound keys are
+/// refused.
+fn resolved_unbound(req: &HttpRequest) -> Result<Option<Principal>, AppError> {
+    let principal = resolved(req)?;
+    if principal.as_ref().is_some_and(|p| p.bound_flow().is_some()) {
+        return Err(reject(
+            "flow-bound key outside its flow",
+            AppError::forbidden(FLOW_BOUND_KEY),
+        ));
+    }
+    Ok(principal)
+}
+
 impl FromRequest for Principal {
     type Error = AppError;
     type Future = std::future::Ready<Result<Self, AppError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(resolved(req).and_then(|principal| {
+        std::future::ready(resolved_unbound(req).and_then(|principal| {
             principal.ok_or_else(|| {
                 reject(
                     "missing credentials",
@@ -105,7 +148,16 @@ impl FromRequest for MaybePrincipal {
     type Future = std::future::Ready<Result<Self, AppError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(resolved(req).map(MaybePrincipal))
+        std::future::ready(resolved_unbound(req).map(MaybePrincipal))
+    }
+}
+
+impl FromRequest for FlowCaller {
+    type Error = AppError;
+    type Future = std::future::Ready<Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(resolved(req).map(FlowCaller))
     }
 }
 
@@ -153,7 +205,7 @@ async fn check(principal: Principal) -> actix_web::HttpResponse {
         is_superuser: bool,
     }
     let (method, key_id) = match &principal.credential {
-        Credential::ApiKey { key_id } => ("api_key", Some(key_id.as_str())),
+        Credential::ApiKey { key_id, .. } => ("api_key", Some(key_id.as_str())),
         Credential::Session { .. } => ("session", None),
     };
     actix_web::HttpResponse::Ok().json(Check {
@@ -218,6 +270,7 @@ async fn authenticate_key(state: &AppState, key: &str) -> Result<Principal, AppE
                 user: key.owner.clone(),
                 credential: Credential::ApiKey {
                     key_id: key.key_id.clone(),
+                    flow_id: key.flow_id.clone(),
                 },
             })
         }

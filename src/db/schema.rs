@@ -36,6 +36,22 @@ diesel::table! {
         total_uses -> BigInt,
         is_active -> Bool,
         expires_at -> Nullable<Timestamp>,
+        flow_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    flows (id) {
+        id -> Text,
+        user_id -> Text,
+        name -> Text,
+        description -> Nullable<Text>,
+        endpoint_name -> Nullable<Text>,
+        data -> Nullable<Text>,
+        upstream -> Nullable<Text>,
+        access -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
     }
 }
 
@@ -78,11 +94,13 @@ diesel::table! {
 
 diesel::joinable!(provider_credentials -> users (user_id));
 diesel::joinable!(variables -> users (user_id));
+diesel::joinable!(flows -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     sessions,
     api_keys,
     settings,
     provider_credentials,
-    variables
+    variables,
+    flows
 );

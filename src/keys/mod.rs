@@ -44,6 +44,8 @@ pub struct ApiKeyView {
     pub total_uses: i64,
     pub is_active: bool,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The one flow the key may run; `null` for an ordinary key.
+    pub flow_id: Option<String>,
 }
 
 impl From<store::ApiKey> for ApiKeyView {
@@ -58,6 +60,7 @@ impl From<store::ApiKey> for ApiKeyView {
             total_uses: key.total_uses,
             is_active: key.is_active,
             expires_at: key.expires_at.map(|t| t.and_utc()),
+            flow_id: key.flow_id,
         }
     }
 }
@@ -75,6 +78,9 @@ struct CreateKeyRequest {
     name: Option<String>,
     #[serde(default)]
     expires_at: Option<String>,
+    /// Binds the new key to one of the caller's flows.
+    #[serde(default)]
+    flow_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -168,6 +174,7 @@ async fn create_key(
         CreateKeyRequest {
             name: None,
             expires_at: None,
+            flow_id: None,
         }
     } else {
         serde_json::from_slice(&body)
@@ -192,6 +199,14 @@ async fn create_key(
             Some(db::truncate_to_micros(at))
         }
     };
+    let flow_id = match request.flow_id.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(id) => Some(
+            uuid::Uuid::parse_str(id)
+                .map(|u| u.to_string())
+                .map_err(|_| AppError::unprocessable("flow_id must be a flow's id (a UUID)"))?,
+        ),
+    };
     let plain = PlainKey::generate()
         .map_err(|e| AppError::internal(format_args!("OS random source failed: {e}")))?;
     let key_hash = plain.hash();
@@ -206,9 +221,18 @@ async fn create_key(
                 key_hash: key_hash.as_str(),
                 display_prefix: &display_prefix,
                 expires_at,
+                flow_id: flow_id.as_deref(),
             },
         )
-        .map_err(AppError::from)
+        .map_err(|e| match e {
+            // The flow was deleted between the check and the insert.
+            diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+                _,
+            ) => AppError::not_found(crate::flows::FLOW_NOT_FOUND),
+            other => AppError::from(other),
+        })?
+        .ok_or_else(|| AppError::not_found(crate::flows::FLOW_NOT_FOUND))
     })
     .await?;
     state.keys.key_created();

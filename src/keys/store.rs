@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use crate::auth::AuthUser;
-use crate::db::schema::{api_keys, users};
+use crate::db::schema::{api_keys, flows, users};
 use crate::db::{self, DbConnection};
 
 /// A stored key as its owner may see it: never the hash, never the text.
@@ -20,6 +20,8 @@ pub struct ApiKey {
     pub total_uses: i64,
     pub is_active: bool,
     pub expires_at: Option<NaiveDateTime>,
+    /// The one flow this key may run, if it is bound to one.
+    pub flow_id: Option<String>,
 }
 
 #[derive(Insertable)]
@@ -34,6 +36,7 @@ struct NewKeyRow<'a> {
     total_uses: i64,
     is_active: bool,
     expires_at: Option<NaiveDateTime>,
+    flow_id: Option<&'a str>,
 }
 
 pub struct NewKey<'a> {
@@ -42,6 +45,8 @@ pub struct NewKey<'a> {
     pub key_hash: &'a str,
     pub display_prefix: &'a str,
     pub expires_at: Option<NaiveDateTime>,
+    /// Binds the key to one of the user's flows (checked by [`insert`]).
+    pub flow_id: Option<&'a str>,
 }
 
 #[derive(Default, AsChangeset)]
@@ -59,9 +64,29 @@ pub struct KeyWithOwner {
     pub expires_at: Option<NaiveDateTime>,
     pub owner: AuthUser,
     pub owner_active: bool,
+    pub flow_id: Option<String>,
 }
 
-pub fn insert(conn: &mut DbConnection, new: NewKey<'_>) -> QueryResult<ApiKey> {
+/// Inserts a key. A key bound to a flow is only inserted when that flow is
+/// the user's (`Ok(None)` otherwise), checked in the same transaction; the
+/// foreign key refuses a flow deleted meanwhile.
+pub fn insert(conn: &mut DbConnection, new: NewKey<'_>) -> QueryResult<Option<ApiKey>> {
+    conn.transaction(|conn| {
+        if let Some(flow_id) = new.flow_id {
+            let owned: i64 = flows::table
+                .filter(flows::id.eq(flow_id))
+                .filter(flows::user_id.eq(new.user_id))
+                .count()
+                .get_result(conn)?;
+            if owned == 0 {
+                return Ok(None);
+            }
+        }
+        insert_row(conn, new).map(Some)
+    })
+}
+
+fn insert_row(conn: &mut DbConnection, new: NewKey<'_>) -> QueryResult<ApiKey> {
     let id = uuid::Uuid::new_v4().to_string();
     let created_at = db::now();
     diesel::insert_into(api_keys::table)
@@ -75,6 +100,7 @@ pub fn insert(conn: &mut DbConnection, new: NewKey<'_>) -> QueryResult<ApiKey> {
             total_uses: 0,
             is_active: true,
             expires_at: new.expires_at,
+            flow_id: new.flow_id,
         })
         .execute(conn)?;
     Ok(ApiKey {
@@ -87,6 +113,7 @@ pub fn insert(conn: &mut DbConnection, new: NewKey<'_>) -> QueryResult<ApiKey> {
         total_uses: 0,
         is_active: true,
         expires_at: new.expires_at,
+        flow_id: new.flow_id.map(str::to_string),
     })
 }
 
@@ -153,6 +180,7 @@ struct KeyOwnerRow {
     username: String,
     is_superuser: bool,
     owner_active: bool,
+    flow_id: Option<String>,
 }
 
 pub fn find_by_hash(conn: &mut DbConnection, key_hash: &str) -> QueryResult<Option<KeyWithOwner>> {
@@ -167,6 +195,7 @@ pub fn find_by_hash(conn: &mut DbConnection, key_hash: &str) -> QueryResult<Opti
             users::username,
             users::is_superuser,
             users::is_active,
+            api_keys::flow_id,
         ))
         .first(conn)
         .optional()?;
@@ -180,7 +209,42 @@ pub fn find_by_hash(conn: &mut DbConnection, key_hash: &str) -> QueryResult<Opti
             is_superuser: row.is_superuser,
         },
         owner_active: row.owner_active,
+        flow_id: row.flow_id,
     }))
+}
+
+/// True when the flow has a bound key that could authenticate now (active,
+/// not expired). A public flow with one requires a key.
+pub fn flow_has_usable_bound_key(
+    conn: &mut DbConnection,
+    flow_id: &str,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    let count: i64 = api_keys::table
+        .filter(api_keys::flow_id.eq(flow_id))
+        .filter(api_keys::is_active.eq(true))
+        .filter(
+            api_keys::expires_at
+                .is_null()
+                .or(api_keys::expires_at.gt(now)),
+        )
+        .count()
+        .get_result(conn)?;
+    Ok(count > 0)
+}
+
+/// The ids of the keys bound to a flow (to drop them from caches when the
+/// flow goes).
+pub fn bound_key_ids(conn: &mut DbConnection, flow_id: &str) -> QueryResult<Vec<String>> {
+    api_keys::table
+        .filter(api_keys::flow_id.eq(flow_id))
+        .select(api_keys::id)
+        .load(conn)
+}
+
+/// Deletes the keys bound to a flow; part of deleting the flow.
+pub fn delete_bound_to_flow(conn: &mut DbConnection, flow_id: &str) -> QueryResult<usize> {
+    diesel::delete(api_keys::table.filter(api_keys::flow_id.eq(flow_id))).execute(conn)
 }
 
 /// Adds batched usage in one transaction. `last_used_at` only moves

@@ -38,6 +38,8 @@ pub struct VerifiedKey {
     pub owner: AuthUser,
     /// This key's pending usage counts (shared with the usage recorder).
     pub usage: Arc<KeyCounters>,
+    /// The one flow this key may run, if it is bound to one.
+    pub flow_id: Option<String>,
     key_active: bool,
     owner_active: bool,
     expires_at: Option<NaiveDateTime>,
@@ -55,6 +57,7 @@ impl VerifiedKey {
             usage,
             key_id: row.key_id,
             owner: row.owner,
+            flow_id: row.flow_id,
             key_active: row.key_active,
             owner_active: row.owner_active,
             expires_at: row.expires_at,

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fake_provider;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,603 @@
+//! Flows: each user's own, on Langflow's routes under `/api/v1/flows/`.
+//! A flow is a name, optional unique endpoint name, JSON `data` stored and
+//! returned as the exact text given, an access mode, and the upstream the
+//! gateway forwards runs to (with which stored credential to inject, and
+//! how).
+
+pub mod store;
+
+use actix_web::http::header::HeaderName;
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::auth::Principal;
+use crate::db;
+use crate::error::AppError;
+use crate::state::AppState;
+
+pub const FLOW_NOT_FOUND: &str = "Flow not found";
+pub const ACCESS_PRIVATE: &str = "private";
+pub const ACCESS_PUBLIC: &str = "public";
+pub const MAX_NAME_LEN: usize = 255;
+pub const MAX_DESCRIPTION_LEN: usize = 10_000;
+pub const MAX_ENDPOINT_NAME_LEN: usize = 128;
+pub const MAX_URL_LEN: usize = 2048;
+const DEFAULT_PAGE_SIZE: i64 = 50;
+const MAX_PAGE_SIZE: i64 = 1000;
+
+pub const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource(["/flows", "/flows/"])
+            .route(web::get().to(list_flows))
+            .route(web::post().to(create_flow)),
+    )
+    .service(
+        web::resource(["/flows/{id}", "/flows/{id}/"])
+            .route(web::get().to(get_flow))
+            .route(web::patch().to(update_flow))
+            .route(web::delete().to(delete_flow)),
+    );
+}
+
+/// Where runs of a flow go, as stored and shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub url: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialRef>,
+}
+
+fn default_method() -> String {
+    "POST".into()
+}
+
+/// Which of the owner's stored secrets to inject, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialRef {
+    /// A provider credential: `langfuse`, `openai` or `generic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Or the name of one of the owner's Credential variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variable: Option<String>,
+    #[serde(rename = "as", default)]
+    pub inject: Injection,
+    /// The header name, for `"as": "header"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Injection {
+    /// `Authorization: Bearer <secret>`.
+    #[default]
+    Bearer,
+    /// `Authorization: Basic` of `public_key:secret` (Langfuse) or `:secret`.
+    Basic,
+    /// The secret as the value of a named header.
+    Header,
+}
+
+/// The secret a flow's credential names, decided when the flow is saved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Provider(String),
+    Variable(String),
+}
+
+impl CredentialRef {
+    pub fn source(&self) -> Result<SecretSource, AppError> {
+        match (&self.provider, &self.variable) {
+            (Some(provider), None) => Ok(SecretSource::Provider(provider.clone())),
+            (None, Some(variable)) => Ok(SecretSource::Variable(variable.clone())),
+            _ => Err(AppError::unprocessable(
+                "upstream.credential needs exactly one of \"provider\" or \"variable\"",
+            )),
+        }
+    }
+}
+
+/// Headers a flow may not set through `"as": "header"`: they frame the
+/// request or belong to the connection.
+const RESERVED_HEADERS: [&str; 12] = [
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+    "cookie",
+];
+
+impl Upstream {
+    /// Checks and normalises an upstream as given by a user.
+    pub fn validated(mut self) -> Result<Self, AppError> {
+        let url = self.url.trim();
+        if url.len() > MAX_URL_LEN {
+            return Err(AppError::unprocessable(format!(
+                "upstream.url must be at most {MAX_URL_LEN} characters"
+            )));
+        }
+        let parsed = reqwest::Url::parse(url).map_err(|e| {
+            AppError::unprocessable(format!("upstream.url is not a valid URL: {e}"))
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(AppError::unprocessable(
+                "upstream.url must be an http:// or https:// URL",
+            ));
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(AppError::unprocessable("upstream.url must name a host"));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(AppError::unprocessable(
+                "upstream.url must not carry a user name or password; store the secret as a credential",
+            ));
+        }
+        if parsed.fragment().is_some() {
+            return Err(AppError::unprocessable(
+                "upstream.url must not have a #fragment",
+            ));
+        }
+        self.url = parsed.to_string();
+        self.method = self.method.trim().to_ascii_uppercase();
+        if !METHODS.contains(&self.method.as_str()) {
+            return Err(AppError::unprocessable(format!(
+                "upstream.method must be one of {}",
+                METHODS.join(", ")
+            )));
+        }
+        if let Some(credential) = &mut self.credential {
+            match credential.source()? {
+                SecretSource::Provider(provider) => {
+                    let provider =
+                        crate::credentials::Provider::parse(&provider).map_err(|_| {
+                            AppError::unprocessable(
+                            "upstream.credential.provider must be one of langfuse, openai, generic",
+                        )
+                        })?;
+                    credential.provider = Some(provider.as_str().to_string());
+                }
+                SecretSource::Variable(name) => {
+                    if name.trim().is_empty() || name.chars().count() > MAX_NAME_LEN {
+                        return Err(AppError::unprocessable(format!(
+                            "upstream.credential.variable must be a variable name of 1 to {MAX_NAME_LEN} characters"
+                        )));
+                    }
+                }
+            }
+            match (credential.inject, credential.header.as_deref()) {
+                (Injection::Header, Some(name)) => {
+                    let name = name.trim().to_ascii_lowercase();
+                    if HeaderName::from_bytes(name.as_bytes()).is_err()
+                        || RESERVED_HEADERS.contains(&name.as_str())
+                    {
+                        return Err(AppError::unprocessable(format!(
+                            "upstream.credential.header {name:?} is not a header keygate can set"
+                        )));
+                    }
+                    credential.header = Some(name);
+                }
+                (Injection::Header, None) => {
+                    return Err(AppError::unprocessable(
+                        "upstream.credential.header is required with \"as\": \"header\"",
+                    ))
+                }
+                (_, Some(_)) => {
+                    return Err(AppError::unprocessable(
+                        "upstream.credential.header is only used with \"as\": \"header\"",
+                    ))
+                }
+                (_, None) => {}
+            }
+        }
+        Ok(self)
+    }
+
+    /// Reads the stored JSON (written by [`Upstream::validated`]).
+    pub fn from_stored(text: &str) -> Result<Self, AppError> {
+        serde_json::from_str(text)
+            .map_err(|e| AppError::internal(format_args!("stored upstream unreadable: {e}")))
+    }
+}
+
+/// A flow as the API shows it.
+#[derive(Serialize)]
+pub struct FlowView {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub endpoint_name: Option<String>,
+    /// The JSON text as it was given, returned byte for byte.
+    pub data: Option<Box<RawValue>>,
+    pub upstream: Option<Upstream>,
+    pub access: String,
+    pub user_id: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<store::Flow> for FlowView {
+    type Error = AppError;
+
+    fn try_from(flow: store::Flow) -> Result<Self, AppError> {
+        let data = flow
+            .data
+            .map(|text| {
+                RawValue::from_string(text).map_err(|e| {
+                    AppError::internal(format_args!("stored flow data unreadable: {e}"))
+                })
+            })
+            .transpose()?;
+        Ok(FlowView {
+            upstream: flow
+                .upstream
+                .as_deref()
+                .map(Upstream::from_stored)
+                .transpose()?,
+            id: flow.id,
+            name: flow.name,
+            description: flow.description,
+            endpoint_name: flow.endpoint_name,
+            data,
+            access: flow.access,
+            user_id: flow.user_id,
+            created_at: flow.created_at.and_utc(),
+            updated_at: flow.updated_at.and_utc(),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateFlowRequest {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    endpoint_name: Option<String>,
+    /// Kept as the exact JSON text given; `null` means none.
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    upstream: Option<Upstream>,
+    #[serde(default)]
+    access: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateFlowRequest {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    endpoint_name: Option<Option<String>>,
+    /// `null` clears the data.
+    #[serde(default, deserialize_with = "double_option")]
+    data: Option<Option<Box<RawValue>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    upstream: Option<Option<Upstream>>,
+    #[serde(default)]
+    access: Option<String>,
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null`
+/// (`Some(None)`).
+fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    get_all: Option<bool>,
+    #[serde(default)]
+    page: Option<i64>,
+    #[serde(default)]
+    size: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct FlowPage {
+    items: Vec<FlowView>,
+    total: i64,
+    page: i64,
+    size: i64,
+    pages: i64,
+}
+
+fn check_name(name: &str) -> Result<String, AppError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(AppError::unprocessable("name must not be empty"));
+    }
+    if name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(AppError::unprocessable(format!(
+            "name must be 1 to {MAX_NAME_LEN} characters without control characters"
+        )));
+    }
+    Ok(name.to_string())
+}
+
+fn check_description(description: Option<String>) -> Result<Option<String>, AppError> {
+    match description {
+        Some(d) if d.chars().count() > MAX_DESCRIPTION_LEN => Err(AppError::unprocessable(
+            format!("description must be at most {MAX_DESCRIPTION_LEN} characters"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Endpoint names are URL-safe (`A-Z a-z 0-9 - _`), and never a UUID so a
+/// run's identifier is never ambiguous. An empty name means none.
+pub fn check_endpoint_name(name: Option<String>) -> Result<Option<String>, AppError> {
+    let Some(name) = name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    if name.len() > MAX_ENDPOINT_NAME_LEN
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(AppError::unprocessable(format!(
+            "endpoint_name must be 1 to {MAX_ENDPOINT_NAME_LEN} characters of letters, digits, '-' and '_'"
+        )));
+    }
+    if uuid::Uuid::parse_str(&name).is_ok() {
+        return Err(AppError::unprocessable(
+            "endpoint_name must not be a UUID (runs take a flow id or an endpoint name)",
+        ));
+    }
+    Ok(Some(name))
+}
+
+fn check_access(access: &str) -> Result<String, AppError> {
+    match access.trim().to_ascii_lowercase().as_str() {
+        ACCESS_PRIVATE => Ok(ACCESS_PRIVATE.into()),
+        ACCESS_PUBLIC => Ok(ACCESS_PUBLIC.into()),
+        _ => Err(AppError::unprocessable(
+            "access must be \"private\" or \"public\"",
+        )),
+    }
+}
+
+/// Validates an upstream, applies the SSRF rule to its URL as far as it
+/// can be checked without resolving names (a literal private address is
+/// refused now; names are checked again, resolved, at every run), and
+/// gives the JSON to store.
+fn store_upstream(state: &AppState, upstream: Upstream) -> Result<String, AppError> {
+    let upstream = upstream.validated()?;
+    state.outbound.check_url(&upstream.url).map_err(|e| {
+        AppError::unprocessable(format!("upstream.url is not allowed: {}", e.detail()))
+    })?;
+    serde_json::to_string(&upstream).map_err(AppError::internal)
+}
+
+fn parse_flow_id(id: &str) -> Result<String, AppError> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.to_string())
+        .map_err(|_| AppError::unprocessable("Invalid flow id: expected a UUID"))
+}
+
+/// Turns a duplicate endpoint name into a 409 naming it.
+fn duplicate_endpoint(endpoint_name: Option<String>) -> impl Fn(diesel::result::Error) -> AppError {
+    move |e| {
+        if db::is_unique_violation(&e) {
+            AppError::conflict(format!(
+                "You already have a flow with the endpoint name {:?}",
+                endpoint_name.as_deref().unwrap_or_default()
+            ))
+        } else {
+            AppError::from(e)
+        }
+    }
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
+    serde_json::from_slice(body)
+        .map_err(|e| AppError::unprocessable(format!("Invalid JSON body: {e}")))
+}
+
+async fn create_flow(
+    state: web::Data<AppState>,
+    principal: Principal,
+    body: web::Bytes,
+) -> Result<HttpResponse, AppError> {
+    let request: CreateFlowRequest = json_body(&body)?;
+    let endpoint_name = check_endpoint_name(request.endpoint_name)?;
+    let now = db::now();
+    let new = store::NewFlow {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: principal.user.id.clone(),
+        name: check_name(&request.name)?,
+        description: check_description(request.description)?,
+        endpoint_name: endpoint_name.clone(),
+        data: request.data.map(|d| d.get().to_string()),
+        upstream: request
+            .upstream
+            .map(|u| store_upstream(&state, u))
+            .transpose()?,
+        access: check_access(request.access.as_deref().unwrap_or(ACCESS_PRIVATE))?,
+        created_at: now,
+        updated_at: now,
+    };
+    let flow = db::run(&state.pool, move |conn| {
+        store::insert(conn, new).map_err(duplicate_endpoint(endpoint_name))
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(FlowView::try_from(flow)?))
+}
+
+async fn list_flows(
+    state: web::Data<AppState>,
+    principal: Principal,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, AppError> {
+    let query = query.into_inner();
+    let paged = query.get_all == Some(false) || query.page.is_some() || query.size.is_some();
+    let page = query.page.unwrap_or(1);
+    let size = query.size.unwrap_or(DEFAULT_PAGE_SIZE);
+    if paged && (page < 1 || !(1..=MAX_PAGE_SIZE).contains(&size)) {
+        return Err(AppError::unprocessable(format!(
+            "page must be at least 1 and size between 1 and {MAX_PAGE_SIZE}"
+        )));
+    }
+    let user_id = principal.user.id;
+    let window = paged.then(|| ((page - 1).saturating_mul(size), size));
+    let (flows, total) = db::run(&state.pool, move |conn| {
+        store::list_for_user(conn, &user_id, window).map_err(AppError::from)
+    })
+    .await?;
+    let items = flows
+        .into_iter()
+        .map(FlowView::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    if !paged {
+        return Ok(HttpResponse::Ok().json(items));
+    }
+    Ok(HttpResponse::Ok().json(FlowPage {
+        items,
+        total,
+        page,
+        size,
+        pages: (total + size - 1) / size,
+    }))
+}
+
+async fn get_flow(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_flow_id(&path)?;
+    let user_id = principal.user.id;
+    let flow = db::run(&state.pool, move |conn| {
+        store::find_for_user(conn, &user_id, &id).map_err(AppError::from)
+    })
+    .await?
+    .ok_or_else(|| AppError::not_found(FLOW_NOT_FOUND))?;
+    Ok(HttpResponse::Ok().json(FlowView::try_from(flow)?))
+}
+
+async fn update_flow(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_flow_id(&path)?;
+    let request: UpdateFlowRequest = json_body(&body)?;
+    let endpoint_name = request.endpoint_name.map(check_endpoint_name).transpose()?;
+    let changes = store::FlowChanges {
+        name: request.name.as_deref().map(check_name).transpose()?,
+        description: request.description.map(check_description).transpose()?,
+        endpoint_name: endpoint_name.clone(),
+        data: request.data.map(|d| d.map(|d| d.get().to_string())),
+        upstream: request
+            .upstream
+            .map(|u| u.map(|u| store_upstream(&state, u)).transpose())
+            .transpose()?,
+        access: request.access.as_deref().map(check_access).transpose()?,
+        updated_at: None,
+    };
+    let user_id = principal.user.id;
+    let flow = db::run(&state.pool, move |conn| {
+        store::update_for_user(conn, &user_id, &id, changes)
+            .map_err(duplicate_endpoint(endpoint_name.flatten()))
+    })
+    .await?
+    .ok_or_else(|| AppError::not_found(FLOW_NOT_FOUND))?;
+    Ok(HttpResponse::Ok().json(FlowView::try_from(flow)?))
+}
+
+async fn delete_flow(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_flow_id(&path)?;
+    let user_id = principal.user.id;
+    let deleted_keys = db::run(&state.pool, move |conn| {
+        store::delete_for_user(conn, &user_id, &id).map_err(AppError::from)
+    })
+    .await?
+    .ok_or_else(|| AppError::not_found(FLOW_NOT_FOUND))?;
+    for key_id in &deleted_keys {
+        state.keys.forget_key(key_id);
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({"message": "Flow deleted successfully"})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use serde_json::Value;
+
+    fn upstream(value: Value) -> Result<Upstream, AppError> {
+        serde_json::from_value::<Upstream>(value)
+            .map_err(|e| AppError::unprocessable(e.to_string()))?
+            .validated()
+    }
+
+    #[test]
+    fn validates_upstreams() {
+        let ok = upstream(serde_json::json!({
+            "url": "https://example.com/api/v1/run/x",
+            "credential": {"provider": "generic", "as": "header", "header": "X-API-Key"}
+        }))
+        .unwrap();
+        assert_eq!(ok.method, "POST");
+        assert_eq!(ok.credential.unwrap().header.as_deref(), Some("x-api-key"));
+        for bad in [
+            serde_json::json!({"url": "ftp://example.com"}),
+            serde_json::json!({"url": "not a url"}),
+            serde_json::json!({"url": "https://u:p@example.com"}),
+            serde_json::json!({"url": "https://example.com", "method": "TRACE"}),
+            serde_json::json!({"url": "https://example.com", "extra": 1}),
+            serde_json::json!({"url": "https://example.com", "credential": {"as": "bearer"}}),
+            serde_json::json!({"url": "https://example.com",
+                "credential": {"provider": "openai", "variable": "X"}}),
+            serde_json::json!({"url": "https://example.com",
+                "credential": {"provider": "aws"}}),
+            serde_json::json!({"url": "https://example.com",
+                "credential": {"provider": "openai", "as": "header"}}),
+            serde_json::json!({"url": "https://example.com",
+                "credential": {"provider": "openai", "as": "header", "header": "Host"}}),
+        ] {
+            assert!(upstream(bad.clone()).is_err(), "accepted {bad}");
+        }
+    }
+
+    #[test]
+    fn endpoint_names_are_url_safe_and_not_uuids() {
+        assert_eq!(
+            check_endpoint_name(Some("my-flow_1".into())).unwrap(),
+            Some("my-flow_1".into())
+        );
+        assert_eq!(check_endpoint_name(Some(" ".into())).unwrap(), None);
+        assert!(check_endpoint_name(Some("a/b".into())).is_err());
+        assert!(check_endpoint_name(Some("with space".into())).is_err());
+        assert!(check_endpoint_name(Some(uuid::Uuid::new_v4().to_string())).is_err());
+    }
+}

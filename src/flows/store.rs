@@ -1,0 +1,198 @@
+//! All database access for flows.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::schema::{flows, users};
+use crate::db::{self, DbConnection};
+use crate::keys::store as key_store;
+
+/// A stored flow, as its owner sees it. `data` and `upstream` are JSON text.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = flows)]
+pub struct Flow {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub endpoint_name: Option<String>,
+    pub data: Option<String>,
+    pub upstream: Option<String>,
+    pub access: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = flows)]
+pub struct NewFlow {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub endpoint_name: Option<String>,
+    pub data: Option<String>,
+    pub upstream: Option<String>,
+    pub access: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// A partial update: `None` leaves a column alone, `Some(None)` clears it.
+#[derive(Default, AsChangeset)]
+#[diesel(table_name = flows)]
+pub struct FlowChanges {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub endpoint_name: Option<Option<String>>,
+    pub data: Option<Option<String>>,
+    pub upstream: Option<Option<String>>,
+    pub access: Option<String>,
+    pub updated_at: Option<NaiveDateTime>,
+}
+
+pub fn insert(conn: &mut DbConnection, new: NewFlow) -> QueryResult<Flow> {
+    diesel::insert_into(flows::table)
+        .values(&new)
+        .execute(conn)?;
+    Ok(Flow {
+        id: new.id,
+        user_id: new.user_id,
+        name: new.name,
+        description: new.description,
+        endpoint_name: new.endpoint_name,
+        data: new.data,
+        upstream: new.upstream,
+        access: new.access,
+        created_at: new.created_at,
+        updated_at: new.updated_at,
+    })
+}
+
+/// The user's flows, oldest first, and how many there are in all. `page`
+/// is `(offset, limit)`; `None` returns every flow.
+pub fn list_for_user(
+    conn: &mut DbConnection,
+    user_id: &str,
+    page: Option<(i64, i64)>,
+) -> QueryResult<(Vec<Flow>, i64)> {
+    let total: i64 = flows::table
+        .filter(flows::user_id.eq(user_id))
+        .count()
+        .get_result(conn)?;
+    let query = flows::table
+        .filter(flows::user_id.eq(user_id))
+        .order((flows::created_at.asc(), flows::id.asc()))
+        .select(Flow::as_select());
+    let items = match page {
+        Some((offset, limit)) => query.offset(offset).limit(limit).load(conn)?,
+        None => query.load(conn)?,
+    };
+    Ok((items, total))
+}
+
+pub fn find_for_user(
+    conn: &mut DbConnection,
+    user_id: &str,
+    id: &str,
+) -> QueryResult<Option<Flow>> {
+    flows::table
+        .filter(flows::id.eq(id))
+        .filter(flows::user_id.eq(user_id))
+        .select(Flow::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// One of the user's flows by id (a UUID) or endpoint name.
+pub fn find_by_identifier_for_user(
+    conn: &mut DbConnection,
+    user_id: &str,
+    identifier: &Identifier,
+) -> QueryResult<Option<Flow>> {
+    let query = flows::table
+        .filter(flows::user_id.eq(user_id))
+        .select(Flow::as_select());
+    match identifier {
+        Identifier::Id(id) => query.filter(flows::id.eq(id)).first(conn).optional(),
+        Identifier::EndpointName(name) => query
+            .filter(flows::endpoint_name.eq(name))
+            .first(conn)
+            .optional(),
+    }
+}
+
+/// The public flows of active users matching an id or endpoint name (an
+/// endpoint name is only unique per user, so there may be several).
+pub fn find_public(conn: &mut DbConnection, identifier: &Identifier) -> QueryResult<Vec<Flow>> {
+    let query = flows::table
+        .inner_join(users::table)
+        .filter(flows::access.eq(super::ACCESS_PUBLIC))
+        .filter(users::is_active.eq(true))
+        .select(Flow::as_select())
+        .limit(2);
+    match identifier {
+        Identifier::Id(id) => query.filter(flows::id.eq(id)).load(conn),
+        Identifier::EndpointName(name) => query.filter(flows::endpoint_name.eq(name)).load(conn),
+    }
+}
+
+/// How a run names its flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identifier {
+    Id(String),
+    EndpointName(String),
+}
+
+impl Identifier {
+    /// A UUID is an id (endpoint names may not be UUIDs); anything else is
+    /// an endpoint name.
+    pub fn parse(text: &str) -> Self {
+        match uuid::Uuid::parse_str(text) {
+            Ok(id) => Identifier::Id(id.to_string()),
+            Err(_) => Identifier::EndpointName(text.to_string()),
+        }
+    }
+}
+
+/// Updates one of the user's flows; `None` when it is not theirs.
+pub fn update_for_user(
+    conn: &mut DbConnection,
+    user_id: &str,
+    id: &str,
+    mut changes: FlowChanges,
+) -> QueryResult<Option<Flow>> {
+    changes.updated_at = Some(db::now());
+    conn.transaction(|conn| {
+        let updated = diesel::update(
+            flows::table
+                .filter(flows::id.eq(id))
+                .filter(flows::user_id.eq(user_id)),
+        )
+        .set(&changes)
+        .execute(conn)?;
+        if updated == 0 {
+            return Ok(None);
+        }
+        find_for_user(conn, user_id, id)
+    })
+}
+
+/// Deletes one of the user's flows and the keys bound to it, in one
+/// transaction. Returns the ids of the deleted keys (for the key cache), or
+/// `None` when the flow is not theirs.
+pub fn delete_for_user(
+    conn: &mut DbConnection,
+    user_id: &str,
+    id: &str,
+) -> QueryResult<Option<Vec<String>>> {
+    conn.transaction(|conn| {
+        if find_for_user(conn, user_id, id)?.is_none() {
+            return Ok(None);
+        }
+        let key_ids = key_store::bound_key_ids(conn, id)?;
+        key_store::delete_bound_to_flow(conn, id)?;
+        diesel::delete(flows::table.filter(flows::id.eq(id))).execute(conn)?;
+        Ok(Some(key_ids))
+    })
+}

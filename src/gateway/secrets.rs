@@ -1,0 +1,90 @@
+//! What the gateway takes from the rest of keygate to reach an upstream:
+//! the owner's stored secrets (provider credentials and Credential
+//! variables, decrypted with `state.secrets`) and the shared outbound
+//! client with its SSRF policy (`state.outbound`). The gateway writes no
+//! crypto and no address check of its own.
+
+use crate::credentials::{self, Provider};
+use crate::db;
+use crate::error::AppError;
+use crate::flows::{CredentialRef, SecretSource};
+use crate::state::AppState;
+use crate::variables::store as variable_store;
+
+/// A decrypted secret, held only for the time of one request.
+pub struct Secret {
+    /// The public half, where the provider has one (Langfuse's public key).
+    pub public: Option<String>,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The owner's secret the flow's credential names, decrypted. A credential
+/// or variable that is not (or no longer) stored is a 422 naming it.
+pub async fn fetch(
+    state: &AppState,
+    owner_id: &str,
+    credential: &CredentialRef,
+) -> Result<Secret, AppError> {
+    match credential.source()? {
+        SecretSource::Provider(name) => {
+            let provider = Provider::parse(&name)?;
+            let stored = credentials::load_decrypted(state, owner_id, provider)
+                .await?
+                .ok_or_else(|| {
+                    AppError::unprocessable(format!(
+                        "The flow's upstream uses the owner's {} credential, which is not stored",
+                        provider.as_str()
+                    ))
+                })?;
+            Ok(Secret {
+                public: stored.public_key,
+                secret: stored.secret_key,
+            })
+        }
+        SecretSource::Variable(name) => {
+            let owner = owner_id.to_string();
+            let lookup = name.clone();
+            let variable = db::run(&state.pool, move |conn| {
+                variable_store::find_by_name(conn, &owner, &lookup).map_err(AppError::from)
+            })
+            .await?
+            .ok_or_else(|| {
+                AppError::unprocessable(format!(
+                    "The flow's upstream uses the owner's variable {name:?}, which does not exist"
+                ))
+            })?;
+            if variable.var_type != variable_store::CREDENTIAL {
+                return Err(AppError::unprocessable(format!(
+                    "The flow's upstream uses the variable {name:?}, which is not a Credential variable"
+                )));
+            }
+            Ok(Secret {
+                public: None,
+                secret: state.secrets.decrypt(&variable.value)?,
+            })
+        }
+    }
+}
+
+/// The shared outbound client (guarded DNS, no redirects, no proxy, no
+/// total time-out: the gateway applies its own time-to-first-byte limit).
+pub fn client(state: &AppState) -> &reqwest::Client {
+    state.outbound.client()
+}
+
+/// The SSRF rule for upstream URLs, the same as for provider hosts.
+pub fn check_url(state: &AppState, url: &str) -> Result<reqwest::Url, AppError> {
+    state.outbound.check_url(url)
+}
+
+/// 502 (unreachable), 504 (time-out) or 422 (refused address), naming the
+/// host but never the query or a secret.
+pub fn upstream_error(state: &AppState, error: &reqwest::Error) -> AppError {
+    state.outbound.error(error, "the flow's upstream")
+}
