@@ -5,4 +5,5 @@
 mod common;
 mod keys;
 mod ops;
+mod ui;
 mod users;
