@@ -27,7 +27,7 @@
         el.setAttribute(name, value === true ? '' : String(value));
       }
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
       el.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -495,9 +495,9 @@
       title: 'Langfuse',
       about: 'Checked against the Langfuse server (GET /api/public/projects) before it is stored.',
       fields: [
-        { name: 'secret_key', label: 'Secret key', secret: true, required: true, placeholder: 'sk-lf-…' },
-        { name: 'public_key', label: 'Public key', required: true, placeholder: 'pk-lf-…' },
-        { name: 'host', label: 'Host', required: true, type: 'url', placeholder: 'https://cloud.langfuse.com' },
+        { name: 'secret_key', label: 'secret key', secret: true, required: true, placeholder: 'sk-lf-…' },
+        { name: 'public_key', label: 'public key', required: true, placeholder: 'pk-lf-…' },
+        { name: 'host', label: 'host', required: true, type: 'url', placeholder: 'https://cloud.langfuse.com' },
       ],
     },
     {
@@ -506,7 +506,7 @@
       about: 'Any OpenAI-compatible API; checked with GET /v1/models before it is stored.',
       fields: [
         { name: 'secret_key', label: 'API key', secret: true, required: true, placeholder: 'sk-…' },
-        { name: 'host', label: 'Base URL', required: true, type: 'url', placeholder: 'https://api.openai.com/v1' },
+        { name: 'host', label: 'base URL', required: true, type: 'url', placeholder: 'https://api.openai.com/v1' },
       ],
     },
     {
@@ -514,9 +514,9 @@
       title: 'Generic',
       about: 'Any other secret, stored encrypted without a check, for flows to inject.',
       fields: [
-        { name: 'secret_key', label: 'Secret', secret: true, required: true },
-        { name: 'public_key', label: 'Public key or user name (optional)' },
-        { name: 'host', label: 'Host (optional)', type: 'url', placeholder: 'https://…' },
+        { name: 'secret_key', label: 'secret', secret: true, required: true },
+        { name: 'public_key', label: 'public key or user name (optional)' },
+        { name: 'host', label: 'host (optional)', type: 'url', placeholder: 'https://…' },
       ],
     },
   ];
@@ -554,7 +554,7 @@
         spellcheck: 'false',
       });
       inputs[spec.name] = input;
-      form.append(field(`${provider.title} ${spec.label.charAt(0).toLowerCase()}${spec.label.slice(1)}`, input,
+      form.append(field(`${provider.title} ${spec.label}`, input,
         spec.secret && saved ? 'Stored. Type a new one to replace it.' : null));
     }
     const save = h('button', { type: 'submit', text: saved ? 'Save changes' : 'Save' });
@@ -592,7 +592,7 @@
         if (input.value.trim()) body[name] = input.value.trim();
       }
       if (!body.secret_key) {
-        showError(error, `Enter the ${provider.fields[0].label.toLowerCase()} (secrets are never shown again, so saving asks for it each time).`);
+        showError(error, `Enter the ${provider.fields[0].label} (secrets are never shown again, so saving asks for it each time).`);
         inputs.secret_key.focus();
         return;
       }
