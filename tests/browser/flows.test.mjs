@@ -72,6 +72,23 @@ test('create a flow, run it with its curl command, edit it, delete it', async ()
   });
   assert.equal(byQuery.status, 200);
 
+  // A key bound to the flow, made on the keys page, runs it and nothing else.
+  await page.getByRole('link', { name: 'API keys' }).click();
+  await page.getByRole('button', { name: 'Create key', exact: true }).click();
+  await page.getByLabel('Name').fill('bound to support');
+  await page.getByLabel('Bound to flow (optional)').selectOption({ label: 'Support bot' });
+  await page.getByRole('button', { name: 'Create API key' }).click();
+  const bound = await page.getByLabel('New API key').inputValue();
+  await page.locator('tr', { hasText: 'bound to support' }).locator('td[data-label="Flow"]', { hasText: 'Support bot' }).waitFor();
+  const boundRun = await fetch(target, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': bound }, body: bodyText,
+  });
+  assert.equal(boundRun.status, 200);
+  const boundList = await apiCall(keygate.base, 'GET', '/api/v1/api_key/', { key: bound });
+  assert.equal(boundList.status, 403);
+  await page.getByRole('button', { name: 'I have copied it' }).click();
+  await page.getByRole('link', { name: 'Flows' }).click();
+
   // Edit.
   await page.getByRole('button', { name: 'Edit Support bot' }).click();
   await page.getByLabel('Name', { exact: true }).fill('Support bot v2');
