@@ -21,6 +21,9 @@ pub struct Config {
     pub enable_signup: bool,
     pub enable_superuser_cli: bool,
     pub cookie_secure: bool,
+    /// `KEYGATE_AUTO_LOGIN`: `GET /api/v1/auto_login` hands out superuser
+    /// sessions without a password (Langflow's AUTO_LOGIN).
+    pub auto_login: bool,
     pub session_ttl: Duration,
     pub pool_size: u32,
     /// How long a request waits for a database connection before a 503.
@@ -62,6 +65,7 @@ impl std::fmt::Debug for Config {
             .field("new_user_is_active", &self.new_user_is_active)
             .field("enable_signup", &self.enable_signup)
             .field("cookie_secure", &self.cookie_secure)
+            .field("auto_login", &self.auto_login)
             .field("allow_private_upstreams", &self.allow_private_upstreams)
             .field("provider_timeout", &self.provider_timeout)
             .finish_non_exhaustive()
@@ -113,6 +117,7 @@ impl Config {
                 get("KEYGATE_ENABLE_SUPERUSER_CLI"),
             )?,
             cookie_secure: parse_bool("KEYGATE_COOKIE_SECURE", get("KEYGATE_COOKIE_SECURE"))?,
+            auto_login: parse_bool("KEYGATE_AUTO_LOGIN", get("KEYGATE_AUTO_LOGIN"))?,
             session_ttl: Duration::from_secs(
                 60 * parse_or::<u64>(
                     "KEYGATE_SESSION_TTL_MINUTES",
@@ -225,6 +230,7 @@ mod tests {
             DatabaseUrl::Sqlite("./data/keygate.db".into())
         );
         assert!(!config.new_user_is_active && !config.enable_signup && !config.cookie_secure);
+        assert!(!config.auto_login);
         assert!(config.secret_key.is_none() && !config.allow_private_upstreams);
         assert_eq!(config.provider_timeout, Duration::from_millis(5000));
     }

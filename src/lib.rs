@@ -20,5 +20,6 @@ pub mod outbound;
 pub mod server;
 pub mod sessions;
 pub mod state;
+pub mod ui;
 pub mod users;
 pub mod variables;

@@ -13,7 +13,25 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use crate::config::Config;
 use crate::error::{extractors, AppError};
 use crate::state::AppState;
-use crate::{auth, credentials, db, flows, gateway, keys, sessions, users, variables};
+use crate::{auth, credentials, db, flows, gateway, keys, sessions, ui, users, variables};
+
+/// The page may load scripts, styles, images and data only from keygate
+/// itself; no inline script or style; no framing; no base or form target
+/// elsewhere.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+    style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; \
+    base-uri 'none'; form-action 'self'";
+
+/// Headers on every answer, API and UI alike. `no-store` everywhere: pages
+/// and API answers may show keys, and nothing here gains from caching.
+pub fn security_headers() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new()
+        .add((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .add((header::X_FRAME_OPTIONS, "DENY"))
+        .add((header::REFERRER_POLICY, "no-referrer"))
+        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .add((header::CACHE_CONTROL, "no-store"))
+}
 
 /// Connects, migrates, opens the secret box (checking the operator secret
 /// against the stored canary) and makes sure a superuser exists. A
@@ -57,6 +75,7 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .app_data(web::QueryConfig::default().error_handler(extractors::query))
             .route("/health", web::get().to(health))
             .route("/health_check", web::get().to(health_check))
+            .configure(ui::routes)
             .service(
                 web::scope("/api/v1")
                     .configure(auth::routes)
@@ -223,6 +242,7 @@ pub async fn start(state: AppState) -> Result<RunningServer, String> {
                     Ok(response)
                 }
             })
+            .wrap(security_headers())
             .configure(app_config.clone())
     })
     .shutdown_timeout(10)

@@ -9,5 +9,6 @@ mod flows;
 mod gateway;
 mod keys;
 mod ops;
+mod ui;
 mod users;
 mod variables;

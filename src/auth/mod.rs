@@ -33,6 +33,9 @@ pub const MISSING_CREDENTIALS: &str = "An API key must be passed as the x-api-ke
 pub const INVALID_KEY: &str = "Invalid API key";
 pub const INVALID_SESSION: &str = "Invalid or expired session; sign in again";
 pub const NOT_ENOUGH_PRIVILEGES: &str = "The user doesn't have enough privileges";
+pub const CSRF_REFUSED: &str = "Missing or invalid CSRF token";
+/// The header a page sends its session's CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
 pub const FLOW_BOUND_KEY: &str = "This API key is bound to one flow and can only run it";
 
 /// The authenticated user, as every handler sees it.
@@ -53,6 +56,11 @@ pub enum Credential {
     },
     Session {
         session_id: String,
+        /// The token a page must echo in `X-CSRF-Token` (see
+        /// [`sessions::csrf_token`]).
+        csrf_token: String,
+        /// True when the session came from the cookie, not `Authorization`.
+        via_cookie: bool,
     },
 }
 
@@ -73,7 +81,7 @@ impl Principal {
 
     pub fn session_id(&self) -> Option<&str> {
         match &self.credential {
-            Credential::Session { session_id } => Some(session_id),
+            Credential::Session { session_id, .. } => Some(session_id),
             Credential::ApiKey { .. } => None,
         }
     }
@@ -83,6 +91,14 @@ impl Principal {
         match &self.credential {
             Credential::ApiKey { flow_id, .. } => flow_id.as_deref(),
             Credential::Session { .. } => None,
+        }
+    }
+
+    /// The CSRF token of the session the request came with, if any.
+    pub fn csrf_token(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::Session { csrf_token, .. } => Some(csrf_token),
+            Credential::ApiKey { .. } => None,
         }
     }
 
@@ -175,10 +191,46 @@ pub async fn resolve<B: MessageBody>(
         Err(Failure::Session(error)) => Err(error),
         Ok(principal) => Ok(principal),
     };
+    if let Ok(Some(principal)) = &outcome {
+        if !csrf_satisfied(req.request(), principal) {
+            let error = reject(
+                "missing or invalid CSRF token",
+                AppError::forbidden(CSRF_REFUSED),
+            );
+            return Ok(req.error_response(error).map_into_right_body());
+        }
+    }
     req.extensions_mut().insert(Resolved(outcome));
     next.call(req)
         .await
         .map(ServiceResponse::map_into_left_body)
+}
+
+/// Paths a page may POST to without a CSRF token: signing in replaces the
+/// session, signing out only ends it.
+const CSRF_EXEMPT: [&str; 2] = ["/api/v1/login", "/api/v1/logout"];
+
+/// A state-changing request authenticated by the session cookie must carry
+/// the session's CSRF token in `X-CSRF-Token`. Safe methods, keys and
+/// bearer tokens need none: a browser never adds those to a cross-site
+/// request by itself.
+fn csrf_satisfied(req: &HttpRequest, principal: &Principal) -> bool {
+    let Credential::Session {
+        csrf_token,
+        via_cookie: true,
+        ..
+    } = &principal.credential
+    else {
+        return true;
+    };
+    if req.method().is_safe() || CSRF_EXEMPT.contains(&req.path()) {
+        return true;
+    }
+    let mut sent = req.headers().get_all(CSRF_HEADER);
+    match (sent.next(), sent.next()) {
+        (Some(value), None) => sessions::csrf_matches(value.as_bytes(), csrf_token),
+        _ => false,
+    }
 }
 
 /// Which kind of credential failed.
@@ -222,7 +274,7 @@ async fn check(principal: Principal) -> actix_web::HttpResponse {
 #[derive(Debug, PartialEq, Eq)]
 enum Presented {
     ApiKey(String),
-    Session(String),
+    Session { token: String, via_cookie: bool },
     Nothing,
 }
 
@@ -249,7 +301,7 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, Failure> {
             .await
             .map(Some)
             .map_err(Failure::Key),
-        Presented::Session(token) => authenticate_session(state, &token)
+        Presented::Session { token, via_cookie } => authenticate_session(state, &token, via_cookie)
             .await
             .map(Some)
             .map_err(Failure::Session),
@@ -279,7 +331,11 @@ async fn authenticate_key(state: &AppState, key: &str) -> Result<Principal, AppE
     }
 }
 
-async fn authenticate_session(state: &AppState, token: &str) -> Result<Principal, AppError> {
+async fn authenticate_session(
+    state: &AppState,
+    token: &str,
+    via_cookie: bool,
+) -> Result<Principal, AppError> {
     if !sessions::token::is_well_formed(token) {
         return Err(reject(
             "malformed session token",
@@ -294,7 +350,11 @@ async fn authenticate_session(state: &AppState, token: &str) -> Result<Principal
     match found {
         Some((session_id, user)) => Ok(Principal {
             user,
-            credential: Credential::Session { session_id },
+            credential: Credential::Session {
+                session_id,
+                csrf_token: sessions::csrf_token(token),
+                via_cookie,
+            },
         }),
         None => Err(reject(
             "unknown or expired session",
@@ -346,12 +406,15 @@ fn presented_credentials(headers: &HeaderMap, query: &str) -> Result<Presented, 
             ),
         )),
         (Some(key), _) | (None, Some(key)) => Ok(Presented::ApiKey(key)),
-        (None, None) => Ok(session_token(headers)?.map_or(Presented::Nothing, Presented::Session)),
+        (None, None) => Ok(session_token(headers)?.map_or(Presented::Nothing, |(token, via_cookie)| {
+            Presented::Session { token, via_cookie }
+        })),
     }
 }
 
-/// The session token from the `Authorization: Bearer` header or the cookie.
-fn session_token(headers: &HeaderMap) -> Result<Option<String>, AppError> {
+/// The session token from the `Authorization: Bearer` header or the cookie,
+/// and whether it came from the cookie.
+fn session_token(headers: &HeaderMap) -> Result<Option<(String, bool)>, AppError> {
     if let Some(value) = headers.get(AUTHORIZATION) {
         let value = value
             .to_str()
@@ -373,9 +436,9 @@ fn session_token(headers: &HeaderMap) -> Result<Option<String>, AppError> {
                 ),
             ));
         }
-        return Ok(Some(token.to_string()));
+        return Ok(Some((token.to_string(), false)));
     }
-    Ok(sessions::cookie_value(headers))
+    Ok(sessions::cookie_value(headers).map(|token| (token, true)))
 }
 
 /// The token of an `Authorization: Bearer …` value (scheme name in any case).
@@ -440,7 +503,10 @@ mod tests {
         assert_eq!(key_as_bearer.unwrap_err().status().as_u16(), 401);
         assert_eq!(
             presented_credentials(&headers(&[("authorization", "Bearer tok")]), "").unwrap(),
-            Presented::Session("tok".into())
+            Presented::Session {
+                token: "tok".into(),
+                via_cookie: false
+            }
         );
     }
 }

@@ -1,0 +1,358 @@
+//! The settings UI as served by the binary, its security headers, CSRF
+//! protection of cookie sessions, and auto-login. The page itself is
+//! driven in a real browser by `tests/browser/`.
+
+use reqwest::header::{HeaderMap, CONTENT_TYPE, SET_COOKIE};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::common::{expect, Backend, TestApp, ADMIN, ADMIN_PASSWORD};
+
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+    connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+fn assert_security_headers(headers: &HeaderMap, what: &str) {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .unwrap_or_else(|| panic!("{what}: no {name} header"))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(get("content-security-policy"), CSP, "{what}");
+    assert_eq!(get("x-frame-options"), "DENY", "{what}");
+    assert_eq!(get("referrer-policy"), "no-referrer", "{what}");
+    assert_eq!(get("x-content-type-options"), "nosniff", "{what}");
+    assert_eq!(get("cache-control"), "no-store", "{what}");
+}
+
+/// Signs in with the form; returns (session token, CSRF token).
+async fn sign_in(app: &TestApp) -> (String, String) {
+    let res = app
+        .client
+        .post(app.url("/api/v1/login"))
+        .form(&[("username", ADMIN), ("password", ADMIN_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    let body = expect(res, StatusCode::OK).await;
+    (
+        body["access_token"].as_str().unwrap().to_string(),
+        body["csrf_token"].as_str().unwrap().to_string(),
+    )
+}
+
+fn cookie(token: &str) -> String {
+    format!("keygate_session={token}")
+}
+
+#[actix_web::test]
+async fn the_page_and_its_assets_are_served_with_their_types() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    for (path, content_type, marker) in [
+        ("/", "text/html", "<script src=\"/ui/app.js\""),
+        (
+            "/index.html",
+            "text/html",
+            "<link rel=\"stylesheet\" href=\"/ui/app.css\">",
+        ),
+        ("/ui/app.js", "text/javascript", "X-CSRF-Token"),
+        ("/ui/app.css", "text/css", ".one-time"),
+    ] {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        let ct = res.headers()[CONTENT_TYPE].to_str().unwrap().to_string();
+        assert!(ct.starts_with(content_type), "{path}: {ct}");
+        assert!(ct.contains("charset=utf-8"), "{path}: {ct}");
+        assert_security_headers(res.headers(), path);
+        let text = res.text().await.unwrap();
+        assert!(text.contains(marker), "{path} lacks {marker}");
+    }
+}
+
+#[test]
+fn the_page_has_no_inline_code_and_fetches_nothing_from_elsewhere() {
+    let html = keygate::ui::INDEX_HTML;
+    for script in html.match_indices("<script").map(|(i, _)| &html[i..]) {
+        let tag = &script[..script.find('>').unwrap()];
+        assert!(tag.contains("src=\"/ui/"), "inline script: {tag}");
+        assert!(script[tag.len()..].starts_with("></script>"));
+    }
+    assert!(!html.contains("<style"), "inline style element");
+    for source in [html, keygate::ui::APP_JS, keygate::ui::APP_CSS] {
+        assert!(!source.contains("style=\""), "inline style attribute");
+        assert!(!source.contains("http://") && !source.contains("https://cdn"));
+        assert!(!source.contains("@import") && !source.contains("url("));
+    }
+    let attributes = regex_like_event_handlers(html);
+    assert!(attributes.is_empty(), "inline handlers: {attributes:?}");
+    // User data goes in as text: the script never parses strings as HTML.
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+    ] {
+        assert!(!keygate::ui::APP_JS.contains(sink), "app.js uses {sink}");
+    }
+}
+
+/// ` onclick=`-style attributes in markup.
+fn regex_like_event_handlers(html: &str) -> Vec<String> {
+    html.split(|c: char| c.is_whitespace())
+        .filter(|word| {
+            word.starts_with("on")
+                && word.contains('=')
+                && word[2..word.find('=').unwrap()]
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase())
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[actix_web::test]
+async fn every_api_answer_carries_the_security_headers() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let unauthenticated = app
+        .client
+        .get(app.url("/api/v1/users/whoami"))
+        .send()
+        .await
+        .unwrap();
+    assert_security_headers(unauthenticated.headers(), "401");
+    expect(unauthenticated, StatusCode::UNAUTHORIZED).await;
+
+    let bad_key = app
+        .client
+        .get(app.url("/api/v1/api_key/"))
+        .header("x-api-key", "sk-nope")
+        .send()
+        .await
+        .unwrap();
+    assert_security_headers(bad_key.headers(), "bad key");
+    assert_eq!(bad_key.status(), StatusCode::UNAUTHORIZED);
+
+    let missing = app
+        .client
+        .get(app.url("/no/such/page"))
+        .send()
+        .await
+        .unwrap();
+    assert_security_headers(missing.headers(), "404");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+
+    let (token, csrf) = sign_in(&app).await;
+    let created = app
+        .client
+        .post(app.url("/api/v1/api_key/"))
+        .header("cookie", cookie(&token))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"name": "shown once"}))
+        .send()
+        .await
+        .unwrap();
+    assert_security_headers(created.headers(), "key creation");
+    let body = expect(created, StatusCode::OK).await;
+    assert!(body["api_key"].as_str().unwrap().starts_with("sk-"));
+}
+
+#[actix_web::test]
+async fn cookie_sessions_need_the_csrf_token_to_change_state() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let (token, csrf) = sign_in(&app).await;
+    assert_eq!(csrf.len(), 64);
+
+    // The page learns the token from the session too.
+    let session = app
+        .client
+        .get(app.url("/api/v1/session"))
+        .header("cookie", cookie(&token))
+        .send()
+        .await
+        .unwrap();
+    let session = expect(session, StatusCode::OK).await;
+    assert_eq!(session["csrf_token"], csrf.as_str());
+    assert_eq!(session["user"]["username"], ADMIN);
+    assert_eq!(session["user"]["is_superuser"], true);
+
+    // Reading needs no token.
+    let list = app
+        .client
+        .get(app.url("/api/v1/api_key/"))
+        .header("cookie", cookie(&token))
+        .send()
+        .await
+        .unwrap();
+    expect(list, StatusCode::OK).await;
+
+    // Changing state with the cookie alone, or a wrong token, is refused
+    // before the handler runs.
+    for sent in [None, Some("0".repeat(64)), Some(format!("{csrf}x"))] {
+        let mut req = app
+            .client
+            .post(app.url("/api/v1/api_key/"))
+            .header("cookie", cookie(&token))
+            .json(&json!({"name": "forged"}));
+        if let Some(value) = &sent {
+            req = req.header("x-csrf-token", value);
+        }
+        let body = expect(req.send().await.unwrap(), StatusCode::FORBIDDEN).await;
+        assert_eq!(body["detail"], "Missing or invalid CSRF token", "{sent:?}");
+    }
+    let keys: Value = app
+        .client
+        .get(app.url("/api/v1/api_key/"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys["total_count"], 0, "a refused request created a key");
+
+    // With the token it works; so do bearer sessions and keys without one.
+    let ok = app
+        .client
+        .post(app.url("/api/v1/api_key/"))
+        .header("cookie", cookie(&token))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"name": "from the page"}))
+        .send()
+        .await
+        .unwrap();
+    let created = expect(ok, StatusCode::OK).await;
+    let key = created["api_key"].as_str().unwrap().to_string();
+    let id = created["id"].as_str().unwrap().to_string();
+    let by_bearer = app
+        .client
+        .post(app.url("/api/v1/api_key/"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "script"}))
+        .send()
+        .await
+        .unwrap();
+    expect(by_bearer, StatusCode::OK).await;
+    let by_key = app
+        .client
+        .post(app.url("/api/v1/api_key/"))
+        .header("x-api-key", &key)
+        .json(&json!({"name": "from a key"}))
+        .send()
+        .await
+        .unwrap();
+    expect(by_key, StatusCode::OK).await;
+
+    // DELETE and PATCH are guarded the same way.
+    let delete = app
+        .client
+        .delete(app.url(&format!("/api/v1/api_key/{id}")))
+        .header("cookie", cookie(&token))
+        .send()
+        .await
+        .unwrap();
+    expect(delete, StatusCode::FORBIDDEN).await;
+    assert_eq!(app.whoami_status(&key).await, StatusCode::OK);
+    let delete = app
+        .client
+        .delete(app.url(&format!("/api/v1/api_key/{id}")))
+        .header("cookie", cookie(&token))
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    expect(delete, StatusCode::OK).await;
+    assert_eq!(app.whoami_status(&key).await, StatusCode::UNAUTHORIZED);
+
+    // A key has no session to describe.
+    let (_, other_key) = app.create_key(&token, "other").await;
+    let res = app
+        .client
+        .get(app.url("/api/v1/session"))
+        .header("x-api-key", &other_key)
+        .send()
+        .await
+        .unwrap();
+    expect(res, StatusCode::BAD_REQUEST).await;
+
+    // Signing in again and out stay possible with the cookie alone.
+    let relogin = app
+        .client
+        .post(app.url("/api/v1/login"))
+        .header("cookie", cookie(&token))
+        .form(&[("username", ADMIN), ("password", ADMIN_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    expect(relogin, StatusCode::OK).await;
+    let logout = app
+        .client
+        .post(app.url("/api/v1/logout"))
+        .header("cookie", cookie(&token))
+        .send()
+        .await
+        .unwrap();
+    expect(logout, StatusCode::OK).await;
+    let after = app
+        .client
+        .get(app.url("/api/v1/session"))
+        .header("cookie", cookie(&token))
+        .send()
+        .await
+        .unwrap();
+    expect(after, StatusCode::UNAUTHORIZED).await;
+}
+
+#[actix_web::test]
+async fn auto_login_is_off_by_default() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let res = app
+        .client
+        .get(app.url("/api/v1/auto_login"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get(SET_COOKIE).is_none());
+    let body = expect(res, StatusCode::BAD_REQUEST).await;
+    assert!(body["detail"].as_str().unwrap().contains("disabled"));
+}
+
+#[actix_web::test]
+async fn auto_login_opens_a_superuser_session_but_the_api_still_needs_credentials() {
+    let app = TestApp::start_with(Backend::Sqlite, &[("KEYGATE_AUTO_LOGIN", "true")]).await;
+    let anonymous = app
+        .client
+        .get(app.url("/api/v1/users/whoami"))
+        .send()
+        .await
+        .unwrap();
+    expect(anonymous, StatusCode::UNAUTHORIZED).await;
+
+    let res = app
+        .client
+        .get(app.url("/api/v1/auto_login"))
+        .send()
+        .await
+        .unwrap();
+    let set_cookie = res.headers()[SET_COOKIE].to_str().unwrap().to_string();
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"));
+    assert_security_headers(res.headers(), "auto_login");
+    let body = expect(res, StatusCode::OK).await;
+    let token = body["access_token"].as_str().unwrap();
+    assert!(set_cookie.starts_with(&cookie(token)));
+
+    let session = app
+        .client
+        .get(app.url("/api/v1/session"))
+        .header("cookie", cookie(token))
+        .send()
+        .await
+        .unwrap();
+    let session = expect(session, StatusCode::OK).await;
+    assert_eq!(session["user"]["username"], ADMIN);
+    assert_eq!(session["user"]["is_superuser"], true);
+    assert_eq!(session["csrf_token"], body["csrf_token"]);
+}
