@@ -229,6 +229,13 @@ pub fn reencrypt_everything(
 }
 
 fn rotate_secret(config: Config, new_secret: &str) -> Result<(), String> {
+    // A new secret is chosen now: unlike an existing one, it must be strong.
+    if new_secret.trim().chars().count() < crypto::MIN_SECRET_LEN {
+        return Err(format!(
+            "--new-secret: the secret key must have at least {} characters",
+            crypto::MIN_SECRET_LEN
+        ));
+    }
     let new_box = SecretBox::new(new_secret).map_err(|e| format!("--new-secret: {e}"))?;
     let pool = db::connect_and_migrate(&config.database_url, 1, config.db_timeout)?;
     let mut conn = pool.get().map_err(|e| e.to_string())?;

@@ -69,14 +69,19 @@ impl std::fmt::Debug for SecretBox {
 }
 
 impl SecretBox {
-    /// Derives the key. The secret must have at least [`MIN_SECRET_LEN`]
-    /// characters; the message never contains it.
+    /// Derives the key. An empty secret is refused; one shorter than
+    /// [`MIN_SECRET_LEN`] characters is accepted with a warning (the
+    /// operator's choice; the generated secret is far longer). Messages
+    /// never contain the secret.
     pub fn new(operator_secret: &str) -> Result<Self, String> {
         let secret = operator_secret.trim();
+        if secret.is_empty() {
+            return Err("the secret key is empty".to_string());
+        }
         if secret.chars().count() < MIN_SECRET_LEN {
-            return Err(format!(
-                "the secret key must have at least {MIN_SECRET_LEN} characters"
-            ));
+            tracing::warn!(
+                "the secret key has fewer than {MIN_SECRET_LEN} characters; use a long random one"
+            );
         }
         let hkdf = Hkdf::<Sha256>::new(Some(HKDF_SALT), secret.as_bytes());
         let mut okm = [0u8; 32];
@@ -387,7 +392,8 @@ mod tests {
 
     #[test]
     fn short_secrets_are_refused_and_debug_hides_everything() {
-        assert!(SecretBox::new("short").is_err());
+        assert!(SecretBox::new("  ").is_err());
+        assert!(SecretBox::new("short").is_ok());
         let secret_box = SecretBox::new("a-long-enough-secret").unwrap();
         assert_eq!(format!("{secret_box:?}"), "SecretBox(***)");
         assert_eq!(generate_secret().unwrap().len(), 43);

@@ -108,6 +108,13 @@ impl From<diesel::result::Error> for AppError {
         {
             return Self::conflict("A concurrent change conflicted with this one; try again");
         }
+        // PostgreSQL refuses NUL in text; SQLite would store it. Either way
+        // it is bad input, not a server fault.
+        if let diesel::result::Error::DatabaseError(_, info) = &error {
+            if info.message().contains("0x00") {
+                return Self::unprocessable("Text must not contain NUL (\\u0000) characters");
+            }
+        }
         if crate::db::is_unavailable(&error) {
             tracing::warn!(%error, "database unavailable");
             return Self::unavailable(DATABASE_UNAVAILABLE);

@@ -670,6 +670,28 @@ async fn public_flows_run_without_a_key_until_a_bound_key_exists(backend: Backen
     }
     assert!(upstream.received_nothing());
 
+    // A script that always sends its own key may still run someone else's
+    // public flow (never their private one).
+    let (_, bob) = app.create_user(&admin, "bob").await;
+    let (_, bob_key) = app.create_key(&bob, "bob").await;
+    expect(
+        run(&app, "open-flow", Some(&bob_key)).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let got = upstream.next_request().await;
+    assert_eq!(got.path, "/public");
+    assert_eq!(got.header("x-api-key"), None);
+    expect(
+        run(&app, "closed-flow", Some(&bob_key))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert!(upstream.received_nothing());
+
     // An active flow-bound key makes the public flow require a key.
     let res = app
         .client

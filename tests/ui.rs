@@ -188,13 +188,19 @@ async fn cookie_sessions_need_the_csrf_token_to_change_state() {
         .unwrap();
     expect(list, StatusCode::OK).await;
 
-    // Changing state with the cookie alone, or a wrong token, is refused
-    // before the handler runs.
-    for sent in [None, Some("0".repeat(64)), Some(format!("{csrf}x"))] {
+    // A browser (it sends Origin or Sec-Fetch-Site) changing state with the
+    // cookie alone, or a wrong token, is refused before the handler runs.
+    for (sent, browser_header) in [
+        (None, ("origin", "http://evil.example")),
+        (None, ("sec-fetch-site", "cross-site")),
+        (Some("0".repeat(64)), ("origin", "http://evil.example")),
+        (Some(format!("{csrf}x")), ("sec-fetch-site", "same-origin")),
+    ] {
         let mut req = app
             .client
             .post(app.url("/api/v1/api_key/"))
             .header("cookie", cookie(&token))
+            .header(browser_header.0, browser_header.1)
             .json(&json!({"name": "forged"}));
         if let Some(value) = &sent {
             req = req.header("x-csrf-token", value);
@@ -214,11 +220,33 @@ async fn cookie_sessions_need_the_csrf_token_to_change_state() {
         .unwrap();
     assert_eq!(keys["total_count"], 0, "a refused request created a key");
 
+    // A script keeping a cookie jar (no Origin, no Sec-Fetch-*) is not a
+    // browser page and needs no token, as with Langflow.
+    let script = app
+        .client
+        .post(app.url("/api/v1/api_key/"))
+        .header("cookie", cookie(&token))
+        .json(&json!({"name": "cookie-jar script"}))
+        .send()
+        .await
+        .unwrap();
+    let script_key = expect(script, StatusCode::OK).await;
+    let script_key_id = script_key["id"].as_str().unwrap().to_string();
+    let res = app
+        .client
+        .delete(app.url(&format!("/api/v1/api_key/{script_key_id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    expect(res, StatusCode::OK).await;
+
     // With the token it works; so do bearer sessions and keys without one.
     let ok = app
         .client
         .post(app.url("/api/v1/api_key/"))
         .header("cookie", cookie(&token))
+        .header("origin", app.base.as_str())
         .header("x-csrf-token", &csrf)
         .json(&json!({"name": "from the page"}))
         .send()
@@ -251,6 +279,7 @@ async fn cookie_sessions_need_the_csrf_token_to_change_state() {
         .client
         .delete(app.url(&format!("/api/v1/api_key/{id}")))
         .header("cookie", cookie(&token))
+        .header("sec-fetch-site", "cross-site")
         .send()
         .await
         .unwrap();

@@ -54,13 +54,13 @@ impl Provider {
         }
     }
 
-    /// Parses a path segment; 422 for an unknown provider.
+    /// Parses a path segment; 404 for an unknown provider (no such resource).
     pub fn parse(text: &str) -> Result<Self, AppError> {
         Provider::ALL
             .into_iter()
             .find(|p| p.as_str() == text.trim().to_ascii_lowercase())
             .ok_or_else(|| {
-                AppError::unprocessable(format!(
+                AppError::not_found(format!(
                     "Unknown provider {text:?}: expected langfuse, openai or generic"
                 ))
             })
@@ -112,11 +112,11 @@ pub async fn load_decrypted(
         .transpose()
 }
 
-/// `first 6 … last 4`; a secret under 20 characters is masked entirely so
-/// never more than half of it shows.
+/// `first 6 … last 4`; a secret under 12 characters is masked entirely, so
+/// a short secret is never mostly shown.
 pub fn mask(secret: &str) -> String {
     let chars: Vec<char> = secret.chars().collect();
-    if chars.len() < 20 {
+    if chars.len() < 12 {
         return "********".to_string();
     }
     let head: String = chars[..6].iter().collect();
@@ -236,11 +236,9 @@ async fn save(
             (Some(host_text(&url)), Some(public_key), Some(project))
         }
         Provider::OpenAi => {
-            if optional("public_key", request.public_key, MAX_KEY_LEN)?.is_some() {
-                return Err(AppError::unprocessable(
-                    "public_key is only used by the langfuse provider",
-                ));
-            }
+            // A public key means nothing to an OpenAI-compatible API; it is
+            // accepted (clients send one body to every provider) and not stored.
+            optional("public_key", request.public_key, MAX_KEY_LEN)?;
             let host = required("host", request.host, MAX_HOST_LEN)?;
             let url = check_host(&state, &host)?;
             providers::check_openai(&state.outbound, &url, &secret_key).await?;
@@ -369,9 +367,10 @@ mod tests {
     #[test]
     fn masks_long_secrets_and_hides_short_ones() {
         assert_eq!(mask("sk-lf-1234567890abcdefWXYZ"), "sk-lf-…WXYZ");
-        assert_eq!(mask("short-secret"), "********");
-        assert_eq!(mask("0123456789012345678"), "********");
-        assert_eq!(mask("01234567890123456789"), "012345…6789");
+        assert_eq!(mask("short-secr"), "********");
+        assert_eq!(mask("01234567890"), "********");
+        assert_eq!(mask("012345678901"), "012345…8901");
+        assert_eq!(mask("sk-generic-12345"), "sk-gen…2345");
     }
 
     #[test]

@@ -88,37 +88,47 @@ async fn resolve_flow(
         Some(principal) => {
             let owner = principal.user.id.clone();
             let lookup = parsed.clone();
-            let flow = db::run(&state.pool, move |conn| {
+            let own = db::run(&state.pool, move |conn| {
                 flow_store::find_by_identifier_for_user(conn, &owner, &lookup)
                     .map_err(AppError::from)
             })
-            .await?
-            .ok_or_else(|| flow_not_found(identifier))?;
-            match principal.bound_flow() {
-                Some(bound) if bound != flow.id => Err(flow_not_found(identifier)),
-                _ => Ok(flow),
+            .await?;
+            match (own, principal.bound_flow()) {
+                (Some(flow), Some(bound)) if bound != flow.id => Err(flow_not_found(identifier)),
+                (Some(flow), _) => Ok(flow),
+                (None, Some(_)) => Err(flow_not_found(identifier)),
+                // Not one of the owner's flows: another user's public flow
+                // may still be run, as by anyone without a key.
+                (None, None) => run_public(state, parsed)
+                    .await?
+                    .ok_or_else(|| flow_not_found(identifier)),
             }
         }
         // No key (a session is not a key): public flows only.
-        None => {
-            let now = db::now();
-            let found = db::run(&state.pool, move |conn| {
-                let mut public = flow_store::find_public(conn, &parsed)?;
-                // An endpoint name is unique per user only: two users'
-                // public flows with one name are run by id.
-                if public.len() != 1 {
-                    return Ok(None);
-                }
-                let flow = public.remove(0);
-                if key_store::flow_has_usable_bound_key(conn, &flow.id, now)? {
-                    return Ok(None);
-                }
-                Ok(Some(flow))
-            })
-            .await?;
-            found.ok_or_else(|| AppError::unauthorized(RUN_NEEDS_KEY))
-        }
+        None => run_public(state, parsed)
+            .await?
+            .ok_or_else(|| AppError::unauthorized(RUN_NEEDS_KEY)),
     }
+}
+
+/// The public flow with this identifier, when exactly one exists and no
+/// active flow-bound key guards it.
+async fn run_public(state: &AppState, parsed: Identifier) -> Result<Option<Flow>, AppError> {
+    let now = db::now();
+    db::run(&state.pool, move |conn| {
+        let mut public = flow_store::find_public(conn, &parsed)?;
+        // An endpoint name is unique per user only: two users'
+        // public flows with one name are run by id.
+        if public.len() != 1 {
+            return Ok(None);
+        }
+        let flow = public.remove(0);
+        if key_store::flow_has_usable_bound_key(conn, &flow.id, now)? {
+            return Ok(None);
+        }
+        Ok(Some(flow))
+    })
+    .await
 }
 
 /// Request headers of the caller that are forwarded; everything else

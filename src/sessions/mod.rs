@@ -66,7 +66,8 @@ fn parse_login(req: &HttpRequest, body: &[u8]) -> Result<LoginRequest, AppError>
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/json"))
+        || body.trim_ascii_start().starts_with(b"{");
     if is_json {
         serde_json::from_slice(body)
             .map_err(|e| AppError::unprocessable(format!("Invalid JSON body: {e}")))

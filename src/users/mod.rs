@@ -19,7 +19,7 @@ pub const MAX_USERNAME_LEN: usize = 64;
 const MAX_PAGE_SIZE: i64 = 1000;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/users/whoami", web::get().to(whoami))
+    cfg.service(web::resource(["/users/whoami", "/users/whoami/"]).route(web::get().to(whoami)))
         .service(
             web::resource(["/users", "/users/"])
                 .route(web::get().to(list_users))
@@ -336,9 +336,16 @@ pub fn ensure_superuser(
         Some(p) => (p.clone(), false),
         None => (password::generate()?, true),
     };
-    password::check_strength(&password_text).map_err(|e| {
-        AppError::unprocessable(format!("KEYGATE_SUPERUSER_PASSWORD: {}", e.detail()))
-    })?;
+    // The operator chose this password explicitly: a weak one is warned
+    // about, not refused (the API still enforces the minimum for others).
+    if let Err(e) = password::check_strength(&password_text) {
+        tracing::warn!("KEYGATE_SUPERUSER_PASSWORD: {}", e.detail());
+    }
+    if password_text.is_empty() {
+        return Err(AppError::unprocessable(
+            "KEYGATE_SUPERUSER_PASSWORD is empty",
+        ));
+    }
     let password_hash = password::hash(&password_text)?;
     if let Some(existing) = store::find_by_username(conn, &username)? {
         return Err(AppError::conflict(format!(
