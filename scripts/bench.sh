@@ -10,6 +10,7 @@
 # (installed with apt if missing) against:
 #   a) GET /health                    unauthenticated
 #   b) GET /api/v1/auth/check         valid key in the x-api-key header
+#  b0) GET /health                    the same key (verification cost alone)
 #   c) GET /api/v1/auth/check         valid key in the ?x-api-key= parameter
 #   d) GET /api/v1/auth/check         a flood of random well-formed unknown keys
 #   e) POST /api/v1/run/<flow>        through keygate to a local upstream,
@@ -154,20 +155,28 @@ for backend in $BACKENDS; do
         wrk -t1 -c8 -d2s -H "x-api-key: $KEY" "$BASE/api/v1/auth/check" >/dev/null # warm-up
         measure "a) /health, no key" "$BASE/health"
         measure "b) auth/check, key in header" "$BASE/api/v1/auth/check" -H "x-api-key: $KEY"
+        measure "b0) /health, key in header" "$BASE/health" -H "x-api-key: $KEY"
         measure "c) auth/check, key in query" "$BASE/api/v1/auth/check?x-api-key=$KEY"
         measure "d) auth/check, unknown keys" "$BASE/api/v1/auth/check" -s "$WORK/unknown.lua"
         if [[ $FLOW == 201 ]]; then
             measure "e) run through keygate" "$BASE/api/v1/run/bench" -s "$WORK/run.lua" -H "x-api-key: $KEY"
             measure "e) upstream called directly" "http://127.0.0.1:$UPSTREAM_PORT/run" -s "$WORK/run.lua"
+            # The same at 8 connections, where latency is per-request cost
+            # rather than queueing behind the 2 shared cores.
+            CONNECTIONS=8 measure "e8) run through keygate, 8 conns" "$BASE/api/v1/run/bench" -s "$WORK/run.lua" -H "x-api-key: $KEY"
+            CONNECTIONS=8 measure "e8) upstream directly, 8 conns" "http://127.0.0.1:$UPSTREAM_PORT/run" -s "$WORK/run.lua"
         fi
         echo
         echo "ratio header/unauthenticated: $(ratio "${RPS[b) auth/check, key in header]}" "${RPS[a) /health, no key]}") (throughput)," \
             "p99 $(ratio "${P99[b) auth/check, key in header]}" "${P99[a) /health, no key]}")x"
+        echo "ratio verification only (/health with key / without): $(ratio "${RPS[b0) /health, key in header]}" "${RPS[a) /health, no key]}") (throughput)," \
+            "p99 $(ratio "${P99[b0) /health, key in header]}" "${P99[a) /health, no key]}")x"
         echo "ratio query/unauthenticated:  $(ratio "${RPS[c) auth/check, key in query]}" "${RPS[a) /health, no key]}") (throughput)," \
             "p99 $(ratio "${P99[c) auth/check, key in query]}" "${P99[a) /health, no key]}")x"
         if [[ $FLOW == 201 ]]; then
             echo "ratio gateway/direct:         $(ratio "${RPS[e) run through keygate]}" "${RPS[e) upstream called directly]}") (throughput)," \
                 "p50 added $(awk -v a="${P50[e) run through keygate]}" -v b="${P50[e) upstream called directly]}" 'BEGIN {printf "%.3f", a - b}') ms"
+            echo "gateway at 8 connections:     p50 added $(awk -v a="${P50[e8) run through keygate, 8 conns]}" -v b="${P50[e8) upstream directly, 8 conns]}" 'BEGIN {printf "%.3f", a - b}') ms"
         else
             echo "(e) skipped: this build has no flows/gateway"
         fi

@@ -41,13 +41,38 @@ use reqwest::{Method, RequestBuilder, Url};
 use crate::config::Config;
 use crate::error::AppError;
 
+fn build_client(allow_private: bool, timeout: Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(timeout)
+        .tcp_nodelay(true)
+        .dns_resolver(GuardedResolver { allow_private })
+        .user_agent(concat!("keygate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the outbound HTTP client: {e}"))
+}
+
 /// The shared outbound client and its address policy.
 #[derive(Clone)]
 pub struct Outbound {
     client: reqwest::Client,
     allow_private: bool,
     timeout: Duration,
+    /// Tells this `Outbound`'s per-thread clients from another's.
+    id: usize,
 }
+
+thread_local! {
+    /// One client per worker thread and `Outbound`: a pooled connection is
+    /// driven by the runtime that opened it, so sharing one pool between
+    /// actix's single-threaded workers made every reuse a cross-thread
+    /// wake-up (most of the gateway's CPU went to context switches).
+    static THREAD_CLIENTS: std::cell::RefCell<Vec<(usize, reqwest::Client)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+static NEXT_OUTBOUND_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl std::fmt::Debug for Outbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,24 +89,29 @@ impl Outbound {
     }
 
     pub fn new(allow_private: bool, timeout: Duration) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(timeout)
-            .dns_resolver(GuardedResolver { allow_private })
-            .user_agent(concat!("keygate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the outbound HTTP client: {e}"))?;
         Ok(Outbound {
-            client,
+            client: build_client(allow_private, timeout)?,
             allow_private,
             timeout,
+            id: NEXT_OUTBOUND_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
-    /// The shared client (no redirects, guarded DNS, connect time-out only).
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
+    /// This thread's client (no redirects, guarded DNS, connect time-out
+    /// only), built on first use with the same settings as every other.
+    pub fn client(&self) -> reqwest::Client {
+        THREAD_CLIENTS.with(|clients| {
+            let mut clients = clients.borrow_mut();
+            if let Some((_, client)) = clients.iter().find(|(id, _)| *id == self.id) {
+                return client.clone();
+            }
+            let client = build_client(self.allow_private, self.timeout).unwrap_or_else(|error| {
+                tracing::warn!(%error, "per-thread outbound client failed; using the shared one");
+                self.client.clone()
+            });
+            clients.push((self.id, client.clone()));
+            client
+        })
     }
 
     /// `KEYGATE_PROVIDER_TIMEOUT_MS`.

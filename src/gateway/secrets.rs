@@ -72,9 +72,9 @@ pub async fn fetch(
     }
 }
 
-/// The shared outbound client (guarded DNS, no redirects, no proxy, no
+/// This worker's outbound client (guarded DNS, no redirects, no proxy, no
 /// total time-out: the gateway applies its own time-to-first-byte limit).
-pub fn client(state: &AppState) -> &reqwest::Client {
+pub fn client(state: &AppState) -> reqwest::Client {
     state.outbound.client()
 }
 
