@@ -64,8 +64,9 @@ pub enum Command {
     RotateSecret {
         /// The new secret (at least 16 characters). Prefer the environment
         /// variable: a command line is visible to other local users.
-        #[arg(long, env = "KEYGATE_NEW_SECRET_KEY", hide_env_values = true)]
-        new_secret: String,
+        /// [env: KEYGATE_NEW_SECRET_KEY, also read from --env-file]
+        #[arg(long)]
+        new_secret: Option<String>,
     },
 }
 
@@ -100,7 +101,14 @@ pub fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Superuser { username, password } => create_superuser(config, username, password),
-        Command::RotateSecret { new_secret } => rotate_secret(config, &new_secret),
+        Command::RotateSecret { new_secret } => {
+            // Read after --env-file was loaded, so the file may carry it.
+            let new_secret = new_secret
+                .or_else(|| std::env::var("KEYGATE_NEW_SECRET_KEY").ok())
+                .filter(|s| !s.trim().is_empty())
+                .ok_or("pass --new-secret or set KEYGATE_NEW_SECRET_KEY")?;
+            rotate_secret(config, &new_secret)
+        }
     }
 }
 

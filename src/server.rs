@@ -226,19 +226,28 @@ pub async fn start(state: AppState) -> Result<RunningServer, String> {
             .wrap(actix_web::middleware::from_fn(auth::resolve))
             .wrap(ErrorHandlers::new().default_handler(json_error_body))
             .wrap_fn(|req, srv| {
-                let started = Instant::now();
-                let method = req.method().clone();
-                let target = redacted_target(req.path(), req.query_string());
+                // Built only when the access log is on (it re-encodes the
+                // query to redact keys, which costs on every request).
+                let logged = tracing::enabled!(target: "keygate::access", tracing::Level::INFO)
+                    .then(|| {
+                        (
+                            Instant::now(),
+                            req.method().clone(),
+                            redacted_target(req.path(), req.query_string()),
+                        )
+                    });
                 let response = srv.call(req);
                 async move {
                     let response: ServiceResponse<EitherBody<_>> = response.await?;
-                    tracing::info!(
-                        target: "keygate::access",
-                        method = %method,
-                        target = %target,
-                        status = response.status().as_u16(),
-                        micros = started.elapsed().as_micros() as u64,
-                    );
+                    if let Some((started, method, target)) = logged {
+                        tracing::info!(
+                            target: "keygate::access",
+                            method = %method,
+                            target = %target,
+                            status = response.status().as_u16(),
+                            micros = started.elapsed().as_micros() as u64,
+                        );
+                    }
                     Ok(response)
                 }
             })

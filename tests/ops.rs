@@ -348,6 +348,24 @@ async fn errors_are_json_with_the_right_status() {
     assert!(expect(res, StatusCode::METHOD_NOT_ALLOWED).await["detail"].is_string());
     let res = app.client.get(app.url("/health")).send().await.unwrap();
     assert_eq!(expect(res, StatusCode::OK).await["status"], "ok");
+    // A proxy's Basic auth is not ours: it neither blocks open routes nor
+    // authenticates anyone.
+    let res = app
+        .client
+        .get(app.url("/health"))
+        .basic_auth("proxy-user", Some("proxy-password"))
+        .send()
+        .await
+        .unwrap();
+    expect(res, StatusCode::OK).await;
+    let res = app
+        .client
+        .get(app.url("/api/v1/users/whoami"))
+        .basic_auth("admin", Some(crate::common::ADMIN_PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    expect(res, StatusCode::UNAUTHORIZED).await;
 }
 
 /// A TCP relay to PostgreSQL that the test can cut and restore. It runs

@@ -283,10 +283,16 @@ async fn check(principal: Principal) -> actix_web::HttpResponse {
 }
 
 /// What the request presented, before any lookup.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Presented {
     ApiKey(String),
-    Session { token: String, via_cookie: bool },
+    Session {
+        token: String,
+        via_cookie: bool,
+    },
+    /// An unusable `Authorization` value: refused only by routes that
+    /// need credentials.
+    BadSession(AppError),
     Nothing,
 }
 
@@ -302,7 +308,7 @@ fn reject(reason: &'static str, error: AppError) -> AppError {
 async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, Failure> {
     let presented =
         presented_credentials(req.headers(), req.query_string()).map_err(Failure::Key)?;
-    if presented == Presented::Nothing {
+    if matches!(presented, Presented::Nothing) {
         return Ok(None);
     }
     let state = req
@@ -317,6 +323,7 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, Failure> {
             .await
             .map(Some)
             .map_err(Failure::Session),
+        Presented::BadSession(error) => Err(Failure::Session(error)),
         Presented::Nothing => Ok(None),
     }
 }
@@ -418,27 +425,24 @@ fn presented_credentials(headers: &HeaderMap, query: &str) -> Result<Presented, 
             ),
         )),
         (Some(key), _) | (None, Some(key)) => Ok(Presented::ApiKey(key)),
-        (None, None) => Ok(session_token(headers)?.map_or(Presented::Nothing, |(token, via_cookie)| {
-            Presented::Session { token, via_cookie }
-        })),
+        (None, None) => Ok(match session_token(headers) {
+            Ok(Some((token, via_cookie))) => Presented::Session { token, via_cookie },
+            Ok(None) => Presented::Nothing,
+            Err(error) => Presented::BadSession(error),
+        }),
     }
 }
 
 /// The session token from the `Authorization: Bearer` header or the cookie,
-/// and whether it came from the cookie.
+/// and whether it came from the cookie. Other `Authorization` schemes (a
+/// proxy's Basic auth, say) are not ours and are ignored; an API key sent
+/// as a bearer token is an error, reported only where credentials matter.
 fn session_token(headers: &HeaderMap) -> Result<Option<(String, bool)>, AppError> {
-    if let Some(value) = headers.get(AUTHORIZATION) {
-        let value = value
-            .to_str()
-            .map_err(|_| AppError::unauthorized(INVALID_SESSION))?;
-        let Some(token) = strip_bearer(value) else {
-            return Err(reject(
-                "unsupported authorization scheme",
-                AppError::unauthorized(
-                    "Unsupported Authorization scheme; use Bearer with a session token",
-                ),
-            ));
-        };
+    if let Some(token) = headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(strip_bearer)
+    {
         let token = token.trim();
         if token.starts_with(token::KEY_PREFIX) {
             return Err(reject(
@@ -475,24 +479,40 @@ mod tests {
         map
     }
 
+    fn key(presented: Result<Presented, AppError>) -> String {
+        match presented {
+            Ok(Presented::ApiKey(key)) => key,
+            other => panic!("expected a key, got {other:?}"),
+        }
+    }
+
     #[test]
     fn reads_header_or_query() {
         assert_eq!(
-            presented_credentials(&headers(&[("X-API-KEY", "sk-a")]), "").unwrap(),
-            Presented::ApiKey("sk-a".into())
+            key(presented_credentials(
+                &headers(&[("X-API-KEY", "sk-a")]),
+                ""
+            )),
+            "sk-a"
         );
         assert_eq!(
-            presented_credentials(&headers(&[]), "x-api-key=sk-b&stream=true").unwrap(),
-            Presented::ApiKey("sk-b".into())
+            key(presented_credentials(
+                &headers(&[]),
+                "x-api-key=sk-b&stream=true"
+            )),
+            "sk-b"
         );
         assert_eq!(
-            presented_credentials(&headers(&[("x-api-key", "sk-a")]), "x-api-key=sk-a").unwrap(),
-            Presented::ApiKey("sk-a".into())
+            key(presented_credentials(
+                &headers(&[("x-api-key", "sk-a")]),
+                "x-api-key=sk-a"
+            )),
+            "sk-a"
         );
-        assert_eq!(
-            presented_credentials(&headers(&[]), "").unwrap(),
-            Presented::Nothing
-        );
+        assert!(matches!(
+            presented_credentials(&headers(&[]), ""),
+            Ok(Presented::Nothing)
+        ));
     }
 
     #[test]
@@ -510,15 +530,21 @@ mod tests {
 
     #[test]
     fn bearer_is_for_sessions_only() {
-        let key_as_bearer =
-            presented_credentials(&headers(&[("authorization", "Bearer sk-abc")]), "");
-        assert_eq!(key_as_bearer.unwrap_err().status().as_u16(), 401);
-        assert_eq!(
-            presented_credentials(&headers(&[("authorization", "Bearer tok")]), "").unwrap(),
-            Presented::Session {
-                token: "tok".into(),
-                via_cookie: false
+        match presented_credentials(&headers(&[("authorization", "Bearer sk-abc")]), "") {
+            Ok(Presented::BadSession(error)) => assert_eq!(error.status().as_u16(), 401),
+            other => panic!("expected a deferred refusal, got {other:?}"),
+        }
+        match presented_credentials(&headers(&[("authorization", "Bearer tok")]), "") {
+            Ok(Presented::Session { token, via_cookie }) => {
+                assert_eq!(token, "tok");
+                assert!(!via_cookie);
             }
-        );
+            other => panic!("expected a session, got {other:?}"),
+        }
+        // Another scheme (a proxy's Basic auth) is not ours: ignored.
+        assert!(matches!(
+            presented_credentials(&headers(&[("authorization", "Basic dTpw")]), ""),
+            Ok(Presented::Nothing)
+        ));
     }
 }

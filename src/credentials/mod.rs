@@ -112,8 +112,8 @@ pub async fn load_decrypted(
         .transpose()
 }
 
-/// `first 6 … last 4`; a secret under 12 characters is masked entirely, so
-/// a short secret is never mostly shown.
+/// `first 6 … last 4`, as the issue specifies; a secret under 12 characters
+/// is masked entirely (10 of 12 characters showing is the most revealed).
 pub fn mask(secret: &str) -> String {
     let chars: Vec<char> = secret.chars().collect();
     if chars.len() < 12 {

@@ -3,9 +3,10 @@
 //! owner's stored credential injected, the answer streamed back.
 //!
 //! Who may run what (the key itself was checked by `auth::resolve`):
-//! - an `sk-` key runs its owner's flows, found by id or endpoint name; a
-//!   flow-bound key runs only its own flow (any other: 404, like another
-//!   user's flow, so ids cannot be probed);
+//! - an `sk-` key runs its owner's flows, found by id or endpoint name, and
+//!   other users' public flows like anyone; a flow-bound key runs only its
+//!   own flow (any other: 404, like another user's private flow, so ids
+//!   cannot be probed);
 //! - without a key, a flow marked `"access": "public"` runs as long as no
 //!   usable flow-bound key exists for it; anything else asks for a key (401).
 //!

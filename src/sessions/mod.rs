@@ -105,18 +105,28 @@ async fn login(
     let session_token = token::generate()?;
     let token_hash = token::hash(&session_token);
 
+    // The password is checked between two short database calls, so a flood
+    // of sign-ins waits for the hashing thread without holding connections.
+    let lookup = username.trim().to_string();
+    let user = db::run(&state.pool, move |conn| {
+        users_store::find_by_username(conn, &lookup).map_err(AppError::from)
+    })
+    .await?;
+    let stored_hash = user.as_ref().map_or_else(
+        || password::dummy_hash().to_string(),
+        |u| u.password_hash.clone(),
+    );
+    let matches = web::block(move || password::verify(&password_text, &stored_hash))
+        .await
+        .map_err(|_| AppError::internal("password check was cancelled"))?;
+    let user = match user {
+        Some(user) if matches => user,
+        _ => return Err(AppError::unauthorized(WRONG_CREDENTIALS)),
+    };
+    if !user.is_active {
+        return Err(AppError::unauthorized("Inactive user"));
+    }
     db::run(&state.pool, move |conn| {
-        let user = users_store::find_by_username(conn, username.trim())?;
-        let Some(user) = user else {
-            password::verify(&password_text, password::dummy_hash());
-            return Err(AppError::unauthorized(WRONG_CREDENTIALS));
-        };
-        if !password::verify(&password_text, &user.password_hash) {
-            return Err(AppError::unauthorized(WRONG_CREDENTIALS));
-        }
-        if !user.is_active {
-            return Err(AppError::unauthorized("Inactive user"));
-        }
         create_session(conn, &user.id, &token_hash, ttl)
     })
     .await?;

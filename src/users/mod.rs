@@ -199,9 +199,8 @@ async fn create_user(
     } else {
         (state.config.new_user_is_active, false)
     };
-    let password_text = request.password;
+    let password_hash = password::hash_off_pool(request.password).await?;
     let user = db::run(&state.pool, move |conn| {
-        let password_hash = password::hash(&password_text)?;
         store::insert(
             conn,
             store::NewUser {
@@ -251,14 +250,14 @@ async fn update_user(
         None
     };
     let user_id = id.clone();
+    let password_hash = match request.password {
+        Some(new_password) => Some(password::hash_off_pool(new_password).await?),
+        None => None,
+    };
     let user = db::run(&state.pool, move |conn| {
         let changes = store::UserChanges {
             username,
-            password_hash: request
-                .password
-                .as_deref()
-                .map(password::hash)
-                .transpose()?,
+            password_hash,
             is_active: request.is_active,
             is_superuser: request.is_superuser,
             updated_at: None,
@@ -289,9 +288,10 @@ async fn reset_password(
     let request = body.into_inner();
     password::check_strength(&request.password)?;
     let keep_session = principal.session_id().map(str::to_string);
+    let password_hash = password::hash_off_pool(request.password).await?;
     let user = db::run(&state.pool, move |conn| {
         let changes = store::UserChanges {
-            password_hash: Some(password::hash(&request.password)?),
+            password_hash: Some(password_hash),
             ..Default::default()
         };
         let user = store::update(conn, &id, changes)?;

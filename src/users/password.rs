@@ -63,6 +63,14 @@ fn on_hashing_thread<T: Send + 'static>(
         .map_err(|_| AppError::internal("the password hashing thread stopped"))
 }
 
+/// [`hash`] from async code, without holding a database connection while
+/// the hashing thread is busy.
+pub async fn hash_off_pool(password: String) -> Result<String, AppError> {
+    actix_web::web::block(move || hash(&password))
+        .await
+        .map_err(|_| AppError::internal("password hashing was cancelled"))?
+}
+
 pub fn hash(password: &str) -> Result<String, AppError> {
     let password = password.to_string();
     on_hashing_thread(move || {
