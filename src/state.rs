@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::crypto::SecretBox;
 use crate::db::{DatabaseUrl, DbPool};
+use crate::flows::cache::FlowCache;
 use crate::keys::invalidation::{self, Listener, Publisher};
 use crate::keys::usage::UsageRecorder;
 use crate::keys::verify::{CacheSettings, KeyVerifier};
@@ -30,6 +31,7 @@ impl AppState {
     pub fn new(config: Config, pool: DbPool, secrets: SecretBox, outbound: Outbound) -> Self {
         let settings = CacheSettings::from_config(&config);
         let usage = Arc::new(UsageRecorder::new(pool.clone()));
+        let flows = Arc::new(FlowCache::new(config.key_cache_size, config.key_cache_ttl));
         let (keys, invalidation) = match &config.database_url {
             DatabaseUrl::Postgres(url) => {
                 let (publisher, outgoing) = invalidation::queue();
@@ -38,6 +40,7 @@ impl AppState {
                     settings,
                     publisher,
                     usage.clone(),
+                    flows.clone(),
                 ));
                 let listener = Listener::spawn(
                     url.clone(),
@@ -53,6 +56,7 @@ impl AppState {
                     settings,
                     Publisher::default(),
                     usage.clone(),
+                    flows.clone(),
                 )),
                 None,
             ),

@@ -8,6 +8,7 @@ use crate::common::upstream::FakeUpstream;
 use crate::common::{expect, Backend, TestApp};
 
 crate::on_both_backends!(
+    cached_flows_never_outlive_a_change,
     the_credential_is_injected_and_the_callers_key_is_not_forwarded,
     variables_and_basic_auth_inject_as_configured,
     body_query_and_content_type_arrive_intact,
@@ -927,4 +928,77 @@ async fn logs_never_hold_the_callers_key_or_the_injected_secret() {
         !log.contains(secret),
         "the injected secret appeared in the log"
     );
+}
+
+async fn cached_flows_never_outlive_a_change(backend: Backend) {
+    let mut upstream = FakeUpstream::start();
+    let app = start(backend).await;
+    let token = app.admin_token().await;
+    let (_, key) = app.create_key(&token, "runner").await;
+    let flow = create_flow(
+        &app,
+        &token,
+        json!({"name": "cached", "endpoint_name": "cached", "upstream": {"url": upstream.url("/first")}}),
+    )
+    .await;
+    let id = flow["id"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        expect(
+            run(&app, "cached", Some(&key)).send().await.unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(upstream.next_request().await.path, "/first");
+    }
+    // A changed upstream is used by the very next run.
+    let res = app
+        .client
+        .patch(app.url(&format!("/api/v1/flows/{id}")))
+        .bearer_auth(&token)
+        .json(&json!({"upstream": {"url": upstream.url("/second")}}))
+        .send()
+        .await
+        .unwrap();
+    expect(res, StatusCode::OK).await;
+    expect(
+        run(&app, "cached", Some(&key)).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(upstream.next_request().await.path, "/second");
+    // A renamed endpoint stops answering under the old name.
+    let res = app
+        .client
+        .patch(app.url(&format!("/api/v1/flows/{id}")))
+        .bearer_auth(&token)
+        .json(&json!({"endpoint_name": "renamed"}))
+        .send()
+        .await
+        .unwrap();
+    expect(res, StatusCode::OK).await;
+    expect(
+        run(&app, "cached", Some(&key)).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    // A deleted flow is gone at once.
+    let res = app
+        .client
+        .delete(app.url(&format!("/api/v1/flows/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    expect(res, StatusCode::OK).await;
+    expect(
+        run(&app, "renamed", Some(&key)).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    expect(
+        run(&app, &id, Some(&key)).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert!(upstream.received_nothing());
 }

@@ -4,6 +4,7 @@
 //! gateway forwards runs to (with which stored credential to inject, and
 //! how).
 
+pub mod cache;
 pub mod store;
 
 use actix_web::http::header::HeaderName;
@@ -445,6 +446,7 @@ async fn create_flow(
         store::insert(conn, new).map_err(duplicate_endpoint(endpoint_name))
     })
     .await?;
+    state.keys.forget_flows(&flow.user_id);
     Ok(HttpResponse::Created().json(FlowView::try_from(flow)?))
 }
 
@@ -521,12 +523,15 @@ async fn update_flow(
         updated_at: None,
     };
     let user_id = principal.user.id;
+    let owner = user_id.clone();
     let flow = db::run(&state.pool, move |conn| {
         store::update_for_user(conn, &user_id, &id, changes)
             .map_err(duplicate_endpoint(endpoint_name.flatten()))
     })
-    .await?
-    .ok_or_else(|| AppError::not_found(FLOW_NOT_FOUND))?;
+    .await;
+    // Evict even on failure: the cache must never outlive a change.
+    state.keys.forget_flows(&owner);
+    let flow = flow?.ok_or_else(|| AppError::not_found(FLOW_NOT_FOUND))?;
     Ok(HttpResponse::Ok().json(FlowView::try_from(flow)?))
 }
 
@@ -537,11 +542,13 @@ async fn delete_flow(
 ) -> Result<HttpResponse, AppError> {
     let id = parse_flow_id(&path)?;
     let user_id = principal.user.id;
+    let owner = user_id.clone();
     let deleted_keys = db::run(&state.pool, move |conn| {
         store::delete_for_user(conn, &user_id, &id).map_err(AppError::from)
     })
-    .await?
-    .ok_or_else(|| AppError::not_found(FLOW_NOT_FOUND))?;
+    .await;
+    state.keys.forget_flows(&owner);
+    let deleted_keys = deleted_keys?.ok_or_else(|| AppError::not_found(FLOW_NOT_FOUND))?;
     for key_id in &deleted_keys {
         state.keys.forget_key(key_id);
     }

@@ -28,6 +28,9 @@ use futures_util::TryStreamExt;
 use crate::auth::{FlowCaller, Principal, API_KEY_QUERY};
 use crate::db;
 use crate::error::AppError;
+use std::sync::Arc;
+
+use crate::flows::cache::RunnableFlow;
 use crate::flows::store::{self as flow_store, Flow, Identifier};
 use crate::flows::{Injection, Upstream};
 use crate::keys::store as key_store;
@@ -83,17 +86,11 @@ async fn resolve_flow(
     state: &AppState,
     caller: Option<Principal>,
     identifier: &str,
-) -> Result<Flow, AppError> {
+) -> Result<Arc<RunnableFlow>, AppError> {
     let parsed = Identifier::parse(identifier);
     match caller.filter(Principal::is_api_key) {
         Some(principal) => {
-            let owner = principal.user.id.clone();
-            let lookup = parsed.clone();
-            let own = db::run(&state.pool, move |conn| {
-                flow_store::find_by_identifier_for_user(conn, &owner, &lookup)
-                    .map_err(AppError::from)
-            })
-            .await?;
+            let own = own_flow(state, &principal.user.id, identifier, &parsed).await?;
             match (own, principal.bound_flow()) {
                 (Some(flow), Some(bound)) if bound != flow.id => Err(flow_not_found(identifier)),
                 (Some(flow), _) => Ok(flow),
@@ -112,9 +109,45 @@ async fn resolve_flow(
     }
 }
 
+/// One of `owner`'s flows, from the flow cache or the database.
+async fn own_flow(
+    state: &AppState,
+    owner: &str,
+    identifier: &str,
+    parsed: &Identifier,
+) -> Result<Option<Arc<RunnableFlow>>, AppError> {
+    let cache = state.keys.flows();
+    if let Some(flow) = cache.get(owner, identifier) {
+        return Ok(Some(flow));
+    }
+    let generation = cache.generation();
+    let (lookup_owner, lookup) = (owner.to_string(), parsed.clone());
+    let found = db::run(&state.pool, move |conn| {
+        flow_store::find_by_identifier_for_user(conn, &lookup_owner, &lookup)
+            .map_err(AppError::from)
+    })
+    .await?
+    .map(|flow| Arc::new(runnable(flow)));
+    if let Some(flow) = &found {
+        cache.insert(owner, identifier, flow.clone(), generation);
+    }
+    Ok(found)
+}
+
+fn runnable(flow: Flow) -> RunnableFlow {
+    RunnableFlow {
+        id: flow.id,
+        user_id: flow.user_id,
+        upstream: flow.upstream,
+    }
+}
+
 /// The public flow with this identifier, when exactly one exists and no
 /// active flow-bound key guards it.
-async fn run_public(state: &AppState, parsed: Identifier) -> Result<Option<Flow>, AppError> {
+async fn run_public(
+    state: &AppState,
+    parsed: Identifier,
+) -> Result<Option<Arc<RunnableFlow>>, AppError> {
     let now = db::now();
     db::run(&state.pool, move |conn| {
         let mut public = flow_store::find_public(conn, &parsed)?;
@@ -127,7 +160,7 @@ async fn run_public(state: &AppState, parsed: Identifier) -> Result<Option<Flow>
         if key_store::flow_has_usable_bound_key(conn, &flow.id, now)? {
             return Ok(None);
         }
-        Ok(Some(flow))
+        Ok(Some(Arc::new(runnable(flow))))
     })
     .await
 }

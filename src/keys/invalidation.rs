@@ -33,6 +33,8 @@ const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(5);
 pub enum Invalidation {
     Key(String),
     User(String),
+    /// Any flow of this user was created, changed or deleted.
+    Flows(String),
     KeyCreated,
     All,
 }
@@ -42,6 +44,7 @@ impl Invalidation {
         match self {
             Invalidation::Key(id) => format!("key:{id}"),
             Invalidation::User(id) => format!("user:{id}"),
+            Invalidation::Flows(id) => format!("flows:{id}"),
             Invalidation::KeyCreated => "created".into(),
             Invalidation::All => "all".into(),
         }
@@ -51,6 +54,7 @@ impl Invalidation {
         match payload.split_once(':') {
             Some(("key", id)) => Some(Invalidation::Key(id.to_string())),
             Some(("user", id)) => Some(Invalidation::User(id.to_string())),
+            Some(("flows", id)) => Some(Invalidation::Flows(id.to_string())),
             _ => match payload {
                 "created" => Some(Invalidation::KeyCreated),
                 "all" => Some(Invalidation::All),
@@ -287,6 +291,7 @@ mod tests {
         for invalidation in [
             Invalidation::Key("k1".into()),
             Invalidation::User("u1".into()),
+            Invalidation::Flows("u1".into()),
             Invalidation::KeyCreated,
             Invalidation::All,
         ] {

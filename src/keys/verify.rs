@@ -27,6 +27,7 @@ use crate::auth::AuthUser;
 use crate::config::Config;
 use crate::db::{self, DbPool};
 use crate::error::AppError;
+use crate::flows::cache::FlowCache;
 use crate::keys::invalidation::{Invalidation, Publisher};
 use crate::keys::store;
 use crate::keys::token::{DigestMap, KeyDigest};
@@ -106,6 +107,8 @@ pub struct KeyVerifier {
     publisher: Publisher,
     /// Lookups that reached the database (for tests and metrics).
     database_lookups: AtomicU64,
+    /// The gateway's flow cache, invalidated through the same path.
+    flows: Arc<FlowCache>,
 }
 
 impl KeyVerifier {
@@ -114,6 +117,7 @@ impl KeyVerifier {
         settings: CacheSettings,
         publisher: Publisher,
         usage: Arc<UsageRecorder>,
+        flows: Arc<FlowCache>,
     ) -> Self {
         Self {
             pool,
@@ -126,6 +130,7 @@ impl KeyVerifier {
             negative_generation: AtomicU64::new(0),
             publisher,
             database_lookups: AtomicU64::new(0),
+            flows,
         }
     }
 
@@ -224,8 +229,18 @@ impl KeyVerifier {
             self.negative_generation.fetch_add(1, Ordering::SeqCst);
             unknown.clear();
         }
-        // A new key cannot make a cached key stale.
-        if *invalidation == Invalidation::KeyCreated {
+        match invalidation {
+            Invalidation::Flows(user_id) | Invalidation::User(user_id) => {
+                self.flows.forget_owner(user_id)
+            }
+            Invalidation::All => self.flows.clear(),
+            Invalidation::Key(_) | Invalidation::KeyCreated => {}
+        }
+        // A new key cannot make a cached key stale, nor a flow change.
+        if matches!(
+            invalidation,
+            Invalidation::KeyCreated | Invalidation::Flows(_)
+        ) {
             return;
         }
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
@@ -233,7 +248,7 @@ impl KeyVerifier {
         match invalidation {
             Invalidation::Key(key_id) => known.retain(|_, c| c.key.key_id != *key_id),
             Invalidation::User(user_id) => known.retain(|_, c| c.key.owner.id != *user_id),
-            Invalidation::KeyCreated => {}
+            Invalidation::KeyCreated | Invalidation::Flows(_) => {}
             Invalidation::All => known.clear(),
         }
     }
@@ -251,6 +266,16 @@ impl KeyVerifier {
     /// A user was deleted, deactivated or had their rights changed.
     pub fn forget_user(&self, user_id: &str) {
         self.invalidate(Invalidation::User(user_id.to_string()));
+    }
+
+    /// A flow of this user was created, changed or deleted.
+    pub fn forget_flows(&self, user_id: &str) {
+        self.invalidate(Invalidation::Flows(user_id.to_string()));
+    }
+
+    /// The gateway's flow cache.
+    pub fn flows(&self) -> &FlowCache {
+        &self.flows
     }
 
     /// A key was created: a cached "unknown" must not hide it.
