@@ -138,7 +138,8 @@ fn create_key_for(
     user: Option<String>,
     name: Option<String>,
 ) -> Result<PlainKey, AppError> {
-    let state = server::prepare(config).map_err(AppError::internal)?;
+    let state = server::prepare_announcing(config, server::PasswordNotice::Stderr)
+        .map_err(AppError::unavailable)?;
     let mut conn = state.pool.get()?;
     let owner = match &user {
         Some(username) => user_store::find_by_username(&mut conn, username)?

@@ -35,8 +35,22 @@ pub fn security_headers() -> actix_web::middleware::DefaultHeaders {
 
 /// Connects, migrates, opens the secret box (checking the operator secret
 /// against the stored canary) and makes sure a superuser exists. A
-/// generated superuser password is printed here, once, to the terminal.
+/// generated superuser password is printed here, once, to the terminal
+/// (standard output).
 pub fn prepare(config: Config) -> Result<AppState, String> {
+    prepare_announcing(config, PasswordNotice::Stdout)
+}
+
+/// Where a generated superuser password is shown. Commands whose standard
+/// output is their result (`keygate api-key` prints the key) show it on
+/// standard error instead, so `KEY=$(keygate api-key)` stays one line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordNotice {
+    Stdout,
+    Stderr,
+}
+
+pub fn prepare_announcing(config: Config, notice: PasswordNotice) -> Result<AppState, String> {
     let pool = db::connect_and_migrate(&config.database_url, config.pool_size, config.db_timeout)?;
     let mut conn = pool
         .get()
@@ -46,17 +60,21 @@ pub fn prepare(config: Config) -> Result<AppState, String> {
     if let Some(password) = users::ensure_superuser(&mut conn, &config)
         .map_err(|e| format!("superuser bootstrap: {}", e.detail()))?
     {
-        print_generated_password(&config.superuser, &password);
+        let text = generated_password_notice(&config.superuser, &password);
+        match notice {
+            PasswordNotice::Stdout => println!("{text}"),
+            PasswordNotice::Stderr => eprintln!("{text}"),
+        }
     }
     drop(conn);
     Ok(AppState::new(config, pool, secrets, outbound))
 }
 
-fn print_generated_password(username: &str, password: &str) {
-    println!(
+fn generated_password_notice(username: &str, password: &str) -> String {
+    format!(
         "\n  keygate created the superuser {username:?} with this password, shown only now:\n\n      {password}\n\n  \
          Store it safely. Set KEYGATE_SUPERUSER_PASSWORD to choose it yourself.\n"
-    );
+    )
 }
 
 /// The whole HTTP surface, shared by `serve` and the tests.

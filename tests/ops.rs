@@ -243,6 +243,29 @@ async fn serve_loads_an_env_file_and_flags_override_it() {
 }
 
 #[actix_web::test]
+async fn cli_api_key_on_a_fresh_database_prints_only_the_key_on_stdout() {
+    let db = TestDb::new(Backend::Sqlite);
+    let mut env = binary_env(&db);
+    env.remove("KEYGATE_SUPERUSER_PASSWORD");
+    let output = keygate(&env)
+        .args(["api-key", "--name", "first"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert!(lines[0].starts_with("sk-") && lines[0].len() == 46);
+    // The superuser created on the way still gets its one-time password,
+    // on standard error.
+    assert!(String::from_utf8_lossy(&output.stderr).contains("shown only now"));
+}
+
+#[actix_web::test]
 async fn cli_migrates_creates_keys_and_guards_superuser_creation() {
     let db = TestDb::new(Backend::Sqlite);
     let env = binary_env(&db);
