@@ -171,3 +171,61 @@ async fn a_revocation_on_one_instance_reaches_the_other() {
     expect(res, StatusCode::OK).await;
     assert!(refused_within(&second, &ivy_key, Duration::from_secs(5)).await);
 }
+
+#[actix_web::test]
+async fn a_flow_change_on_one_instance_reaches_the_other() {
+    use crate::common::upstream::FakeUpstream;
+    let mut upstream = FakeUpstream::start();
+    let settings = [
+        ("KEYGATE_KEY_CACHE_TTL_SECS", "3600"),
+        ("KEYGATE_ALLOW_PRIVATE_UPSTREAMS", "true"),
+    ];
+    let first = TestApp::start_with(Backend::Postgres, &settings).await;
+    let second = TestApp::start_on(first.db.alias(), &settings).await;
+    let admin = first.admin_token().await;
+    let (_, key) = first.create_key(&admin, "runner").await;
+    let res = first
+        .client
+        .post(first.url("/api/v1/flows/"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "f", "endpoint_name": "moving", "upstream": {"url": upstream.url("/before")}}))
+        .send()
+        .await
+        .unwrap();
+    let flow = expect(res, StatusCode::CREATED).await;
+    let run = |instance: &TestApp| {
+        instance
+            .client
+            .post(instance.url("/api/v1/run/moving"))
+            .header("x-api-key", &key)
+            .json(&json!({"inputs": {}}))
+            .send()
+    };
+    // The second instance caches the flow.
+    expect(run(&second).await.unwrap(), StatusCode::OK).await;
+    assert_eq!(upstream.next_request().await.path, "/before");
+
+    let res = first
+        .client
+        .patch(first.url(&format!("/api/v1/flows/{}", flow["id"].as_str().unwrap())))
+        .bearer_auth(&admin)
+        .json(&json!({"upstream": {"url": upstream.url("/after")}}))
+        .send()
+        .await
+        .unwrap();
+    expect(res, StatusCode::OK).await;
+    // Within the notification's reach (the TTL is an hour), the second
+    // instance sends runs to the new upstream.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        expect(run(&second).await.unwrap(), StatusCode::OK).await;
+        if upstream.next_request().await.path == "/after" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the flow change never reached the second instance"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
