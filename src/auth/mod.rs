@@ -117,13 +117,15 @@ pub struct MaybePrincipal(pub Option<Principal>);
 /// flow-bound key for any flow but its own.
 pub struct FlowCaller(pub Option<Principal>);
 
-/// What [`resolve`] found, kept in the request's extensions.
-#[derive(Clone)]
+/// What [`resolve`] found, kept in the request's extensions until the
+/// handler's one principal extractor takes it.
 struct Resolved(Result<Option<Principal>, AppError>);
 
+/// Moved out rather than copied: each handler takes exactly one of
+/// `Principal`, `MaybePrincipal` or `FlowCaller`.
 fn resolved(req: &HttpRequest) -> Result<Option<Principal>, AppError> {
-    match req.extensions().get::<Resolved>() {
-        Some(Resolved(outcome)) => outcome.clone(),
+    match req.extensions_mut().remove::<Resolved>() {
+        Some(Resolved(outcome)) => outcome,
         None => Err(AppError::internal(
             "authentication middleware is not installed",
         )),
