@@ -272,12 +272,7 @@ pub fn replace_canary(conn: &mut DbConnection, new_box: &SecretBox) -> Result<()
 
 /// A new operator secret: 32 bytes from the OS, base64url (43 characters).
 pub fn generate_secret() -> Result<String, String> {
-    use rand::TryRng;
-    let mut bytes = [0u8; 32];
-    rand::rngs::SysRng
-        .try_fill_bytes(&mut bytes)
-        .map_err(|e| format!("OS random source failed: {e}"))?;
-    Ok(URL_SAFE_NO_PAD.encode(bytes))
+    crate::random::url_safe::<32>().map_err(|e| format!("OS random source failed: {e}"))
 }
 
 fn read_secret_file(path: &Path) -> Result<String, String> {

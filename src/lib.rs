@@ -17,6 +17,7 @@ pub mod flows;
 pub mod gateway;
 pub mod keys;
 pub mod outbound;
+pub mod random;
 pub mod server;
 pub mod sessions;
 pub mod state;

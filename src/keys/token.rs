@@ -5,10 +5,6 @@
 //! of the whole text is ever stored. [`PlainKey`] keeps the text out of
 //! `Debug` output so it cannot be logged by accident.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use rand::rngs::SysRng;
-use rand::TryRng;
 use sha2::{Digest, Sha256};
 
 pub const KEY_PREFIX: &str = "sk-";
@@ -30,11 +26,9 @@ impl std::fmt::Debug for PlainKey {
 impl PlainKey {
     /// Draws 32 bytes from the operating system.
     pub fn generate() -> Result<Self, rand::rngs::SysError> {
-        let mut bytes = [0u8; 32];
-        SysRng.try_fill_bytes(&mut bytes)?;
         Ok(PlainKey(format!(
             "{KEY_PREFIX}{}",
-            URL_SAFE_NO_PAD.encode(bytes)
+            crate::random::url_safe::<32>()?
         )))
     }
 
@@ -61,7 +55,7 @@ pub struct KeyHash(String);
 
 impl KeyHash {
     pub fn of(text: &str) -> Self {
-        KeyHash(hex::encode(Sha256::digest(text.as_bytes())))
+        KeyDigest::of(text).to_hash()
     }
 
     pub fn as_str(&self) -> &str {

@@ -57,11 +57,6 @@ impl UsageRecorder {
         registry.entry(key_id.to_string()).or_default().clone()
     }
 
-    /// Counts one use of a key by id (for callers without cached counters).
-    pub fn record(&self, key_id: &str, at: NaiveDateTime) {
-        self.counters(key_id).record(at);
-    }
-
     /// Takes every pending count, leaving the counters at zero.
     fn take(&self) -> Vec<(String, Arc<KeyCounters>, i64, i64)> {
         let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());

@@ -70,15 +70,6 @@ pub fn find_active(
     }))
 }
 
-pub fn delete(conn: &mut DbConnection, session_id: &str) -> QueryResult<usize> {
-    diesel::delete(sessions::table.find(session_id)).execute(conn)
-}
-
-/// Ends every session of a user (after a password change or deactivation).
-pub fn delete_for_user(conn: &mut DbConnection, user_id: &str) -> QueryResult<usize> {
-    diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id))).execute(conn)
-}
-
 pub fn delete_expired(conn: &mut DbConnection, now: NaiveDateTime) -> QueryResult<usize> {
     diesel::delete(sessions::table.filter(sessions::expires_at.le(now))).execute(conn)
 }

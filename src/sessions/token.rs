@@ -1,9 +1,6 @@
 //! Session tokens: 32 random bytes, URL-safe base64. Only their SHA-256 is
 //! stored, like API keys.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use rand::TryRng;
 use sha2::{Digest, Sha256};
 
 use crate::error::AppError;
@@ -14,11 +11,8 @@ const TOKEN_LEN: usize = 43;
 /// value can always be told apart from a misplaced key.
 pub fn generate() -> Result<String, AppError> {
     loop {
-        let mut bytes = [0u8; 32];
-        rand::rngs::SysRng
-            .try_fill_bytes(&mut bytes)
+        let token = crate::random::url_safe::<32>()
             .map_err(|e| AppError::internal(format_args!("OS random source failed: {e}")))?;
-        let token = URL_SAFE_NO_PAD.encode(bytes);
         if !token.starts_with(crate::keys::token::KEY_PREFIX) {
             return Ok(token);
         }

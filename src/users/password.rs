@@ -119,14 +119,8 @@ pub fn check_strength(password: &str) -> Result<(), AppError> {
 
 /// A strong random password for the bootstrap superuser.
 pub fn generate() -> Result<String, AppError> {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
-    use rand::TryRng;
-    let mut bytes = [0u8; 18];
-    rand::rngs::SysRng
-        .try_fill_bytes(&mut bytes)
-        .map_err(|e| AppError::internal(format_args!("OS random source failed: {e}")))?;
-    Ok(URL_SAFE_NO_PAD.encode(bytes))
+    crate::random::url_safe::<18>()
+        .map_err(|e| AppError::internal(format_args!("OS random source failed: {e}")))
 }
 
 #[cfg(test)]
