@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 use crate::crypto::{self, SecretBox, SecretSource};
 use crate::error::AppError;
-use crate::keys::{store as key_store, token::PlainKey};
+use crate::keys::{store as key_store, token};
+use crate::token::PlainKey;
 use crate::users::{password, store as user_store};
 use crate::{credentials, db, server, variables};
 
@@ -156,15 +157,14 @@ fn create_key_for(
             owner.username
         )));
     }
-    let plain = PlainKey::generate()
-        .map_err(|e| AppError::internal(format_args!("OS random source failed: {e}")))?;
+    let plain = PlainKey::generate()?;
     key_store::insert(
         &mut conn,
         key_store::NewKey {
             user_id: &owner.id,
             name: name.as_deref(),
             key_hash: plain.hash().as_str(),
-            display_prefix: &plain.display_prefix(),
+            display_prefix: &token::display_prefix(&plain),
             expires_at: None,
             flow_id: None,
         },
@@ -225,9 +225,7 @@ pub fn reencrypt_everything(
     old: &SecretBox,
     new: &SecretBox,
 ) -> Result<Rotated, AppError> {
-    use diesel::Connection;
-    conn.transaction::<_, AppError, _>(|conn| {
-        db::serializable(conn)?;
+    db::serializable_transaction::<_, AppError, _>(conn, |conn| {
         let rotated = Rotated {
             credentials: credentials::store::reencrypt_all(conn, old, new)?,
             variables: variables::store::reencrypt_all(conn, old, new)?,

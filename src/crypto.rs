@@ -236,10 +236,12 @@ fn store_canary(
         .execute(conn);
     match inserted {
         Ok(_) => Ok(()),
-        Err(e) if db::is_unique_violation(&e) => match read_canary(conn)? {
-            Some(stored) => check_canary(secret_box, &stored, source),
-            None => Err("the secret-key canary vanished during start-up".into()),
-        },
+        Err(e) if matches!(db::DbError::classify(&e), db::DbError::Duplicate(_)) => {
+            match read_canary(conn)? {
+                Some(stored) => check_canary(secret_box, &stored, source),
+                None => Err("the secret-key canary vanished during start-up".into()),
+            }
+        }
         Err(e) => Err(format!("cannot store the secret-key canary: {e}")),
     }
 }

@@ -4,6 +4,10 @@
 //! is the only place a status code and a JSON body `{"detail": "…"}` are
 //! produced. Internal causes (database, I/O) are logged here and replaced by
 //! a generic detail, so no stack trace or secret reaches a client.
+//!
+//! This module is a leaf: it imports nothing of keygate. Other modules
+//! convert their own failures into it (`db` maps every database error here,
+//! once, in its `From` impls).
 
 use std::borrow::Cow;
 
@@ -15,6 +19,11 @@ use serde::Serialize;
 pub struct AppError {
     status: StatusCode,
     detail: Cow<'static, str>,
+    /// Seconds for a `Retry-After` header (busy or unavailable database).
+    retry_after: Option<u32>,
+    /// The database could not be reached: the connection that saw it is
+    /// not trusted again (see `db::run`).
+    database_outage: bool,
 }
 
 #[derive(Serialize)]
@@ -27,7 +36,27 @@ impl AppError {
         Self {
             status,
             detail: detail.into(),
+            retry_after: None,
+            database_outage: false,
         }
+    }
+
+    /// Asks the client to retry after `seconds` (sent as `Retry-After`).
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// 503 for a database that cannot be reached; see [`Self::is_database_outage`].
+    pub fn database_outage(detail: impl Into<Cow<'static, str>>) -> Self {
+        let mut error = Self::unavailable(detail).retry_after(1);
+        error.database_outage = true;
+        error
+    }
+
+    /// True when the error means the database connection is gone.
+    pub fn is_database_outage(&self) -> bool {
+        self.database_outage
     }
 
     pub fn bad_request(detail: impl Into<Cow<'static, str>>) -> Self {
@@ -62,6 +91,12 @@ impl AppError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
     }
 
+    /// The one 422 for a body that is not the JSON a route takes (Langflow's
+    /// wording).
+    pub fn invalid_json(cause: impl std::fmt::Display) -> Self {
+        Self::unprocessable(format!("Invalid JSON body: {cause}"))
+    }
+
     /// Logs the cause and answers 500 with a generic detail.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(%cause, "internal error");
@@ -91,42 +126,13 @@ impl ResponseError for AppError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.json(ErrorBody {
             detail: &self.detail,
         })
-    }
-}
-
-const DATABASE_UNAVAILABLE: &str = "The database is unavailable; try again shortly";
-
-impl From<diesel::result::Error> for AppError {
-    fn from(error: diesel::result::Error) -> Self {
-        if let diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::SerializationFailure,
-            _,
-        ) = error
-        {
-            return Self::conflict("A concurrent change conflicted with this one; try again");
-        }
-        // PostgreSQL refuses NUL in text; SQLite would store it. Either way
-        // it is bad input, not a server fault.
-        if let diesel::result::Error::DatabaseError(_, info) = &error {
-            if info.message().contains("0x00") {
-                return Self::unprocessable("Text must not contain NUL (\\u0000) characters");
-            }
-        }
-        if crate::db::is_unavailable(&error) {
-            tracing::warn!(%error, "database unavailable");
-            return Self::unavailable(DATABASE_UNAVAILABLE);
-        }
-        Self::internal(format_args!("database error: {error}"))
-    }
-}
-
-impl From<diesel::r2d2::PoolError> for AppError {
-    fn from(error: diesel::r2d2::PoolError) -> Self {
-        tracing::warn!(%error, "no database connection available");
-        Self::unavailable(DATABASE_UNAVAILABLE)
     }
 }
 
@@ -147,9 +153,7 @@ pub mod extractors {
             JsonPayloadError::ContentType => {
                 AppError::unprocessable("Expected a JSON body with Content-Type: application/json")
             }
-            JsonPayloadError::Deserialize(e) => {
-                AppError::unprocessable(format!("Invalid JSON body: {e}"))
-            }
+            JsonPayloadError::Deserialize(e) => AppError::invalid_json(e),
             other => AppError::bad_request(format!("Could not read the request body: {other}")),
         }
         .into()
@@ -157,6 +161,14 @@ pub mod extractors {
 
     pub fn path(error: PathError, _req: &HttpRequest) -> actix_web::Error {
         AppError::unprocessable(format!("Invalid path parameter: {error}")).into()
+    }
+
+    /// A `PathConfig` for routes whose `{id}` is a UUID (`web::Path<Uuid>`):
+    /// anything else is 422 `Invalid <what> id: expected a UUID`.
+    pub fn uuid_path(what: &'static str) -> actix_web::web::PathConfig {
+        actix_web::web::PathConfig::default().error_handler(move |_, _| {
+            AppError::unprocessable(format!("Invalid {what} id: expected a UUID")).into()
+        })
     }
 
     pub fn query(error: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {

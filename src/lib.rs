@@ -1,12 +1,23 @@
 //! keygate: an API-key gateway for LLM-application platforms.
 //!
-//! Domains (`users`, `sessions`, `keys`, `flows`, and the `gateway` that
-//! runs flows) sit over a thin shared core (`config`, `db`, `error`,
-//! `auth`, `state`, `server`, plus `crypto` for secrets at rest and
-//! `outbound` for every outbound HTTP call). `main.rs` only
-//! parses the command line; the tests drive [`server`] directly.
+//! The crate is layered; every import points down (a test in the suite
+//! reads `src/` and fails on an upward or circular import):
+//!
+//! - core: `error`, `random`, `cache` (leaves); `db`, `token`, `validate`,
+//!   `identity` (who is calling); `config`; `crypto`, `outbound`, `bus` (the
+//!   invalidation bus); `state` (what every handler shares).
+//! - domains, each owning its tables, rules and routes: `sessions`,
+//!   `users`, `keys`, `credentials` and `variables`, `flows`.
+//! - above them: the `auth` middleware that reads a request and asks the
+//!   domains who it comes from, the `gateway` that runs flows, the `ui`,
+//!   then `server` (assembles the app) and `cli`.
+//!
+//! `main.rs` only parses the command line; the tests drive [`server`]
+//! directly.
 
 pub mod auth;
+pub mod bus;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod credentials;
@@ -15,12 +26,15 @@ pub mod db;
 pub mod error;
 pub mod flows;
 pub mod gateway;
+pub mod identity;
 pub mod keys;
 pub mod outbound;
 pub mod random;
 pub mod server;
 pub mod sessions;
 pub mod state;
+pub mod token;
 pub mod ui;
 pub mod users;
+pub mod validate;
 pub mod variables;

@@ -10,10 +10,41 @@ use actix_web::http::header;
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, App, HttpResponse, HttpServer};
 
+use std::sync::Arc;
+
 use crate::config::Config;
 use crate::error::{extractors, AppError};
+use crate::flows::cache::FlowCache;
+use crate::identity::API_KEY_QUERY;
+use crate::keys::usage::UsageRecorder;
+use crate::keys::KeyVerifier;
 use crate::state::AppState;
-use crate::{auth, credentials, db, flows, gateway, keys, sessions, ui, users, variables};
+use crate::token::{ApiKeyKind, TokenKind};
+use crate::{auth, credentials, db, flows, gateway, keys, ui, users, variables};
+
+/// The core state and the domain services built on it, each one app data
+/// of its own.
+#[derive(Clone)]
+pub struct Services {
+    pub core: AppState,
+    pub keys: Arc<KeyVerifier>,
+    pub usage: Arc<UsageRecorder>,
+    pub flows: Arc<FlowCache>,
+}
+
+impl Services {
+    /// Builds the domain services and subscribes their caches to the bus.
+    pub fn new(core: AppState) -> Self {
+        let (keys, usage) = keys::services(&core);
+        let flows = flows::services(&core);
+        Services {
+            core,
+            keys,
+            usage,
+            flows,
+        }
+    }
+}
 
 /// The page may load scripts, styles, images and data only from keygate
 /// itself; no inline script or style; no framing; no base or form target
@@ -78,11 +109,17 @@ fn generated_password_notice(username: &str, password: &str) -> String {
 }
 
 /// The whole HTTP surface, shared by `serve` and the tests.
-pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
-    let max_body = state.config.max_body_bytes;
-    let data = web::Data::new(state);
+pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clone {
+    let max_body = services.core.config.max_body_bytes;
+    let data = web::Data::new(services.core.clone());
+    let keys = web::Data::from(services.keys.clone());
+    let usage = web::Data::from(services.usage.clone());
+    let flows = web::Data::from(services.flows.clone());
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(data.clone())
+            .app_data(keys.clone())
+            .app_data(usage.clone())
+            .app_data(flows.clone())
             .app_data(
                 web::JsonConfig::default()
                     .limit(max_body)
@@ -97,7 +134,7 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .service(
                 web::scope("/api/v1")
                     .configure(auth::routes)
-                    .configure(sessions::routes)
+                    .configure(users::signin::routes)
                     .configure(users::routes)
                     .configure(keys::routes)
                     .configure(credentials::routes)
@@ -117,7 +154,7 @@ async fn health() -> HttpResponse {
 async fn health_check(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     db::run(&state.pool, |conn| {
         use diesel::r2d2::R2D2Connection;
-        conn.ping().map_err(AppError::from)
+        conn.ping()
     })
     .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ok", "db": "ok"})))
@@ -163,8 +200,8 @@ pub fn redacted_target(path: &str, query: &str) -> String {
     }
     let mut out = form_urlencoded::Serializer::new(String::new());
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-        let secret = name.eq_ignore_ascii_case(crate::auth::API_KEY_QUERY)
-            || value.starts_with(keys::token::KEY_PREFIX);
+        let secret =
+            name.eq_ignore_ascii_case(API_KEY_QUERY) || value.starts_with(ApiKeyKind::PREFIX);
         out.append_pair(&name, if secret { "REDACTED" } else { &value });
     }
     format!("{path}?{}", out.finish())
@@ -173,7 +210,7 @@ pub fn redacted_target(path: &str, query: &str) -> String {
 /// A running server: its address and the means to stop it.
 pub struct RunningServer {
     pub addr: SocketAddr,
-    pub state: AppState,
+    pub state: Services,
     handle: actix_web::dev::ServerHandle,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     flusher: tokio::task::JoinHandle<()>,
@@ -209,7 +246,7 @@ impl RunningServer {
         self.stop_flusher.notify_one();
         let _ = self.flusher.await;
         let flushed = self.state.usage.flush().await;
-        self.state.stop_background();
+        self.state.core.stop_background();
         let flushed = flushed
             .map_err(|e| format!("could not write usage counts at shutdown: {}", e.detail()))?;
         tracing::info!(keys = flushed, "usage counters flushed at shutdown");
@@ -236,9 +273,10 @@ pub fn stop_on_signals(handle: actix_web::dev::ServerHandle) -> std::io::Result<
 }
 
 /// Binds `host:port` (port 0 picks a free one) and starts serving.
-pub async fn start(state: AppState) -> Result<RunningServer, String> {
-    let config = state.config.clone();
-    let app_config = configure(state.clone());
+pub async fn start(core: AppState) -> Result<RunningServer, String> {
+    let state = Services::new(core);
+    let config = state.core.config.clone();
+    let app_config = configure(&state);
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(auth::resolve))

@@ -1,81 +1,46 @@
-//! What every handler shares: settings, the pool, the key verifier, the
-//! usage counters, the box that encrypts stored secrets and the outbound
-//! HTTP client.
+//! What every handler shares from the core: settings, the pool, the box
+//! that encrypts stored secrets, the outbound HTTP client and the
+//! invalidation bus. Domain services (the key verifier, the flow cache, the
+//! usage counters) are app data of their own, built by `server` on top of
+//! this, so the core knows no domain.
 
 use std::sync::Arc;
 
+use crate::bus::Bus;
 use crate::config::Config;
 use crate::crypto::SecretBox;
 use crate::db::{DatabaseUrl, DbPool};
-use crate::flows::cache::FlowCache;
-use crate::keys::invalidation::{self, Listener, Publisher};
-use crate::keys::usage::UsageRecorder;
-use crate::keys::verify::{CacheSettings, KeyVerifier};
 use crate::outbound::Outbound;
 
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub pool: DbPool,
-    pub keys: Arc<KeyVerifier>,
-    pub usage: Arc<UsageRecorder>,
     /// Encrypts and decrypts stored secrets (see `crypto`).
     pub secrets: Arc<SecretBox>,
     /// The outbound HTTP client with its SSRF policy (see `outbound`).
     pub outbound: Arc<Outbound>,
-    /// The PostgreSQL invalidation thread (none on SQLite).
-    invalidation: Option<Arc<Listener>>,
+    /// Where writes announce what they changed (see `bus`).
+    pub bus: Arc<Bus>,
 }
 
 impl AppState {
     pub fn new(config: Config, pool: DbPool, secrets: SecretBox, outbound: Outbound) -> Self {
-        let settings = CacheSettings::from_config(&config);
-        let usage = Arc::new(UsageRecorder::new(pool.clone()));
-        let flows = Arc::new(FlowCache::new(config.key_cache_size, config.key_cache_ttl));
-        let (keys, invalidation) = match &config.database_url {
-            DatabaseUrl::Postgres(url) => {
-                let (publisher, outgoing) = invalidation::queue();
-                let keys = Arc::new(KeyVerifier::new(
-                    pool.clone(),
-                    settings,
-                    publisher,
-                    usage.clone(),
-                    flows.clone(),
-                ));
-                let listener = Listener::spawn(
-                    url.clone(),
-                    Arc::downgrade(&keys),
-                    outgoing,
-                    config.notify_poll,
-                );
-                (keys, Some(Arc::new(listener)))
-            }
-            DatabaseUrl::Sqlite(_) => (
-                Arc::new(KeyVerifier::new(
-                    pool.clone(),
-                    settings,
-                    Publisher::default(),
-                    usage.clone(),
-                    flows.clone(),
-                )),
-                None,
-            ),
+        let bus = match &config.database_url {
+            DatabaseUrl::Postgres(url) => Bus::postgres(url.clone(), config.notify_poll),
+            DatabaseUrl::Sqlite(_) => Bus::local(),
         };
         AppState {
-            keys,
-            usage,
             secrets: Arc::new(secrets),
             outbound: Arc::new(outbound),
+            bus: Arc::new(bus),
             config: Arc::new(config),
             pool,
-            invalidation,
         }
     }
 
     /// Stops background work after the server has stopped.
     pub fn stop_background(&self) {
-        if let Some(listener) = &self.invalidation {
-            listener.stop();
-        }
+        self.bus.stop();
     }
 }

@@ -819,7 +819,7 @@ async fn rotate_secret_reencrypts_everything(backend: Backend) {
             .unwrap()
     };
     assert_eq!(
-        app.state().secrets.decrypt(&stored).unwrap(),
+        app.state().core.secrets.decrypt(&stored).unwrap(),
         "variable-secret-value-1"
     );
 }

@@ -3,181 +3,34 @@
 //! [`resolve`] is a middleware on the whole app: it reads an `sk-` key from
 //! the `x-api-key` header or the `x-api-key` query parameter, or else a
 //! session (cookie or `Authorization: Bearer`), before any handler runs or
-//! any body is read. A bad key is answered at once (400/401); the outcome
-//! is left in the request for the [`Principal`] / [`MaybePrincipal`]
-//! extractors that every protected handler takes. Malformed input is refused
-//! before any database work; unknown, revoked, expired, inactive keys and
-//! keys of inactive owners all get the same 401 body.
-//!
-//! Flow-bound keys are confined here, once: [`Principal`] and
-//! [`MaybePrincipal`] refuse them (403), so no handler written with them can
-//! be reached by such a key; only the gateway takes [`FlowCaller`], which
-//! accepts them and leaves it to check that the flow run is the bound one.
+//! any body is read, and asks the domain that owns the credential
+//! (`keys::authenticate`, `sessions::authenticate`). A bad key is answered
+//! at once (400/401); the outcome is left in the request
+//! (`identity::Resolved`) for the extractors every protected handler takes.
+//! Malformed input is refused before any database work; unknown, revoked,
+//! expired, inactive keys and keys of inactive owners all get the same 401
+//! body. A state-changing browser request on a cookie session must carry
+//! the session's CSRF token.
 
 use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, AUTHORIZATION};
 use actix_web::middleware::Next;
-use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use actix_web::{web, HttpRequest};
 
 use crate::error::AppError;
-use crate::keys::token::{self, KeyDigest};
+use crate::identity::{
+    reject, Credential, Principal, Resolved, API_KEY_HEADER, API_KEY_QUERY, INVALID_KEY,
+};
+use crate::keys::{self, KeyVerifier};
 use crate::sessions;
 use crate::state::AppState;
+use crate::token::ApiKeyKind;
+use crate::token::TokenKind;
 
-pub const API_KEY_HEADER: &str = "x-api-key";
-pub const API_KEY_QUERY: &str = "x-api-key";
-
-pub const MISSING_CREDENTIALS: &str = "An API key must be passed as the x-api-key header \
-    or the x-api-key query parameter (or sign in for a session)";
-pub const INVALID_KEY: &str = "Invalid API key";
-pub const INVALID_SESSION: &str = "Invalid or expired session; sign in again";
-pub const NOT_ENOUGH_PRIVILEGES: &str = "The user doesn't have enough privileges";
 pub const CSRF_REFUSED: &str = "Missing or invalid CSRF token";
 /// The header a page sends its session's CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
-pub const FLOW_BOUND_KEY: &str = "This API key is bound to one flow and can only run it";
-
-/// The authenticated user, as every handler sees it.
-#[derive(Debug, Clone)]
-pub struct AuthUser {
-    pub id: String,
-    pub username: String,
-    pub is_superuser: bool,
-}
-
-/// How the request proved who it is.
-#[derive(Debug, Clone)]
-pub enum Credential {
-    /// `flow_id`: the one flow a flow-bound key may run.
-    ApiKey {
-        key_id: String,
-        flow_id: Option<String>,
-    },
-    Session {
-        session_id: String,
-        /// The token a page must echo in `X-CSRF-Token` (see
-        /// [`sessions::csrf_token`]).
-        csrf_token: String,
-        /// True when the session came from the cookie, not `Authorization`.
-        via_cookie: bool,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub struct Principal {
-    pub user: AuthUser,
-    pub credential: Credential,
-}
-
-impl Principal {
-    pub fn require_superuser(&self) -> Result<(), AppError> {
-        if self.user.is_superuser {
-            Ok(())
-        } else {
-            Err(AppError::forbidden(NOT_ENOUGH_PRIVILEGES))
-        }
-    }
-
-    pub fn session_id(&self) -> Option<&str> {
-        match &self.credential {
-            Credential::Session { session_id, .. } => Some(session_id),
-            Credential::ApiKey { .. } => None,
-        }
-    }
-
-    /// The flow a flow-bound key is confined to.
-    pub fn bound_flow(&self) -> Option<&str> {
-        match &self.credential {
-            Credential::ApiKey { flow_id, .. } => flow_id.as_deref(),
-            Credential::Session { .. } => None,
-        }
-    }
-
-    /// The CSRF token of the session the request came with, if any.
-    pub fn csrf_token(&self) -> Option<&str> {
-        match &self.credential {
-            Credential::Session { csrf_token, .. } => Some(csrf_token),
-            Credential::ApiKey { .. } => None,
-        }
-    }
-
-    /// True when the request authenticated with an `sk-` key.
-    pub fn is_api_key(&self) -> bool {
-        matches!(self.credential, Credential::ApiKey { .. })
-    }
-}
-
-/// A principal when the request carries credentials, `None` when it
-/// carries none at all. Bad credentials are still refused.
-pub struct MaybePrincipal(pub Option<Principal>);
-
-/// Who calls a flow run: like [`MaybePrincipal`], but flow-bound keys are
-/// let through. Only the gateway may take it, and it must then refuse a
-/// flow-bound key for any flow but its own.
-pub struct FlowCaller(pub Option<Principal>);
-
-/// What [`resolve`] found, kept in the request's extensions until the
-/// handler's one principal extractor takes it.
-struct Resolved(Result<Option<Principal>, AppError>);
-
-/// Moved out rather than copied: each handler takes exactly one of
-/// `Principal`, `MaybePrincipal` or `FlowCaller`.
-fn resolved(req: &HttpRequest) -> Result<Option<Principal>, AppError> {
-    match req.extensions_mut().remove::<Resolved>() {
-        Some(Resolved(outcome)) => outcome,
-        None => Err(AppError::internal(
-            "authentication middleware is not installed",
-        )),
-    }
-}
-
-/// The outcome for every extractor but [`FlowCaller`]: flow-bound keys are
-/// refused.
-fn resolved_unbound(req: &HttpRequest) -> Result<Option<Principal>, AppError> {
-    let principal = resolved(req)?;
-    if principal.as_ref().is_some_and(|p| p.bound_flow().is_some()) {
-        return Err(reject(
-            "flow-bound key outside its flow",
-            AppError::forbidden(FLOW_BOUND_KEY),
-        ));
-    }
-    Ok(principal)
-}
-
-impl FromRequest for Principal {
-    type Error = AppError;
-    type Future = std::future::Ready<Result<Self, AppError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(resolved_unbound(req).and_then(|principal| {
-            principal.ok_or_else(|| {
-                reject(
-                    "missing credentials",
-                    AppError::unauthorized(MISSING_CREDENTIALS),
-                )
-            })
-        }))
-    }
-}
-
-impl FromRequest for MaybePrincipal {
-    type Error = AppError;
-    type Future = std::future::Ready<Result<Self, AppError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(resolved_unbound(req).map(MaybePrincipal))
-    }
-}
-
-impl FromRequest for FlowCaller {
-    type Error = AppError;
-    type Future = std::future::Ready<Result<Self, AppError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(resolved(req).map(FlowCaller))
-    }
-}
 
 /// The authentication middleware (see the module doc). Key failures end
 /// the request here; a stale session is only recorded, so sign-in and
@@ -202,7 +55,7 @@ pub async fn resolve<B: MessageBody>(
             return Ok(req.error_response(error).map_into_right_body());
         }
     }
-    req.extensions_mut().insert(Resolved(outcome));
+    Resolved::store(req.request(), outcome);
     next.call(req)
         .await
         .map(ServiceResponse::map_into_left_body)
@@ -298,89 +151,30 @@ enum Presented {
     Nothing,
 }
 
-fn reject(reason: &'static str, error: AppError) -> AppError {
-    tracing::debug!(
-        reason,
-        status = error.status().as_u16(),
-        "authentication rejected"
-    );
-    error
-}
-
 async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, Failure> {
     let presented =
         presented_credentials(req.headers(), req.query_string()).map_err(Failure::Key)?;
-    if matches!(presented, Presented::Nothing) {
-        return Ok(None);
-    }
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| Failure::Key(AppError::internal("application state missing")))?;
     match presented {
-        Presented::ApiKey(key) => authenticate_key(state, &key)
-            .await
-            .map(Some)
-            .map_err(Failure::Key),
-        Presented::Session { token, via_cookie } => authenticate_session(state, &token, via_cookie)
-            .await
-            .map(Some)
-            .map_err(Failure::Session),
-        Presented::BadSession(error) => Err(Failure::Session(error)),
         Presented::Nothing => Ok(None),
-    }
-}
-
-async fn authenticate_key(state: &AppState, key: &str) -> Result<Principal, AppError> {
-    if !token::is_well_formed(key) {
-        return Err(reject("malformed key", AppError::unauthorized(INVALID_KEY)));
-    }
-    let now = crate::db::now();
-    let verified = state.keys.verify(KeyDigest::of(key)).await?;
-    match verified {
-        Some(key) if key.is_usable_at(now) => {
-            key.usage.record(now);
-            Ok(Principal {
-                user: key.owner.clone(),
-                credential: Credential::ApiKey {
-                    key_id: key.key_id.clone(),
-                    flow_id: key.flow_id.clone(),
-                },
-            })
+        Presented::ApiKey(key) => {
+            let verifier = req
+                .app_data::<web::Data<KeyVerifier>>()
+                .ok_or_else(|| Failure::Key(AppError::internal("key verifier missing")))?;
+            keys::authenticate(verifier, &key)
+                .await
+                .map(Some)
+                .map_err(Failure::Key)
         }
-        Some(_) => Err(reject("unusable key", AppError::unauthorized(INVALID_KEY))),
-        None => Err(reject("unknown key", AppError::unauthorized(INVALID_KEY))),
-    }
-}
-
-async fn authenticate_session(
-    state: &AppState,
-    token: &str,
-    via_cookie: bool,
-) -> Result<Principal, AppError> {
-    if !sessions::token::is_well_formed(token) {
-        return Err(reject(
-            "malformed session token",
-            AppError::unauthorized(INVALID_SESSION),
-        ));
-    }
-    let hash = sessions::token::hash(token);
-    let found = crate::db::run(&state.pool, move |conn| {
-        sessions::store::find_active(conn, &hash, crate::db::now()).map_err(AppError::from)
-    })
-    .await?;
-    match found {
-        Some((session_id, user)) => Ok(Principal {
-            user,
-            credential: Credential::Session {
-                session_id,
-                csrf_token: sessions::csrf_token(token),
-                via_cookie,
-            },
-        }),
-        None => Err(reject(
-            "unknown or expired session",
-            AppError::unauthorized(INVALID_SESSION),
-        )),
+        Presented::Session { token, via_cookie } => {
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .ok_or_else(|| Failure::Session(AppError::internal("application state missing")))?;
+            sessions::authenticate(&state.pool, &token, via_cookie)
+                .await
+                .map(Some)
+                .map_err(Failure::Session)
+        }
+        Presented::BadSession(error) => Err(Failure::Session(error)),
     }
 }
 
@@ -446,7 +240,7 @@ fn session_token(headers: &HeaderMap) -> Result<Option<(String, bool)>, AppError
         .and_then(strip_bearer)
     {
         let token = token.trim();
-        if token.starts_with(token::KEY_PREFIX) {
+        if token.starts_with(ApiKeyKind::PREFIX) {
             return Err(reject(
                 "api key in authorization header",
                 AppError::unauthorized(
@@ -460,7 +254,7 @@ fn session_token(headers: &HeaderMap) -> Result<Option<(String, bool)>, AppError
 }
 
 /// The token of an `Authorization: Bearer …` value (scheme name in any case).
-pub fn strip_bearer(value: &str) -> Option<&str> {
+fn strip_bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

@@ -11,12 +11,15 @@ pub mod store;
 
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Principal;
+use crate::bus::Event;
 use crate::db;
 use crate::error::AppError;
+use crate::identity::Principal;
 use crate::state::AppState;
+use crate::validate::{optional_text, required_text};
 
 /// Longest accepted secret or public key, in characters.
 pub const MAX_KEY_LEN: usize = 4096;
@@ -67,25 +70,13 @@ impl Provider {
     }
 }
 
-/// A credential with its secret in the clear, for the gateway to inject.
-/// Its `Debug` never shows the secret.
-#[derive(Clone)]
+/// A credential with its secret decrypted, for the gateway to inject.
+#[derive(Debug, Clone)]
 pub struct DecryptedCredential {
     pub provider: Provider,
     pub host: Option<String>,
     pub public_key: Option<String>,
-    pub secret_key: String,
-}
-
-impl std::fmt::Debug for DecryptedCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DecryptedCredential")
-            .field("provider", &self.provider)
-            .field("host", &self.host)
-            .field("public_key", &self.public_key)
-            .field("secret_key", &"***")
-            .finish()
-    }
+    pub secret_key: SecretString,
 }
 
 /// The user's credential for `provider`, decrypted; `None` when none is
@@ -97,14 +88,14 @@ pub async fn load_decrypted(
 ) -> Result<Option<DecryptedCredential>, AppError> {
     let user_id = user_id.to_string();
     let stored = db::run(&state.pool, move |conn| {
-        store::find(conn, &user_id, provider.as_str()).map_err(AppError::from)
+        store::find(conn, &user_id, provider.as_str())
     })
     .await?;
     stored
         .map(|c| {
             Ok(DecryptedCredential {
                 provider,
-                secret_key: state.secrets.decrypt(&c.secret_enc)?,
+                secret_key: SecretString::from(state.secrets.decrypt(&c.secret_enc)?),
                 host: c.host,
                 public_key: c.public_key,
             })
@@ -171,34 +162,6 @@ impl CredentialView {
     }
 }
 
-/// A required field: present, not blank, bounded.
-fn required(field: &str, value: Option<String>, max: usize) -> Result<String, AppError> {
-    let value = value.map(|v| v.trim().to_string()).unwrap_or_default();
-    if value.is_empty() {
-        return Err(AppError::unprocessable(format!(
-            "{field} is required and must not be empty"
-        )));
-    }
-    if value.chars().count() > max {
-        return Err(AppError::unprocessable(format!(
-            "{field} must be at most {max} characters"
-        )));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(AppError::unprocessable(format!(
-            "{field} must not contain control characters"
-        )));
-    }
-    Ok(value)
-}
-
-fn optional(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, AppError> {
-    match value.as_deref().map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(_) => required(field, value, max).map(Some),
-    }
-}
-
 /// Checks `host` and gives it back normalised (no trailing slash).
 fn check_host(state: &AppState, host: &str) -> Result<reqwest::Url, AppError> {
     let url = state
@@ -225,11 +188,11 @@ async fn save(
 ) -> Result<HttpResponse, AppError> {
     let provider = Provider::parse(&path)?;
     let request = body.into_inner();
-    let secret_key = required("secret_key", request.secret_key, MAX_KEY_LEN)?;
+    let secret_key = required_text("secret_key", request.secret_key, MAX_KEY_LEN)?;
     let (host, public_key, project) = match provider {
         Provider::Langfuse => {
-            let public_key = required("public_key", request.public_key, MAX_KEY_LEN)?;
-            let host = required("host", request.host, MAX_HOST_LEN)?;
+            let public_key = required_text("public_key", request.public_key, MAX_KEY_LEN)?;
+            let host = required_text("host", request.host, MAX_HOST_LEN)?;
             let url = check_host(&state, &host)?;
             let project =
                 providers::check_langfuse(&state.outbound, &url, &public_key, &secret_key).await?;
@@ -238,15 +201,15 @@ async fn save(
         Provider::OpenAi => {
             // A public key means nothing to an OpenAI-compatible API; it is
             // accepted (clients send one body to every provider) and not stored.
-            optional("public_key", request.public_key, MAX_KEY_LEN)?;
-            let host = required("host", request.host, MAX_HOST_LEN)?;
+            optional_text("public_key", request.public_key, MAX_KEY_LEN)?;
+            let host = required_text("host", request.host, MAX_HOST_LEN)?;
             let url = check_host(&state, &host)?;
             providers::check_openai(&state.outbound, &url, &secret_key).await?;
             (Some(host_text(&url)), None, None)
         }
         Provider::Generic => {
-            let public_key = optional("public_key", request.public_key, MAX_KEY_LEN)?;
-            let host = match optional("host", request.host, MAX_HOST_LEN)? {
+            let public_key = optional_text("public_key", request.public_key, MAX_KEY_LEN)?;
+            let host = match optional_text("host", request.host, MAX_HOST_LEN)? {
                 Some(host) => Some(host_text(&check_host(&state, &host)?)),
                 None => None,
             };
@@ -266,9 +229,11 @@ async fn save(
                 secret_enc: &secret_enc,
             },
         )
-        .map_err(AppError::from)
     })
     .await?;
+    state
+        .bus
+        .publish(Event::SecretsChanged(principal.user.id.clone()));
     tracing::info!(
         user_id = %principal.user.id,
         provider = provider.as_str(),
@@ -293,7 +258,7 @@ async fn read(
     let provider = Provider::parse(&path)?;
     let user_id = principal.user.id.clone();
     let stored = db::run(&state.pool, move |conn| {
-        store::find(conn, &user_id, provider.as_str()).map_err(AppError::from)
+        store::find(conn, &user_id, provider.as_str())
     })
     .await?
     .ok_or_else(|| AppError::not_found(NOT_FOUND))?;
@@ -330,7 +295,7 @@ async fn read(
 async fn list(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, AppError> {
     let user_id = principal.user.id.clone();
     let stored = db::run(&state.pool, move |conn| {
-        store::list_for_user(conn, &user_id).map_err(AppError::from)
+        store::list_for_user(conn, &user_id)
     })
     .await?;
     let views = stored
@@ -351,12 +316,15 @@ async fn remove(
     let provider = Provider::parse(&path)?;
     let user_id = principal.user.id.clone();
     let deleted = db::run(&state.pool, move |conn| {
-        store::delete(conn, &user_id, provider.as_str()).map_err(AppError::from)
+        store::delete(conn, &user_id, provider.as_str())
     })
     .await?;
     if !deleted {
         return Err(AppError::not_found(NOT_FOUND));
     }
+    state
+        .bus
+        .publish(Event::SecretsChanged(principal.user.id.clone()));
     Ok(HttpResponse::Ok().json(true))
 }
 

@@ -11,8 +11,10 @@ use crate::db::schema::provider_credentials;
 use crate::db::{self, DbConnection};
 use crate::error::AppError;
 
+type Result<T> = std::result::Result<T, AppError>;
+
 /// A stored credential; `secret_enc` is the encrypted secret.
-#[derive(Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = provider_credentials)]
 pub struct StoredCredential {
     pub id: String,
@@ -23,17 +25,6 @@ pub struct StoredCredential {
     pub secret_enc: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
-}
-
-impl std::fmt::Debug for StoredCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoredCredential")
-            .field("id", &self.id)
-            .field("user_id", &self.user_id)
-            .field("provider", &self.provider)
-            .field("host", &self.host)
-            .finish_non_exhaustive()
-    }
 }
 
 #[derive(Insertable)]
@@ -60,7 +51,7 @@ pub struct Upsert<'a> {
 /// Inserts or replaces the user's credential for a provider in one
 /// statement (`ON CONFLICT (user_id, provider) DO UPDATE`) inside a
 /// transaction, so concurrent saves leave exactly one row.
-pub fn upsert(conn: &mut DbConnection, new: Upsert<'_>) -> QueryResult<StoredCredential> {
+pub fn upsert(conn: &mut DbConnection, new: Upsert<'_>) -> Result<StoredCredential> {
     let id = uuid::Uuid::new_v4().to_string();
     let now = db::now();
     let row = NewRow {
@@ -73,40 +64,25 @@ pub fn upsert(conn: &mut DbConnection, new: Upsert<'_>) -> QueryResult<StoredCre
         created_at: now,
         updated_at: now,
     };
-    conn.transaction(|conn| {
-        // The query is built inside each arm: ON CONFLICT does not compile
-        // on the multi-backend connection.
-        match conn {
-            DbConnection::Postgresql(pg) => diesel::insert_into(provider_credentials::table)
-                .values(&row)
-                .on_conflict((
-                    provider_credentials::user_id,
-                    provider_credentials::provider,
-                ))
-                .do_update()
-                .set((
-                    provider_credentials::host.eq(excluded(provider_credentials::host)),
-                    provider_credentials::public_key.eq(excluded(provider_credentials::public_key)),
-                    provider_credentials::secret_enc.eq(excluded(provider_credentials::secret_enc)),
-                    provider_credentials::updated_at.eq(excluded(provider_credentials::updated_at)),
-                ))
-                .execute(pg)?,
-            DbConnection::Sqlite(sqlite) => diesel::insert_into(provider_credentials::table)
-                .values(&row)
-                .on_conflict((
-                    provider_credentials::user_id,
-                    provider_credentials::provider,
-                ))
-                .do_update()
-                .set((
-                    provider_credentials::host.eq(excluded(provider_credentials::host)),
-                    provider_credentials::public_key.eq(excluded(provider_credentials::public_key)),
-                    provider_credentials::secret_enc.eq(excluded(provider_credentials::secret_enc)),
-                    provider_credentials::updated_at.eq(excluded(provider_credentials::updated_at)),
-                ))
-                .execute(sqlite)?,
-        };
-        find(conn, new.user_id, new.provider)?.ok_or(diesel::result::Error::NotFound)
+    db::transaction(conn, |conn| {
+        db::on_each_backend!(conn, |backend| diesel::insert_into(
+            provider_credentials::table
+        )
+        .values(&row)
+        .on_conflict((
+            provider_credentials::user_id,
+            provider_credentials::provider,
+        ))
+        .do_update()
+        .set((
+            provider_credentials::host.eq(excluded(provider_credentials::host)),
+            provider_credentials::public_key.eq(excluded(provider_credentials::public_key)),
+            provider_credentials::secret_enc.eq(excluded(provider_credentials::secret_enc)),
+            provider_credentials::updated_at.eq(excluded(provider_credentials::updated_at)),
+        ))
+        .execute(backend))?;
+        find(conn, new.user_id, new.provider)?
+            .ok_or_else(|| AppError::internal("upserted credential not found"))
     })
 }
 
@@ -114,25 +90,27 @@ pub fn find(
     conn: &mut DbConnection,
     user_id: &str,
     provider: &str,
-) -> QueryResult<Option<StoredCredential>> {
+) -> Result<Option<StoredCredential>> {
     provider_credentials::table
         .filter(provider_credentials::user_id.eq(user_id))
         .filter(provider_credentials::provider.eq(provider))
         .select(StoredCredential::as_select())
         .first(conn)
         .optional()
+        .map_err(AppError::from)
 }
 
-pub fn list_for_user(conn: &mut DbConnection, user_id: &str) -> QueryResult<Vec<StoredCredential>> {
+pub fn list_for_user(conn: &mut DbConnection, user_id: &str) -> Result<Vec<StoredCredential>> {
     provider_credentials::table
         .filter(provider_credentials::user_id.eq(user_id))
         .order(provider_credentials::provider.asc())
         .select(StoredCredential::as_select())
         .load(conn)
+        .map_err(AppError::from)
 }
 
 /// Deletes the user's credential for a provider; false when none.
-pub fn delete(conn: &mut DbConnection, user_id: &str, provider: &str) -> QueryResult<bool> {
+pub fn delete(conn: &mut DbConnection, user_id: &str, provider: &str) -> Result<bool> {
     let deleted = diesel::delete(
         provider_credentials::table
             .filter(provider_credentials::user_id.eq(user_id))
@@ -144,11 +122,7 @@ pub fn delete(conn: &mut DbConnection, user_id: &str, provider: &str) -> QueryRe
 
 /// Re-encrypts every stored secret from `old` to `new`; call inside the
 /// rotation's transaction. Returns the number of rows.
-pub fn reencrypt_all(
-    conn: &mut DbConnection,
-    old: &SecretBox,
-    new: &SecretBox,
-) -> Result<usize, AppError> {
+pub fn reencrypt_all(conn: &mut DbConnection, old: &SecretBox, new: &SecretBox) -> Result<usize> {
     let rows: Vec<(String, String)> = provider_credentials::table
         .select((provider_credentials::id, provider_credentials::secret_enc))
         .load(conn)?;

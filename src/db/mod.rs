@@ -5,7 +5,10 @@
 //! The backend is chosen from the URL scheme here, not by diesel's derived
 //! `establish` (which tries each backend in turn and hides the real error).
 
+pub mod error;
 pub mod schema;
+
+pub use error::{conflict_on_duplicate, DbError};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -25,6 +28,19 @@ pub enum DbConnection {
 }
 
 pub type DbPool = r2d2::Pool<ConnectionManager>;
+
+/// Runs one body on the concrete connection of either backend, for the
+/// few queries diesel cannot build on the multi-backend connection (`ON
+/// CONFLICT` upserts). The body is written once; it is compiled per backend.
+macro_rules! on_each_backend {
+    ($conn:expr, |$backend:ident| $body:expr) => {
+        match $conn {
+            $crate::db::DbConnection::Postgresql($backend) => $body,
+            $crate::db::DbConnection::Sqlite($backend) => $body,
+        }
+    };
+}
+pub(crate) use on_each_backend;
 
 /// A pooled connection and what the pool needs to know about its health.
 ///
@@ -241,17 +257,21 @@ pub fn connect_and_migrate(
 
 /// Runs blocking database work off the async workers (`web::block`, never
 /// `block_in_place`, which panics on actix's current-thread runtimes).
-pub async fn run<T, F>(pool: &DbPool, work: F) -> Result<T, AppError>
+/// `work` may fail with anything that maps into [`AppError`] (a diesel
+/// error, a store's own `AppError`); a connection that saw the database
+/// vanish is not returned to service. A busy SQLite keeps its connection.
+pub async fn run<T, E, F>(pool: &DbPool, work: F) -> Result<T, AppError>
 where
-    F: FnOnce(&mut DbConnection) -> Result<T, AppError> + Send + 'static,
+    F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+    E: Into<AppError>,
     T: Send + 'static,
 {
     let pool = pool.clone();
     actix_web::web::block(move || {
         let mut pooled = pool.get().map_err(AppError::from)?;
-        let result = work(&mut pooled.conn);
+        let result = work(&mut pooled.conn).map_err(Into::into);
         match &result {
-            Err(e) if e.status() == actix_web::http::StatusCode::SERVICE_UNAVAILABLE => {
+            Err(e) if e.is_database_outage() => {
                 pooled.failed = true;
                 pooled.last_success = None;
             }
@@ -261,6 +281,55 @@ where
     })
     .await
     .map_err(|_| AppError::internal("database task was cancelled"))?
+}
+
+/// Runs `work` in a write transaction. On SQLite it is `BEGIN IMMEDIATE`:
+/// the write lock is taken first, so a concurrent writer waits (the busy
+/// timeout) instead of failing with "database is locked" when a read turns
+/// into a write. On PostgreSQL it is an ordinary transaction.
+pub fn transaction<T, E, F>(conn: &mut DbConnection, work: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    match conn {
+        DbConnection::Sqlite(sqlite) => {
+            AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?
+        }
+        DbConnection::Postgresql(_) => {
+            <DbConnection as Connection>::TransactionManager::begin_transaction(conn)?
+        }
+    }
+    match work(conn) {
+        Ok(value) => {
+            <DbConnection as Connection>::TransactionManager::commit_transaction(conn)?;
+            Ok(value)
+        }
+        Err(error) => {
+            match <DbConnection as Connection>::TransactionManager::rollback_transaction(conn) {
+                Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(error),
+                Err(rollback) => Err(rollback.into()),
+            }
+        }
+    }
+}
+
+/// [`transaction`] at PostgreSQL's SERIALIZABLE level (SQLite's write
+/// transactions already are), for check-then-write rules such as "keep one
+/// active superuser" that two concurrent requests must not both pass.
+pub fn serializable_transaction<T, E, F>(conn: &mut DbConnection, work: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    transaction(conn, |conn| {
+        if let DbConnection::Postgresql(_) = conn {
+            use diesel::RunQueryDsl;
+            diesel::sql_query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").execute(conn)?;
+        }
+        work(conn)
+    })
 }
 
 /// Current time as stored: UTC, truncated to microseconds so values compare
@@ -273,43 +342,6 @@ pub fn truncate_to_micros(t: chrono::NaiveDateTime) -> chrono::NaiveDateTime {
     use chrono::Timelike;
     let nanos = t.nanosecond() / 1_000 * 1_000;
     t.with_nanosecond(nanos).unwrap_or(t)
-}
-
-/// True when an error means the database could not be reached at all.
-pub fn is_unavailable(error: &diesel::result::Error) -> bool {
-    use diesel::result::{DatabaseErrorKind, Error};
-    match error {
-        Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => true,
-        Error::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _) => true,
-        Error::DatabaseError(_, info) => {
-            let message = info.message();
-            message.contains("database is locked")
-                || message.contains("server closed the connection")
-                || message.contains("terminating connection")
-                || message.contains("no connection to the server")
-        }
-        Error::BrokenTransactionManager => true,
-        _ => false,
-    }
-}
-
-/// Makes the current transaction serializable on PostgreSQL (SQLite's
-/// transactions already are), for check-then-write rules such as "keep one
-/// active superuser" that two concurrent requests must not both pass.
-pub fn serializable(conn: &mut DbConnection) -> diesel::QueryResult<()> {
-    use diesel::RunQueryDsl;
-    if let DbConnection::Postgresql(_) = conn {
-        diesel::sql_query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").execute(conn)?;
-    }
-    Ok(())
-}
-
-/// True for a violated unique constraint (duplicate name, hash, …).
-pub fn is_unique_violation(error: &diesel::result::Error) -> bool {
-    matches!(
-        error,
-        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
-    )
 }
 
 #[cfg(test)]

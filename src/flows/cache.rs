@@ -1,16 +1,20 @@
-//! What the gateway needs to run a key owner's flow (id, owner, upstream),
-//! kept in memory by (owner, identifier) so a run costs no database read.
+//! The flows a run may reach, as the gateway asks for them: one of the
+//! caller's own (kept in memory by owner and identifier, so a run costs no
+//! database read) or another user's public flow.
 //!
-//! Every flow write calls `KeyVerifier::forget_flows`, which evicts the
-//! owner's entries here before the API answers and tells other instances
-//! (the same LISTEN/NOTIFY path as key revocations). As for keys, a
-//! generation counter keeps a lookup that raced with a change from caching
-//! what it read before it, and entries older than the TTL are read again.
+//! The cache subscribes to the invalidation bus: every flow write publishes
+//! `FlowsChanged(owner)` before the API answers, and a change of the owner
+//! (`UserChanged`) drops their entries too, here and on other instances.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bus::{Event, Subscriber};
+use crate::cache::GuardedCache;
+use crate::db::{self, DbPool};
+use crate::error::AppError;
+use crate::flows::store::{self, Flow, Identifier};
+use crate::keys::store as key_store;
 
 /// The parts of a flow a run uses.
 #[derive(Debug, Clone)]
@@ -20,105 +24,93 @@ pub struct RunnableFlow {
     pub upstream: Option<String>,
 }
 
-struct Cached {
-    flow: Arc<RunnableFlow>,
-    owner: String,
-    at: Instant,
+impl From<Flow> for RunnableFlow {
+    fn from(flow: Flow) -> Self {
+        RunnableFlow {
+            id: flow.id,
+            user_id: flow.user_id,
+            upstream: flow.upstream,
+        }
+    }
 }
+
+/// (owner id, identifier as the caller wrote it).
+type CacheKey = (String, String);
 
 pub struct FlowCache {
-    entries: RwLock<HashMap<String, Cached>>,
-    generation: AtomicU64,
-    capacity: usize,
-    ttl: Duration,
-}
-
-fn cache_key(owner: &str, identifier: &str) -> String {
-    format!("{owner}\n{identifier}")
+    pool: DbPool,
+    own: GuardedCache<CacheKey, Arc<RunnableFlow>>,
 }
 
 impl FlowCache {
-    pub fn new(capacity: usize, ttl: Duration) -> Self {
+    pub fn new(pool: DbPool, capacity: usize, ttl: Duration) -> Self {
         FlowCache {
-            entries: RwLock::new(HashMap::new()),
-            generation: AtomicU64::new(0),
-            capacity: capacity.max(1),
-            ttl,
+            pool,
+            own: GuardedCache::new(capacity, ttl),
         }
     }
 
-    pub fn get(&self, owner: &str, identifier: &str) -> Option<Arc<RunnableFlow>> {
-        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(&cache_key(owner, identifier))
-            .filter(|c| c.at.elapsed() < self.ttl)
-            .map(|c| c.flow.clone())
-    }
-
-    /// Read before the database lookup whose result goes to [`Self::insert`].
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
-    }
-
-    pub fn insert(&self, owner: &str, identifier: &str, flow: Arc<RunnableFlow>, generation: u64) {
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        if self.generation.load(Ordering::SeqCst) != generation {
-            return;
+    /// One of `owner`'s flows by id or endpoint name.
+    pub async fn own(
+        &self,
+        owner: &str,
+        identifier: &str,
+    ) -> Result<Option<Arc<RunnableFlow>>, AppError> {
+        let key = (owner.to_string(), identifier.to_string());
+        if let Some(flow) = self.own.get(&key) {
+            return Ok(Some(flow));
         }
-        if entries.len() >= self.capacity {
-            let ttl = self.ttl;
-            entries.retain(|_, c| c.at.elapsed() < ttl);
-            if entries.len() >= self.capacity {
-                entries.clear();
+        let generation = self.own.begin_lookup();
+        let (lookup_owner, lookup) = (owner.to_string(), Identifier::parse(identifier));
+        let found = db::run(&self.pool, move |conn| {
+            store::find_by_identifier_for_user(conn, &lookup_owner, &lookup)
+        })
+        .await?
+        .map(|flow| Arc::new(RunnableFlow::from(flow)));
+        if let Some(flow) = &found {
+            self.own.insert(key, flow.clone(), generation);
+        }
+        Ok(found)
+    }
+
+    /// The public flow with this identifier, when exactly one exists and no
+    /// active flow-bound key guards it. Read from the database each time.
+    pub async fn public(&self, identifier: &str) -> Result<Option<Arc<RunnableFlow>>, AppError> {
+        let parsed = Identifier::parse(identifier);
+        let now = db::now();
+        db::run(&self.pool, move |conn| {
+            let mut public = store::find_public(conn, &parsed)?;
+            // An endpoint name is unique per user only: two users'
+            // public flows with one name are run by id.
+            if public.len() != 1 {
+                return Ok(None);
             }
-        }
-        entries.insert(
-            cache_key(owner, identifier),
-            Cached {
-                flow,
-                owner: owner.to_string(),
-                at: Instant::now(),
-            },
-        );
+            let flow = public.remove(0);
+            if key_store::flow_has_usable_bound_key(conn, &flow.id, now)? {
+                return Ok(None);
+            }
+            Ok::<_, AppError>(Some(Arc::new(RunnableFlow::from(flow))))
+        })
+        .await
     }
 
-    /// Drops every cached flow of one owner.
-    pub fn forget_owner(&self, owner: &str) {
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        entries.retain(|_, c| c.owner != owner);
-    }
-
-    pub fn clear(&self) {
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        entries.clear();
+    /// Lookups of own flows that reached the database since start.
+    pub fn database_lookups(&self) -> u64 {
+        self.own.lookups()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn flow(id: &str) -> Arc<RunnableFlow> {
-        Arc::new(RunnableFlow {
-            id: id.into(),
-            user_id: "u".into(),
-            upstream: None,
-        })
-    }
-
-    #[test]
-    fn caches_per_owner_and_forgets_on_change() {
-        let cache = FlowCache::new(10, Duration::from_secs(60));
-        let generation = cache.generation();
-        cache.insert("u", "bench", flow("f1"), generation);
-        assert_eq!(cache.get("u", "bench").unwrap().id, "f1");
-        assert!(cache.get("v", "bench").is_none());
-        cache.forget_owner("u");
-        assert!(cache.get("u", "bench").is_none());
-        // A lookup that started before the change is not cached after it.
-        cache.insert("u", "bench", flow("stale"), generation);
-        assert!(cache.get("u", "bench").is_none());
+impl Subscriber for FlowCache {
+    fn on_event(&self, event: &Event) {
+        match event {
+            Event::FlowsChanged(owner) | Event::UserChanged(owner) => self
+                .own
+                .invalidate(|(flow_owner, _), _| flow_owner == owner),
+            Event::All => self.own.clear(),
+            Event::KeyChanged(_)
+            | Event::KeyCreated
+            | Event::SecretsChanged(_)
+            | Event::SecretRotated => {}
+        }
     }
 }

@@ -12,21 +12,37 @@ use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use uuid::Uuid;
 
-use crate::auth::Principal;
+use crate::bus::Event;
 use crate::db;
-use crate::error::AppError;
+use crate::error::{extractors, AppError};
+use crate::identity::Principal;
 use crate::state::AppState;
+use crate::validate::{self, LenientJson};
 
 pub const FLOW_NOT_FOUND: &str = "Flow not found";
-pub const ACCESS_PRIVATE: &str = "private";
-pub const ACCESS_PUBLIC: &str = "public";
+pub use store::{ACCESS_PRIVATE, ACCESS_PUBLIC};
 pub const MAX_NAME_LEN: usize = 255;
 pub const MAX_DESCRIPTION_LEN: usize = 10_000;
 pub const MAX_ENDPOINT_NAME_LEN: usize = 128;
 pub const MAX_URL_LEN: usize = 2048;
 const DEFAULT_PAGE_SIZE: i64 = 50;
 const MAX_PAGE_SIZE: i64 = 1000;
+
+/// The flow domain's long-lived part: the cache of runnable flows,
+/// subscribed to the bus.
+pub fn services(state: &AppState) -> std::sync::Arc<cache::FlowCache> {
+    let flows = std::sync::Arc::new(cache::FlowCache::new(
+        state.pool.clone(),
+        state.config.key_cache_size,
+        state.config.key_cache_ttl,
+    ));
+    let subscriber: std::sync::Weak<dyn crate::bus::Subscriber> =
+        std::sync::Arc::downgrade(&flows) as std::sync::Weak<cache::FlowCache>;
+    state.bus.subscribe(subscriber);
+    flows
+}
 
 pub const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 
@@ -38,6 +54,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource(["/flows/{id}", "/flows/{id}/"])
+            .app_data(extractors::uuid_path("flow"))
             .route(web::get().to(get_flow))
             .route(web::patch().to(update_flow))
             .route(web::delete().to(delete_flow)),
@@ -285,27 +302,17 @@ struct CreateFlowRequest {
 struct UpdateFlowRequest {
     #[serde(default)]
     name: Option<String>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "validate::double_option")]
     description: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "validate::double_option")]
     endpoint_name: Option<Option<String>>,
     /// `null` clears the data.
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "validate::double_option")]
     data: Option<Option<Box<RawValue>>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "validate::double_option")]
     upstream: Option<Option<Upstream>>,
     #[serde(default)]
     access: Option<String>,
-}
-
-/// Distinguishes an absent field (`None`) from an explicit `null`
-/// (`Some(None)`).
-fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -328,16 +335,7 @@ struct FlowPage {
 }
 
 fn check_name(name: &str) -> Result<String, AppError> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(AppError::unprocessable("name must not be empty"));
-    }
-    if name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control) {
-        return Err(AppError::unprocessable(format!(
-            "name must be 1 to {MAX_NAME_LEN} characters without control characters"
-        )));
-    }
-    Ok(name.to_string())
+    validate::required_text("name", Some(name.to_string()), MAX_NAME_LEN)
 }
 
 fn check_description(description: Option<String>) -> Result<Option<String>, AppError> {
@@ -394,45 +392,19 @@ fn store_upstream(state: &AppState, upstream: Upstream) -> Result<String, AppErr
     serde_json::to_string(&upstream).map_err(AppError::internal)
 }
 
-fn parse_flow_id(id: &str) -> Result<String, AppError> {
-    uuid::Uuid::parse_str(id)
-        .map(|u| u.to_string())
-        .map_err(|_| AppError::unprocessable("Invalid flow id: expected a UUID"))
-}
-
-/// Turns a duplicate endpoint name into a 409 naming it.
-fn duplicate_endpoint(endpoint_name: Option<String>) -> impl Fn(diesel::result::Error) -> AppError {
-    move |e| {
-        if db::is_unique_violation(&e) {
-            AppError::conflict(format!(
-                "You already have a flow with the endpoint name {:?}",
-                endpoint_name.as_deref().unwrap_or_default()
-            ))
-        } else {
-            AppError::from(e)
-        }
-    }
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
-    serde_json::from_slice(body)
-        .map_err(|e| AppError::unprocessable(format!("Invalid JSON body: {e}")))
-}
-
 async fn create_flow(
     state: web::Data<AppState>,
     principal: Principal,
-    body: web::Bytes,
+    body: LenientJson<CreateFlowRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let request: CreateFlowRequest = json_body(&body)?;
-    let endpoint_name = check_endpoint_name(request.endpoint_name)?;
+    let request = body.0;
     let now = db::now();
     let new = store::NewFlow {
         id: uuid::Uuid::new_v4().to_string(),
         user_id: principal.user.id.clone(),
         name: check_name(&request.name)?,
         description: check_description(request.description)?,
-        endpoint_name: endpoint_name.clone(),
+        endpoint_name: check_endpoint_name(request.endpoint_name)?,
         data: request.data.map(|d| d.get().to_string()),
         upstream: request
             .upstream
@@ -442,11 +414,8 @@ async fn create_flow(
         created_at: now,
         updated_at: now,
     };
-    let flow = db::run(&state.pool, move |conn| {
-        store::insert(conn, new).map_err(duplicate_endpoint(endpoint_name))
-    })
-    .await?;
-    state.keys.forget_flows(&flow.user_id);
+    let flow = db::run(&state.pool, move |conn| store::insert(conn, new)).await?;
+    state.bus.publish(Event::FlowsChanged(flow.user_id.clone()));
     Ok(HttpResponse::Created().json(FlowView::try_from(flow)?))
 }
 
@@ -467,7 +436,7 @@ async fn list_flows(
     let user_id = principal.user.id;
     let window = paged.then(|| ((page - 1).saturating_mul(size), size));
     let (flows, total) = db::run(&state.pool, move |conn| {
-        store::list_for_user(conn, &user_id, window).map_err(AppError::from)
+        store::list_for_user(conn, &user_id, window)
     })
     .await?;
     let items = flows
@@ -489,12 +458,12 @@ async fn list_flows(
 async fn get_flow(
     state: web::Data<AppState>,
     principal: Principal,
-    path: web::Path<String>,
+    path: web::Path<Uuid>,
 ) -> Result<HttpResponse, AppError> {
-    let id = parse_flow_id(&path)?;
+    let id = path.into_inner().to_string();
     let user_id = principal.user.id;
     let flow = db::run(&state.pool, move |conn| {
-        store::find_for_user(conn, &user_id, &id).map_err(AppError::from)
+        store::find_for_user(conn, &user_id, &id)
     })
     .await?
     .ok_or_else(|| AppError::not_found(FLOW_NOT_FOUND))?;
@@ -504,16 +473,15 @@ async fn get_flow(
 async fn update_flow(
     state: web::Data<AppState>,
     principal: Principal,
-    path: web::Path<String>,
-    body: web::Bytes,
+    path: web::Path<Uuid>,
+    body: LenientJson<UpdateFlowRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let id = parse_flow_id(&path)?;
-    let request: UpdateFlowRequest = json_body(&body)?;
-    let endpoint_name = request.endpoint_name.map(check_endpoint_name).transpose()?;
+    let id = path.into_inner().to_string();
+    let request = body.0;
     let changes = store::FlowChanges {
         name: request.name.as_deref().map(check_name).transpose()?,
         description: request.description.map(check_description).transpose()?,
-        endpoint_name: endpoint_name.clone(),
+        endpoint_name: request.endpoint_name.map(check_endpoint_name).transpose()?,
         data: request.data.map(|d| d.map(|d| d.get().to_string())),
         upstream: request
             .upstream
@@ -526,11 +494,10 @@ async fn update_flow(
     let owner = user_id.clone();
     let flow = db::run(&state.pool, move |conn| {
         store::update_for_user(conn, &user_id, &id, changes)
-            .map_err(duplicate_endpoint(endpoint_name.flatten()))
     })
     .await;
     // Evict even on failure: the cache must never outlive a change.
-    state.keys.forget_flows(&owner);
+    state.bus.publish(Event::FlowsChanged(owner));
     let flow = flow?.ok_or_else(|| AppError::not_found(FLOW_NOT_FOUND))?;
     Ok(HttpResponse::Ok().json(FlowView::try_from(flow)?))
 }
@@ -538,19 +505,19 @@ async fn update_flow(
 async fn delete_flow(
     state: web::Data<AppState>,
     principal: Principal,
-    path: web::Path<String>,
+    path: web::Path<Uuid>,
 ) -> Result<HttpResponse, AppError> {
-    let id = parse_flow_id(&path)?;
+    let id = path.into_inner().to_string();
     let user_id = principal.user.id;
     let owner = user_id.clone();
     let deleted_keys = db::run(&state.pool, move |conn| {
-        store::delete_for_user(conn, &user_id, &id).map_err(AppError::from)
+        store::delete_for_user(conn, &user_id, &id)
     })
     .await;
-    state.keys.forget_flows(&owner);
+    state.bus.publish(Event::FlowsChanged(owner));
     let deleted_keys = deleted_keys?.ok_or_else(|| AppError::not_found(FLOW_NOT_FOUND))?;
-    for key_id in &deleted_keys {
-        state.keys.forget_key(key_id);
+    for key_id in deleted_keys {
+        state.bus.publish(Event::KeyChanged(key_id));
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({"message": "Flow deleted successfully"})))
 }

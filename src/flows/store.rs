@@ -5,7 +5,20 @@ use diesel::prelude::*;
 
 use crate::db::schema::{flows, users};
 use crate::db::{self, DbConnection};
+use crate::error::AppError;
 use crate::keys::store as key_store;
+
+type Result<T> = std::result::Result<T, AppError>;
+
+pub const ACCESS_PRIVATE: &str = "private";
+pub const ACCESS_PUBLIC: &str = "public";
+
+fn endpoint_taken(endpoint_name: Option<&str>) -> String {
+    format!(
+        "You already have a flow with the endpoint name {:?}",
+        endpoint_name.unwrap_or_default()
+    )
+}
 
 /// A stored flow, as its owner sees it. `data` and `upstream` are JSON text.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -51,10 +64,13 @@ pub struct FlowChanges {
     pub updated_at: Option<NaiveDateTime>,
 }
 
-pub fn insert(conn: &mut DbConnection, new: NewFlow) -> QueryResult<Flow> {
+pub fn insert(conn: &mut DbConnection, new: NewFlow) -> Result<Flow> {
     diesel::insert_into(flows::table)
         .values(&new)
-        .execute(conn)?;
+        .execute(conn)
+        .map_err(db::conflict_on_duplicate(endpoint_taken(
+            new.endpoint_name.as_deref(),
+        )))?;
     Ok(Flow {
         id: new.id,
         user_id: new.user_id,
@@ -75,7 +91,7 @@ pub fn list_for_user(
     conn: &mut DbConnection,
     user_id: &str,
     page: Option<(i64, i64)>,
-) -> QueryResult<(Vec<Flow>, i64)> {
+) -> Result<(Vec<Flow>, i64)> {
     let total: i64 = flows::table
         .filter(flows::user_id.eq(user_id))
         .count()
@@ -91,17 +107,14 @@ pub fn list_for_user(
     Ok((items, total))
 }
 
-pub fn find_for_user(
-    conn: &mut DbConnection,
-    user_id: &str,
-    id: &str,
-) -> QueryResult<Option<Flow>> {
+pub fn find_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> Result<Option<Flow>> {
     flows::table
         .filter(flows::id.eq(id))
         .filter(flows::user_id.eq(user_id))
         .select(Flow::as_select())
         .first(conn)
         .optional()
+        .map_err(AppError::from)
 }
 
 /// One of the user's flows by id (a UUID) or endpoint name.
@@ -109,32 +122,32 @@ pub fn find_by_identifier_for_user(
     conn: &mut DbConnection,
     user_id: &str,
     identifier: &Identifier,
-) -> QueryResult<Option<Flow>> {
+) -> Result<Option<Flow>> {
     let query = flows::table
         .filter(flows::user_id.eq(user_id))
         .select(Flow::as_select());
-    match identifier {
-        Identifier::Id(id) => query.filter(flows::id.eq(id)).first(conn).optional(),
+    Ok(match identifier {
+        Identifier::Id(id) => query.filter(flows::id.eq(id)).first(conn).optional()?,
         Identifier::EndpointName(name) => query
             .filter(flows::endpoint_name.eq(name))
             .first(conn)
-            .optional(),
-    }
+            .optional()?,
+    })
 }
 
 /// The public flows of active users matching an id or endpoint name (an
 /// endpoint name is only unique per user, so there may be several).
-pub fn find_public(conn: &mut DbConnection, identifier: &Identifier) -> QueryResult<Vec<Flow>> {
+pub fn find_public(conn: &mut DbConnection, identifier: &Identifier) -> Result<Vec<Flow>> {
     let query = flows::table
         .inner_join(users::table)
-        .filter(flows::access.eq(super::ACCESS_PUBLIC))
+        .filter(flows::access.eq(ACCESS_PUBLIC))
         .filter(users::is_active.eq(true))
         .select(Flow::as_select())
         .limit(2);
-    match identifier {
-        Identifier::Id(id) => query.filter(flows::id.eq(id)).load(conn),
-        Identifier::EndpointName(name) => query.filter(flows::endpoint_name.eq(name)).load(conn),
-    }
+    Ok(match identifier {
+        Identifier::Id(id) => query.filter(flows::id.eq(id)).load(conn)?,
+        Identifier::EndpointName(name) => query.filter(flows::endpoint_name.eq(name)).load(conn)?,
+    })
 }
 
 /// How a run names its flow.
@@ -161,16 +174,18 @@ pub fn update_for_user(
     user_id: &str,
     id: &str,
     mut changes: FlowChanges,
-) -> QueryResult<Option<Flow>> {
+) -> Result<Option<Flow>> {
     changes.updated_at = Some(db::now());
-    conn.transaction(|conn| {
+    let taken = endpoint_taken(changes.endpoint_name.clone().flatten().as_deref());
+    db::transaction(conn, |conn| {
         let updated = diesel::update(
             flows::table
                 .filter(flows::id.eq(id))
                 .filter(flows::user_id.eq(user_id)),
         )
         .set(&changes)
-        .execute(conn)?;
+        .execute(conn)
+        .map_err(db::conflict_on_duplicate(taken))?;
         if updated == 0 {
             return Ok(None);
         }
@@ -185,8 +200,8 @@ pub fn delete_for_user(
     conn: &mut DbConnection,
     user_id: &str,
     id: &str,
-) -> QueryResult<Option<Vec<String>>> {
-    conn.transaction(|conn| {
+) -> Result<Option<Vec<String>>> {
+    db::transaction(conn, |conn| {
         if find_for_user(conn, user_id, id)?.is_none() {
             return Ok(None);
         }

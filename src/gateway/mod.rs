@@ -25,15 +25,14 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::TryStreamExt;
 
-use crate::auth::{FlowCaller, Principal, API_KEY_QUERY};
-use crate::db;
-use crate::error::AppError;
 use std::sync::Arc;
 
-use crate::flows::cache::RunnableFlow;
-use crate::flows::store::{self as flow_store, Flow, Identifier};
+use secrecy::ExposeSecret;
+
+use crate::error::AppError;
+use crate::flows::cache::{FlowCache, RunnableFlow};
 use crate::flows::{Injection, Upstream};
-use crate::keys::store as key_store;
+use crate::identity::{FlowCaller, Principal, API_KEY_QUERY};
 use crate::state::AppState;
 
 pub use secrets::Secret;
@@ -58,13 +57,14 @@ fn flow_not_found(identifier: &str) -> AppError {
 
 async fn run(
     state: web::Data<AppState>,
+    flows: web::Data<FlowCache>,
     caller: FlowCaller,
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
     let identifier = path.into_inner();
-    let flow = resolve_flow(&state, caller.0, &identifier).await?;
+    let flow = resolve_flow(&flows, caller.0, &identifier).await?;
     let upstream = match flow.upstream.as_deref() {
         Some(text) => Upstream::from_stored(text)?,
         None => {
@@ -83,86 +83,31 @@ async fn run(
 
 /// Finds the flow the caller may run (see the module doc).
 async fn resolve_flow(
-    state: &AppState,
+    flows: &FlowCache,
     caller: Option<Principal>,
     identifier: &str,
 ) -> Result<Arc<RunnableFlow>, AppError> {
-    let parsed = Identifier::parse(identifier);
     match caller.filter(Principal::is_api_key) {
         Some(principal) => {
-            let own = own_flow(state, &principal.user.id, identifier, &parsed).await?;
+            let own = flows.own(&principal.user.id, identifier).await?;
             match (own, principal.bound_flow()) {
                 (Some(flow), Some(bound)) if bound != flow.id => Err(flow_not_found(identifier)),
                 (Some(flow), _) => Ok(flow),
                 (None, Some(_)) => Err(flow_not_found(identifier)),
                 // Not one of the owner's flows: another user's public flow
                 // may still be run, as by anyone without a key.
-                (None, None) => run_public(state, parsed)
+                (None, None) => flows
+                    .public(identifier)
                     .await?
                     .ok_or_else(|| flow_not_found(identifier)),
             }
         }
         // No key (a session is not a key): public flows only.
-        None => run_public(state, parsed)
+        None => flows
+            .public(identifier)
             .await?
             .ok_or_else(|| AppError::unauthorized(RUN_NEEDS_KEY)),
     }
-}
-
-/// One of `owner`'s flows, from the flow cache or the database.
-async fn own_flow(
-    state: &AppState,
-    owner: &str,
-    identifier: &str,
-    parsed: &Identifier,
-) -> Result<Option<Arc<RunnableFlow>>, AppError> {
-    let cache = state.keys.flows();
-    if let Some(flow) = cache.get(owner, identifier) {
-        return Ok(Some(flow));
-    }
-    let generation = cache.generation();
-    let (lookup_owner, lookup) = (owner.to_string(), parsed.clone());
-    let found = db::run(&state.pool, move |conn| {
-        flow_store::find_by_identifier_for_user(conn, &lookup_owner, &lookup)
-            .map_err(AppError::from)
-    })
-    .await?
-    .map(|flow| Arc::new(runnable(flow)));
-    if let Some(flow) = &found {
-        cache.insert(owner, identifier, flow.clone(), generation);
-    }
-    Ok(found)
-}
-
-fn runnable(flow: Flow) -> RunnableFlow {
-    RunnableFlow {
-        id: flow.id,
-        user_id: flow.user_id,
-        upstream: flow.upstream,
-    }
-}
-
-/// The public flow with this identifier, when exactly one exists and no
-/// active flow-bound key guards it.
-async fn run_public(
-    state: &AppState,
-    parsed: Identifier,
-) -> Result<Option<Arc<RunnableFlow>>, AppError> {
-    let now = db::now();
-    db::run(&state.pool, move |conn| {
-        let mut public = flow_store::find_public(conn, &parsed)?;
-        // An endpoint name is unique per user only: two users'
-        // public flows with one name are run by id.
-        if public.len() != 1 {
-            return Ok(None);
-        }
-        let flow = public.remove(0);
-        if key_store::flow_has_usable_bound_key(conn, &flow.id, now)? {
-            return Ok(None);
-        }
-        Ok(Some(Arc::new(runnable(flow))))
-    })
-    .await
 }
 
 /// Request headers of the caller that are forwarded; everything else
@@ -303,7 +248,7 @@ fn inject(
     };
     Ok(match how {
         Injection::Bearer => {
-            let value = sensitive(format!("Bearer {}", secret.secret))?;
+            let value = sensitive(format!("Bearer {}", secret.secret.expose_secret()))?;
             request.header(reqwest::header::AUTHORIZATION, value)
         }
         Injection::Basic => {
@@ -311,7 +256,7 @@ fn inject(
             let pair = format!(
                 "{}:{}",
                 secret.public.as_deref().unwrap_or_default(),
-                secret.secret
+                secret.secret.expose_secret()
             );
             let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
             let value = sensitive(format!("Basic {encoded}"))?;
@@ -320,7 +265,7 @@ fn inject(
         Injection::Header => {
             let name = header_name
                 .ok_or_else(|| AppError::internal("stored upstream lacks its header name"))?;
-            let value = sensitive(secret.secret.clone())?;
+            let value = sensitive(secret.secret.expose_secret().to_string())?;
             request.header(name, value)
         }
     })

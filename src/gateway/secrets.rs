@@ -4,6 +4,8 @@
 //! client with its SSRF policy (`state.outbound`). The gateway writes no
 //! crypto and no address check of its own.
 
+use secrecy::SecretString;
+
 use crate::credentials::{self, Provider};
 use crate::db;
 use crate::error::AppError;
@@ -12,16 +14,11 @@ use crate::state::AppState;
 use crate::variables::store as variable_store;
 
 /// A decrypted secret, held only for the time of one request.
+#[derive(Debug)]
 pub struct Secret {
     /// The public half, where the provider has one (Langfuse's public key).
     pub public: Option<String>,
-    pub secret: String,
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
+    pub secret: SecretString,
 }
 
 /// The owner's secret the flow's credential names, decrypted. A credential
@@ -51,7 +48,7 @@ pub async fn fetch(
             let owner = owner_id.to_string();
             let lookup = name.clone();
             let variable = db::run(&state.pool, move |conn| {
-                variable_store::find_by_name(conn, &owner, &lookup).map_err(AppError::from)
+                variable_store::find_by_name(conn, &owner, &lookup)
             })
             .await?
             .ok_or_else(|| {
@@ -66,7 +63,7 @@ pub async fn fetch(
             }
             Ok(Secret {
                 public: None,
-                secret: state.secrets.decrypt(&variable.value)?,
+                secret: SecretString::from(state.secrets.decrypt(&variable.value)?),
             })
         }
     }

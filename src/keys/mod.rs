@@ -1,23 +1,31 @@
 //! `sk-` API keys: Langflow-compatible routes under `/api/v1/api_key/`.
 
-pub mod invalidation;
 pub mod store;
 pub mod token;
 pub mod usage;
 pub mod verify;
 
+use std::sync::{Arc, Weak};
+
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
-use crate::auth::Principal;
+use crate::bus::{Event, Subscriber};
 use crate::db;
-use crate::error::AppError;
+use crate::error::{extractors, AppError};
+use crate::identity::Principal;
 use crate::state::AppState;
-use token::PlainKey;
+use crate::token::PlainKey;
+use crate::validate::{self, LenientJson};
+use usage::UsageRecorder;
+pub use verify::{authenticate, KeyVerifier};
 
 pub const MAX_NAME_LEN: usize = 255;
 const KEY_NOT_FOUND: &str = "API Key not found";
+/// A key bound to a flow that is not (or no longer) the caller's.
+const BOUND_FLOW_NOT_FOUND: &str = "Flow not found";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -27,9 +35,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource(["/api_key/{id}", "/api_key/{id}/"])
+            .app_data(extractors::uuid_path("API key"))
             .route(web::delete().to(delete_key))
             .route(web::patch().to(update_key)),
     );
+}
+
+/// The key domain's long-lived parts: the verifier (subscribed to the bus)
+/// and the usage counters it shares.
+pub fn services(state: &AppState) -> (Arc<KeyVerifier>, Arc<UsageRecorder>) {
+    let usage = Arc::new(UsageRecorder::new(state.pool.clone()));
+    let verifier = Arc::new(KeyVerifier::new(
+        state.pool.clone(),
+        verify::CacheSettings::from_config(&state.config),
+        usage.clone(),
+    ));
+    let subscriber: Weak<dyn Subscriber> = Arc::downgrade(&verifier) as Weak<KeyVerifier>;
+    state.bus.subscribe(subscriber);
+    (verifier, usage)
 }
 
 /// A key as listed: masked, with its usage.
@@ -86,36 +109,14 @@ struct CreateKeyRequest {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpdateKeyRequest {
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "validate::double_option")]
     name: Option<Option<String>>,
     #[serde(default)]
     is_active: Option<bool>,
 }
 
-/// Distinguishes an absent field (`None`) from an explicit `null`
-/// (`Some(None)`).
-fn double_option<'de, D>(deserializer: D) -> Result<Option<Option<String>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    Option::<String>::deserialize(deserializer).map(Some)
-}
-
 fn check_name(name: Option<String>) -> Result<Option<String>, AppError> {
-    let name = name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
-    if let Some(n) = &name {
-        if n.chars().count() > MAX_NAME_LEN {
-            return Err(AppError::unprocessable(format!(
-                "name must be at most {MAX_NAME_LEN} characters"
-            )));
-        }
-        if n.chars().any(char::is_control) {
-            return Err(AppError::unprocessable(
-                "name must not contain control characters",
-            ));
-        }
-    }
-    Ok(name)
+    validate::optional_text("name", name, MAX_NAME_LEN)
 }
 
 /// Accepts RFC 3339 (`2030-01-01T00:00:00Z`, with an offset) or a naive
@@ -139,22 +140,17 @@ pub fn parse_timestamp(text: &str) -> Option<NaiveDateTime> {
     })
 }
 
-fn parse_key_id(id: &str) -> Result<String, AppError> {
-    uuid::Uuid::parse_str(id)
-        .map(|u| u.to_string())
-        .map_err(|_| AppError::unprocessable("Invalid API key id: expected a UUID"))
-}
-
 async fn list_keys(
     state: web::Data<AppState>,
+    usage: web::Data<UsageRecorder>,
     principal: Principal,
 ) -> Result<HttpResponse, AppError> {
     // Pending counts (including this very request's) are written first so
     // the list shows exact usage.
-    state.usage.flush().await?;
+    usage.flush().await?;
     let user_id = principal.user.id.clone();
     let keys = db::run(&state.pool, move |conn| {
-        store::list_for_user(conn, &user_id).map_err(AppError::from)
+        store::list_for_user(conn, &user_id)
     })
     .await?;
     Ok(HttpResponse::Ok().json(KeyList {
@@ -167,19 +163,10 @@ async fn list_keys(
 async fn create_key(
     state: web::Data<AppState>,
     principal: Principal,
-    body: web::Bytes,
+    body: LenientJson<CreateKeyRequest>,
 ) -> Result<HttpResponse, AppError> {
     // An empty body is accepted like `{}` (Langflow creates an unnamed key).
-    let request: CreateKeyRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        CreateKeyRequest {
-            name: None,
-            expires_at: None,
-            flow_id: None,
-        }
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| AppError::unprocessable(format!("Invalid JSON body: {e}")))?
-    };
+    let request = body.0;
     let name = check_name(request.name)?;
     let expires_at = match request
         .expires_at
@@ -202,15 +189,14 @@ async fn create_key(
     let flow_id = match request.flow_id.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(id) => Some(
-            uuid::Uuid::parse_str(id)
+            Uuid::parse_str(id)
                 .map(|u| u.to_string())
                 .map_err(|_| AppError::unprocessable("flow_id must be a flow's id (a UUID)"))?,
         ),
     };
-    let plain = PlainKey::generate()
-        .map_err(|e| AppError::internal(format_args!("OS random source failed: {e}")))?;
+    let plain = PlainKey::generate()?;
     let key_hash = plain.hash();
-    let display_prefix = plain.display_prefix();
+    let display_prefix = token::display_prefix(&plain);
     let user_id = principal.user.id.clone();
     let created = db::run(&state.pool, move |conn| {
         store::insert(
@@ -224,18 +210,10 @@ async fn create_key(
                 flow_id: flow_id.as_deref(),
             },
         )
-        .map_err(|e| match e {
-            // The flow was deleted between the check and the insert.
-            diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::ForeignKeyViolation,
-                _,
-            ) => AppError::not_found(crate::flows::FLOW_NOT_FOUND),
-            other => AppError::from(other),
-        })?
-        .ok_or_else(|| AppError::not_found(crate::flows::FLOW_NOT_FOUND))
     })
-    .await?;
-    state.keys.key_created();
+    .await?
+    .ok_or_else(|| AppError::not_found(BOUND_FLOW_NOT_FOUND))?;
+    state.bus.publish(Event::KeyCreated);
     let mut view = ApiKeyView::from(created);
     view.api_key = plain.into_string();
     Ok(HttpResponse::Ok()
@@ -246,45 +224,42 @@ async fn create_key(
 async fn update_key(
     state: web::Data<AppState>,
     principal: Principal,
-    path: web::Path<String>,
+    path: web::Path<Uuid>,
     body: web::Json<UpdateKeyRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let id = parse_key_id(&path)?;
+    let id = path.into_inner().to_string();
     let request = body.into_inner();
     let changes = store::KeyChanges {
-        name: match request.name {
-            Some(name) => Some(check_name(name)?),
-            None => None,
-        },
+        name: request.name.map(check_name).transpose()?,
         is_active: request.is_active,
     };
     let user_id = principal.user.id.clone();
     let key_id = id.clone();
     let updated = db::run(&state.pool, move |conn| {
-        store::update_for_user(conn, &user_id, &key_id, &changes).map_err(AppError::from)
+        store::update_for_user(conn, &user_id, &key_id, &changes)
     })
     .await?
     .ok_or_else(|| AppError::not_found(KEY_NOT_FOUND))?;
-    state.keys.forget_key(&id);
+    state.bus.publish(Event::KeyChanged(id));
     Ok(HttpResponse::Ok().json(ApiKeyView::from(updated)))
 }
 
 async fn delete_key(
     state: web::Data<AppState>,
     principal: Principal,
-    path: web::Path<String>,
+    path: web::Path<Uuid>,
 ) -> Result<HttpResponse, AppError> {
-    let id = parse_key_id(&path)?;
+    let id = path.into_inner().to_string();
     let user_id = principal.user.id.clone();
     let key_id = id.clone();
     let deleted = db::run(&state.pool, move |conn| {
-        store::delete_for_user(conn, &user_id, &key_id).map_err(AppError::from)
+        store::delete_for_user(conn, &user_id, &key_id)
     })
     .await?;
     if !deleted {
         return Err(AppError::not_found(KEY_NOT_FOUND));
     }
-    state.keys.forget_key(&id);
+    state.bus.publish(Event::KeyChanged(id));
     Ok(HttpResponse::Ok().json(serde_json::json!({"detail": "API Key deleted"})))
 }
 

@@ -3,9 +3,12 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::auth::AuthUser;
 use crate::db::schema::{api_keys, flows, users};
-use crate::db::{self, DbConnection};
+use crate::db::{self, DbConnection, DbError};
+use crate::error::AppError;
+use crate::identity::AuthUser;
+
+type Result<T> = std::result::Result<T, AppError>;
 
 /// A stored key as its owner may see it: never the hash, never the text.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -69,9 +72,9 @@ pub struct KeyWithOwner {
 
 /// Inserts a key. A key bound to a flow is only inserted when that flow is
 /// the user's (`Ok(None)` otherwise), checked in the same transaction; the
-/// foreign key refuses a flow deleted meanwhile.
-pub fn insert(conn: &mut DbConnection, new: NewKey<'_>) -> QueryResult<Option<ApiKey>> {
-    conn.transaction(|conn| {
+/// foreign key refuses a flow deleted meanwhile (also `Ok(None)`).
+pub fn insert(conn: &mut DbConnection, new: NewKey<'_>) -> Result<Option<ApiKey>> {
+    let inserted = db::transaction(conn, |conn| {
         if let Some(flow_id) = new.flow_id {
             let owned: i64 = flows::table
                 .filter(flows::id.eq(flow_id))
@@ -83,10 +86,14 @@ pub fn insert(conn: &mut DbConnection, new: NewKey<'_>) -> QueryResult<Option<Ap
             }
         }
         insert_row(conn, new).map(Some)
-    })
+    });
+    match inserted {
+        Err(error) if DbError::classify(&error) == DbError::MissingParent => Ok(None),
+        other => Ok(other?),
+    }
 }
 
-fn insert_row(conn: &mut DbConnection, new: NewKey<'_>) -> QueryResult<ApiKey> {
+fn insert_row(conn: &mut DbConnection, new: NewKey<'_>) -> diesel::QueryResult<ApiKey> {
     let id = uuid::Uuid::new_v4().to_string();
     let created_at = db::now();
     diesel::insert_into(api_keys::table)
@@ -117,25 +124,23 @@ fn insert_row(conn: &mut DbConnection, new: NewKey<'_>) -> QueryResult<ApiKey> {
     })
 }
 
-pub fn list_for_user(conn: &mut DbConnection, user_id: &str) -> QueryResult<Vec<ApiKey>> {
+pub fn list_for_user(conn: &mut DbConnection, user_id: &str) -> Result<Vec<ApiKey>> {
     api_keys::table
         .filter(api_keys::user_id.eq(user_id))
         .order((api_keys::created_at.asc(), api_keys::id.asc()))
         .select(ApiKey::as_select())
         .load(conn)
+        .map_err(AppError::from)
 }
 
-pub fn find_for_user(
-    conn: &mut DbConnection,
-    user_id: &str,
-    id: &str,
-) -> QueryResult<Option<ApiKey>> {
+pub fn find_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> Result<Option<ApiKey>> {
     api_keys::table
         .filter(api_keys::id.eq(id))
         .filter(api_keys::user_id.eq(user_id))
         .select(ApiKey::as_select())
         .first(conn)
         .optional()
+        .map_err(AppError::from)
 }
 
 /// Updates one of the user's keys; `None` when it is not theirs.
@@ -144,8 +149,8 @@ pub fn update_for_user(
     user_id: &str,
     id: &str,
     changes: &KeyChanges,
-) -> QueryResult<Option<ApiKey>> {
-    conn.transaction(|conn| {
+) -> Result<Option<ApiKey>> {
+    db::transaction(conn, |conn| {
         if changes.name.is_some() || changes.is_active.is_some() {
             diesel::update(
                 api_keys::table
@@ -160,7 +165,7 @@ pub fn update_for_user(
 }
 
 /// Deletes one of the user's keys; false when it is not theirs.
-pub fn delete_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> QueryResult<bool> {
+pub fn delete_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> Result<bool> {
     let deleted = diesel::delete(
         api_keys::table
             .filter(api_keys::id.eq(id))
@@ -183,7 +188,7 @@ struct KeyOwnerRow {
     flow_id: Option<String>,
 }
 
-pub fn find_by_hash(conn: &mut DbConnection, key_hash: &str) -> QueryResult<Option<KeyWithOwner>> {
+pub fn find_by_hash(conn: &mut DbConnection, key_hash: &str) -> Result<Option<KeyWithOwner>> {
     let row: Option<KeyOwnerRow> = api_keys::table
         .inner_join(users::table)
         .filter(api_keys::key_hash.eq(key_hash))
@@ -219,7 +224,7 @@ pub fn flow_has_usable_bound_key(
     conn: &mut DbConnection,
     flow_id: &str,
     now: NaiveDateTime,
-) -> QueryResult<bool> {
+) -> Result<bool> {
     let count: i64 = api_keys::table
         .filter(api_keys::flow_id.eq(flow_id))
         .filter(api_keys::is_active.eq(true))
@@ -235,25 +240,23 @@ pub fn flow_has_usable_bound_key(
 
 /// The ids of the keys bound to a flow (to drop them from caches when the
 /// flow goes).
-pub fn bound_key_ids(conn: &mut DbConnection, flow_id: &str) -> QueryResult<Vec<String>> {
+pub fn bound_key_ids(conn: &mut DbConnection, flow_id: &str) -> Result<Vec<String>> {
     api_keys::table
         .filter(api_keys::flow_id.eq(flow_id))
         .select(api_keys::id)
         .load(conn)
+        .map_err(AppError::from)
 }
 
 /// Deletes the keys bound to a flow; part of deleting the flow.
-pub fn delete_bound_to_flow(conn: &mut DbConnection, flow_id: &str) -> QueryResult<usize> {
-    diesel::delete(api_keys::table.filter(api_keys::flow_id.eq(flow_id))).execute(conn)
+pub fn delete_bound_to_flow(conn: &mut DbConnection, flow_id: &str) -> Result<usize> {
+    Ok(diesel::delete(api_keys::table.filter(api_keys::flow_id.eq(flow_id))).execute(conn)?)
 }
 
 /// Adds batched usage in one transaction. `last_used_at` only moves
 /// forward, so instances flushing out of order never set it back.
-pub fn add_usage(
-    conn: &mut DbConnection,
-    batch: &[(String, i64, NaiveDateTime)],
-) -> QueryResult<()> {
-    conn.transaction(|conn| {
+pub fn add_usage(conn: &mut DbConnection, batch: &[(String, i64, NaiveDateTime)]) -> Result<()> {
+    db::transaction(conn, |conn| {
         for (key_id, uses, last_used_at) in batch {
             diesel::update(api_keys::table.find(key_id))
                 .set(api_keys::total_uses.eq(api_keys::total_uses + *uses))

@@ -91,10 +91,7 @@ impl UsageRecorder {
             })
             .collect();
         let count = rows.len();
-        let result = db::run(&self.pool, move |conn| {
-            store::add_usage(conn, &rows).map_err(AppError::from)
-        })
-        .await;
+        let result = db::run(&self.pool, move |conn| store::add_usage(conn, &rows)).await;
         if result.is_err() {
             for (key_id, counters, uses, _) in batch {
                 counters.uses.fetch_add(uses, Ordering::AcqRel);

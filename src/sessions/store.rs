@@ -3,9 +3,12 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::auth::AuthUser;
 use crate::db::schema::{sessions, users};
 use crate::db::DbConnection;
+use crate::error::AppError;
+use crate::identity::AuthUser;
+
+type Result<T> = std::result::Result<T, AppError>;
 
 #[derive(Insertable)]
 #[diesel(table_name = sessions)]
@@ -24,7 +27,7 @@ pub fn create(
     token_hash: &str,
     now: NaiveDateTime,
     expires_at: NaiveDateTime,
-) -> QueryResult<String> {
+) -> Result<String> {
     let id = uuid::Uuid::new_v4().to_string();
     diesel::insert_into(sessions::table)
         .values(&NewSession {
@@ -44,7 +47,7 @@ pub fn find_active(
     conn: &mut DbConnection,
     token_hash: &str,
     now: NaiveDateTime,
-) -> QueryResult<Option<(String, AuthUser)>> {
+) -> Result<Option<(String, AuthUser)>> {
     let row: Option<(String, String, String, bool)> = sessions::table
         .inner_join(users::table)
         .filter(sessions::token_hash.eq(token_hash))
@@ -70,12 +73,12 @@ pub fn find_active(
     }))
 }
 
-pub fn delete_expired(conn: &mut DbConnection, now: NaiveDateTime) -> QueryResult<usize> {
-    diesel::delete(sessions::table.filter(sessions::expires_at.le(now))).execute(conn)
+pub fn delete_expired(conn: &mut DbConnection, now: NaiveDateTime) -> Result<usize> {
+    Ok(diesel::delete(sessions::table.filter(sessions::expires_at.le(now))).execute(conn)?)
 }
 
-pub fn delete_by_token_hash(conn: &mut DbConnection, token_hash: &str) -> QueryResult<usize> {
-    diesel::delete(sessions::table.filter(sessions::token_hash.eq(token_hash))).execute(conn)
+pub fn delete(conn: &mut DbConnection, session_id: &str) -> Result<usize> {
+    Ok(diesel::delete(sessions::table.find(session_id)).execute(conn)?)
 }
 
 /// Ends every session of a user but `keep` (the one changing its password).
@@ -83,10 +86,12 @@ pub fn delete_for_user_except(
     conn: &mut DbConnection,
     user_id: &str,
     keep: Option<&str>,
-) -> QueryResult<usize> {
+) -> Result<usize> {
     let sessions_of_user = sessions::table.filter(sessions::user_id.eq(user_id));
-    match keep {
-        Some(keep) => diesel::delete(sessions_of_user.filter(sessions::id.ne(keep))).execute(conn),
-        None => diesel::delete(sessions_of_user).execute(conn),
-    }
+    Ok(match keep {
+        Some(keep) => {
+            diesel::delete(sessions_of_user.filter(sessions::id.ne(keep))).execute(conn)?
+        }
+        None => diesel::delete(sessions_of_user).execute(conn)?,
+    })
 }

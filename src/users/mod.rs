@@ -1,17 +1,21 @@
 //! Users: the superuser-only admin API on Langflow's routes, optional
-//! public sign-up, `whoami`, and the first superuser's bootstrap.
+//! public sign-up, `whoami`, sign-in ([`signin`]) and the first
+//! superuser's bootstrap.
 
 pub mod password;
+pub mod signin;
 pub mod store;
 
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
-use crate::auth::{MaybePrincipal, Principal};
+use crate::bus::Event;
 use crate::config::Config;
 use crate::db::{self, DbConnection};
-use crate::error::AppError;
+use crate::error::{extractors, AppError};
+use crate::identity::{MaybePrincipal, Principal, MISSING_CREDENTIALS, NOT_ENOUGH_PRIVILEGES};
 use crate::sessions;
 use crate::state::AppState;
 
@@ -27,12 +31,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(
             web::resource(["/users/{id}", "/users/{id}/"])
+                .app_data(extractors::uuid_path("user"))
                 .route(web::patch().to(update_user))
                 .route(web::delete().to(delete_user)),
         )
-        .route(
-            "/users/{id}/reset-password",
-            web::patch().to(reset_password),
+        .service(
+            web::resource("/users/{id}/reset-password")
+                .app_data(extractors::uuid_path("user"))
+                .route(web::patch().to(reset_password)),
         );
 }
 
@@ -136,22 +142,14 @@ fn check_username(username: &str) -> Result<String, AppError> {
     Ok(username.to_string())
 }
 
-fn parse_user_id(id: &str) -> Result<String, AppError> {
-    uuid::Uuid::parse_str(id)
-        .map(|u| u.to_string())
-        .map_err(|_| AppError::unprocessable("Invalid user id: expected a UUID"))
-}
-
 async fn whoami(
     state: web::Data<AppState>,
     principal: Principal,
 ) -> Result<HttpResponse, AppError> {
     let user_id = principal.user.id;
-    let user = db::run(&state.pool, move |conn| {
-        store::find_by_id(conn, &user_id).map_err(AppError::from)
-    })
-    .await?
-    .ok_or_else(|| AppError::not_found("User not found"))?;
+    let user = db::run(&state.pool, move |conn| store::find_by_id(conn, &user_id))
+        .await?
+        .ok_or_else(|| AppError::not_found("User not found"))?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 
@@ -163,10 +161,8 @@ async fn list_users(
     principal.require_superuser()?;
     let skip = page.skip.unwrap_or(0).max(0);
     let limit = page.limit.unwrap_or(10).clamp(1, MAX_PAGE_SIZE);
-    let (total_count, users) = db::run(&state.pool, move |conn| {
-        store::list(conn, skip, limit).map_err(AppError::from)
-    })
-    .await?;
+    let (total_count, users) =
+        db::run(&state.pool, move |conn| store::list(conn, skip, limit)).await?;
     Ok(HttpResponse::Ok().json(UserList {
         total_count,
         users: users.into_iter().map(UserView::from).collect(),
@@ -184,8 +180,8 @@ async fn create_user(
     let by_superuser = principal.0.as_ref().is_some_and(|p| p.user.is_superuser);
     if !by_superuser && !state.config.enable_signup {
         return Err(match principal.0 {
-            Some(_) => AppError::forbidden(crate::auth::NOT_ENOUGH_PRIVILEGES),
-            None => AppError::unauthorized(crate::auth::MISSING_CREDENTIALS),
+            Some(_) => AppError::forbidden(NOT_ENOUGH_PRIVILEGES),
+            None => AppError::unauthorized(MISSING_CREDENTIALS),
         });
     }
     let request = body.into_inner();
@@ -218,10 +214,10 @@ async fn create_user(
 async fn update_user(
     state: web::Data<AppState>,
     principal: Principal,
-    path: web::Path<String>,
+    path: web::Path<Uuid>,
     body: web::Json<UpdateUserRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let id = parse_user_id(&path)?;
+    let id = path.into_inner().to_string();
     let request = body.into_inner();
     let is_self = principal.user.id == id;
     if !principal.user.is_superuser {
@@ -230,7 +226,7 @@ async fn update_user(
             || request.is_superuser.is_some()
             || request.username.is_some();
         if !is_self || privileged {
-            return Err(AppError::forbidden(crate::auth::NOT_ENOUGH_PRIVILEGES));
+            return Err(AppError::forbidden(NOT_ENOUGH_PRIVILEGES));
         }
     }
     let username = request
@@ -243,6 +239,7 @@ async fn update_user(
     }
     let ends_sessions = request.password.is_some() || request.is_active == Some(false);
     let rights_change = request.is_active.is_some() || request.is_superuser.is_some();
+    let request_renames = request.username.is_some();
     // A user changing their own password keeps the session they did it from.
     let keep_session = if is_self && request.is_active != Some(false) {
         principal.session_id().map(str::to_string)
@@ -264,13 +261,13 @@ async fn update_user(
         };
         let user = store::update(conn, &user_id, changes)?;
         if ends_sessions {
-            sessions::store::delete_for_user_except(conn, &user_id, keep_session.as_deref())?;
+            sessions::end_others(conn, &user_id, keep_session.as_deref())?;
         }
-        Ok(user)
+        Ok::<_, AppError>(user)
     })
     .await?;
-    if rights_change {
-        state.keys.forget_user(&id);
+    if rights_change || request_renames {
+        state.bus.publish(Event::UserChanged(id));
     }
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
@@ -278,12 +275,12 @@ async fn update_user(
 async fn reset_password(
     state: web::Data<AppState>,
     principal: Principal,
-    path: web::Path<String>,
+    path: web::Path<Uuid>,
     body: web::Json<ResetPasswordRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let id = parse_user_id(&path)?;
+    let id = path.into_inner().to_string();
     if principal.user.id != id && !principal.user.is_superuser {
-        return Err(AppError::forbidden(crate::auth::NOT_ENOUGH_PRIVILEGES));
+        return Err(AppError::forbidden(NOT_ENOUGH_PRIVILEGES));
     }
     let request = body.into_inner();
     password::check_strength(&request.password)?;
@@ -296,8 +293,8 @@ async fn reset_password(
         };
         let user = store::update(conn, &id, changes)?;
         // Every other session ends; the one that made the change stays.
-        sessions::store::delete_for_user_except(conn, &id, keep_session.as_deref())?;
-        Ok(user)
+        sessions::end_others(conn, &id, keep_session.as_deref())?;
+        Ok::<_, AppError>(user)
     })
     .await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
@@ -306,10 +303,10 @@ async fn reset_password(
 async fn delete_user(
     state: web::Data<AppState>,
     principal: Principal,
-    path: web::Path<String>,
+    path: web::Path<Uuid>,
 ) -> Result<HttpResponse, AppError> {
     principal.require_superuser()?;
-    let id = parse_user_id(&path)?;
+    let id = path.into_inner().to_string();
     if principal.user.id == id {
         return Err(AppError::bad_request(
             "You can't delete your own user account",
@@ -317,7 +314,7 @@ async fn delete_user(
     }
     let user_id = id.clone();
     db::run(&state.pool, move |conn| store::delete(conn, &user_id)).await?;
-    state.keys.forget_user(&id);
+    state.bus.publish(Event::UserChanged(id));
     Ok(HttpResponse::Ok().json(serde_json::json!({"detail": "User deleted"})))
 }
 

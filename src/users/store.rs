@@ -7,6 +7,10 @@ use crate::db::schema::users;
 use crate::db::{self, DbConnection};
 use crate::error::AppError;
 
+type Result<T> = std::result::Result<T, AppError>;
+
+const USERNAME_TAKEN: &str = "This username is unavailable";
+
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = users)]
 pub struct User {
@@ -50,24 +54,26 @@ pub struct UserChanges {
     pub updated_at: Option<NaiveDateTime>,
 }
 
-pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<User>> {
+pub fn find_by_id(conn: &mut DbConnection, id: &str) -> Result<Option<User>> {
     users::table
         .find(id)
         .select(User::as_select())
         .first(conn)
         .optional()
+        .map_err(AppError::from)
 }
 
-pub fn find_by_username(conn: &mut DbConnection, username: &str) -> QueryResult<Option<User>> {
+pub fn find_by_username(conn: &mut DbConnection, username: &str) -> Result<Option<User>> {
     users::table
         .filter(users::username.eq(username))
         .select(User::as_select())
         .first(conn)
         .optional()
+        .map_err(AppError::from)
 }
 
 /// Inserts a user; a taken username is a 409.
-pub fn insert(conn: &mut DbConnection, new: NewUser) -> Result<User, AppError> {
+pub fn insert(conn: &mut DbConnection, new: NewUser) -> Result<User> {
     let now = db::now();
     let id = uuid::Uuid::new_v4().to_string();
     let row = NewUserRow {
@@ -79,13 +85,10 @@ pub fn insert(conn: &mut DbConnection, new: NewUser) -> Result<User, AppError> {
         created_at: now,
         updated_at: now,
     };
-    match diesel::insert_into(users::table).values(&row).execute(conn) {
-        Ok(_) => {}
-        Err(e) if db::is_unique_violation(&e) => {
-            return Err(AppError::conflict("This username is unavailable"))
-        }
-        Err(e) => return Err(e.into()),
-    }
+    diesel::insert_into(users::table)
+        .values(&row)
+        .execute(conn)
+        .map_err(db::conflict_on_duplicate(USERNAME_TAKEN))?;
     Ok(User {
         id,
         username: new.username,
@@ -98,8 +101,8 @@ pub fn insert(conn: &mut DbConnection, new: NewUser) -> Result<User, AppError> {
     })
 }
 
-pub fn list(conn: &mut DbConnection, skip: i64, limit: i64) -> QueryResult<(i64, Vec<User>)> {
-    let total = users::table.count().get_result(conn)?;
+pub fn list(conn: &mut DbConnection, skip: i64, limit: i64) -> Result<(i64, Vec<User>)> {
+    let total: i64 = users::table.count().get_result(conn)?;
     let page = users::table
         .order((users::created_at.asc(), users::id.asc()))
         .offset(skip)
@@ -109,7 +112,7 @@ pub fn list(conn: &mut DbConnection, skip: i64, limit: i64) -> QueryResult<(i64,
     Ok((total, page))
 }
 
-pub fn any_superuser(conn: &mut DbConnection) -> QueryResult<bool> {
+pub fn any_superuser(conn: &mut DbConnection) -> Result<bool> {
     let count: i64 = users::table
         .filter(users::is_superuser.eq(true))
         .count()
@@ -117,13 +120,13 @@ pub fn any_superuser(conn: &mut DbConnection) -> QueryResult<bool> {
     Ok(count > 0)
 }
 
-fn count_other_active_superusers(conn: &mut DbConnection, except_id: &str) -> QueryResult<i64> {
-    users::table
+fn count_other_active_superusers(conn: &mut DbConnection, except_id: &str) -> Result<i64> {
+    Ok(users::table
         .filter(users::is_superuser.eq(true))
         .filter(users::is_active.eq(true))
         .filter(users::id.ne(except_id))
         .count()
-        .get_result(conn)
+        .get_result(conn)?)
 }
 
 fn removes_active_superuser(user: &User, changes: Option<&UserChanges>) -> bool {
@@ -139,14 +142,9 @@ fn removes_active_superuser(user: &User, changes: Option<&UserChanges>) -> bool 
 /// Applies `changes`, refusing to demote or deactivate the last active
 /// superuser. Runs in one serializable transaction so two concurrent
 /// demotions cannot both pass the check.
-pub fn update(
-    conn: &mut DbConnection,
-    id: &str,
-    mut changes: UserChanges,
-) -> Result<User, AppError> {
+pub fn update(conn: &mut DbConnection, id: &str, mut changes: UserChanges) -> Result<User> {
     changes.updated_at = Some(db::now());
-    conn.transaction(|conn| {
-        db::serializable(conn)?;
+    db::serializable_transaction(conn, |conn| {
         let user = find_by_id(conn, id)?.ok_or_else(|| AppError::not_found("User not found"))?;
         if removes_active_superuser(&user, Some(&changes))
             && count_other_active_superusers(conn, id)? == 0
@@ -155,25 +153,18 @@ pub fn update(
                 "Cannot deactivate or demote the last active superuser",
             ));
         }
-        match diesel::update(users::table.find(id))
+        diesel::update(users::table.find(id))
             .set(&changes)
             .execute(conn)
-        {
-            Ok(_) => {}
-            Err(e) if db::is_unique_violation(&e) => {
-                return Err(AppError::conflict("This username is unavailable"))
-            }
-            Err(e) => return Err(e.into()),
-        }
+            .map_err(db::conflict_on_duplicate(USERNAME_TAKEN))?;
         find_by_id(conn, id)?.ok_or_else(|| AppError::not_found("User not found"))
     })
 }
 
 /// Deletes a user (their keys and sessions go with them by cascade),
 /// refusing to delete the last active superuser.
-pub fn delete(conn: &mut DbConnection, id: &str) -> Result<(), AppError> {
-    conn.transaction(|conn| {
-        db::serializable(conn)?;
+pub fn delete(conn: &mut DbConnection, id: &str) -> Result<()> {
+    db::serializable_transaction(conn, |conn| {
         let user = find_by_id(conn, id)?.ok_or_else(|| AppError::not_found("User not found"))?;
         if removes_active_superuser(&user, None) && count_other_active_superusers(conn, id)? == 0 {
             return Err(AppError::bad_request(
@@ -185,9 +176,9 @@ pub fn delete(conn: &mut DbConnection, id: &str) -> Result<(), AppError> {
     })
 }
 
-pub fn record_login(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
+pub fn record_login(conn: &mut DbConnection, id: &str) -> Result<()> {
     diesel::update(users::table.find(id))
         .set(users::last_login_at.eq(db::now()))
-        .execute(conn)
-        .map(|_| ())
+        .execute(conn)?;
+    Ok(())
 }

@@ -8,11 +8,14 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
-use crate::auth::Principal;
+use crate::bus::Event;
 use crate::db;
-use crate::error::AppError;
+use crate::error::{extractors, AppError};
+use crate::identity::Principal;
 use crate::state::AppState;
+use crate::validate;
 use store::{CREDENTIAL, GENERIC};
 
 pub const MAX_NAME_LEN: usize = 255;
@@ -28,6 +31,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource(["/variables/{id}", "/variables/{id}/"])
+            .app_data(extractors::uuid_path("variable"))
             .route(web::patch().to(update))
             .route(web::delete().to(remove)),
     );
@@ -94,23 +98,7 @@ struct UpdateRequest {
 }
 
 fn check_name(name: Option<String>) -> Result<String, AppError> {
-    let name = name.map(|n| n.trim().to_string()).unwrap_or_default();
-    if name.is_empty() {
-        return Err(AppError::unprocessable(
-            "name is required and must not be empty",
-        ));
-    }
-    if name.chars().count() > MAX_NAME_LEN {
-        return Err(AppError::unprocessable(format!(
-            "name must be at most {MAX_NAME_LEN} characters"
-        )));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(AppError::unprocessable(
-            "name must not contain control characters",
-        ));
-    }
-    Ok(name)
+    validate::required_text("name", name, MAX_NAME_LEN)
 }
 
 fn check_value(value: Option<String>) -> Result<String, AppError> {
@@ -152,20 +140,6 @@ fn check_default_fields(fields: Option<Vec<String>>) -> Result<String, AppError>
     serde_json::to_string(&fields).map_err(AppError::internal)
 }
 
-fn parse_id(id: &str) -> Result<String, AppError> {
-    uuid::Uuid::parse_str(id)
-        .map(|u| u.to_string())
-        .map_err(|_| AppError::unprocessable("Invalid variable id: expected a UUID"))
-}
-
-fn duplicate(error: diesel::result::Error, name: &str) -> AppError {
-    if db::is_unique_violation(&error) {
-        AppError::conflict(format!("A variable named {name:?} already exists"))
-    } else {
-        AppError::from(error)
-    }
-}
-
 /// The value as stored: encrypted for a Credential.
 fn stored_value(state: &AppState, var_type: &str, value: &str) -> Result<String, AppError> {
     if var_type == CREDENTIAL {
@@ -197,16 +171,18 @@ async fn create(
                 default_fields: &default_fields,
             },
         )
-        .map_err(|e| duplicate(e, &name))
     })
     .await?;
+    state
+        .bus
+        .publish(Event::SecretsChanged(principal.user.id.clone()));
     Ok(HttpResponse::Created().json(VariableView::from(created)))
 }
 
 async fn list(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, AppError> {
     let user_id = principal.user.id.clone();
     let all = db::run(&state.pool, move |conn| {
-        store::list_for_user(conn, &user_id).map_err(AppError::from)
+        store::list_for_user(conn, &user_id)
     })
     .await?;
     Ok(HttpResponse::Ok().json(all.into_iter().map(VariableView::from).collect::<Vec<_>>()))
@@ -215,13 +191,15 @@ async fn list(state: web::Data<AppState>, principal: Principal) -> Result<HttpRe
 async fn update(
     state: web::Data<AppState>,
     principal: Principal,
-    path: web::Path<String>,
+    path: web::Path<Uuid>,
     body: web::Json<UpdateRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let id = parse_id(&path)?;
+    let id = path.into_inner().to_string();
     let request = body.into_inner();
     if let Some(body_id) = request.id.as_deref() {
-        if parse_id(body_id)? != id {
+        let body_id = Uuid::parse_str(body_id)
+            .map_err(|_| AppError::unprocessable("Invalid variable id: expected a UUID"))?;
+        if body_id.to_string() != id {
             return Err(AppError::unprocessable(
                 "the id in the body does not match the id in the path",
             ));
@@ -230,7 +208,7 @@ async fn update(
     let user_id = principal.user.id.clone();
     let (lookup_user, lookup_id) = (user_id.clone(), id.clone());
     let current = db::run(&state.pool, move |conn| {
-        store::find_for_user(conn, &lookup_user, &lookup_id).map_err(AppError::from)
+        store::find_for_user(conn, &lookup_user, &lookup_id)
     })
     .await?
     .ok_or_else(|| AppError::not_found(NOT_FOUND))?;
@@ -264,28 +242,33 @@ async fn update(
         },
         updated_at: None,
     };
-    let shown_name = name.unwrap_or(current.name);
     let updated = db::run(&state.pool, move |conn| {
-        store::update_for_user(conn, &user_id, &id, changes).map_err(|e| duplicate(e, &shown_name))
+        store::update_for_user(conn, &user_id, &id, changes)
     })
     .await?
     .ok_or_else(|| AppError::not_found(NOT_FOUND))?;
+    state
+        .bus
+        .publish(Event::SecretsChanged(principal.user.id.clone()));
     Ok(HttpResponse::Ok().json(VariableView::from(updated)))
 }
 
 async fn remove(
     state: web::Data<AppState>,
     principal: Principal,
-    path: web::Path<String>,
+    path: web::Path<Uuid>,
 ) -> Result<HttpResponse, AppError> {
-    let id = parse_id(&path)?;
+    let id = path.into_inner().to_string();
     let user_id = principal.user.id.clone();
     let deleted = db::run(&state.pool, move |conn| {
-        store::delete_for_user(conn, &user_id, &id).map_err(AppError::from)
+        store::delete_for_user(conn, &user_id, &id)
     })
     .await?;
     if !deleted {
         return Err(AppError::not_found(NOT_FOUND));
     }
+    state
+        .bus
+        .publish(Event::SecretsChanged(principal.user.id.clone()));
     Ok(HttpResponse::build(StatusCode::NO_CONTENT).finish())
 }

@@ -9,13 +9,19 @@ use crate::db::schema::variables;
 use crate::db::{self, DbConnection};
 use crate::error::AppError;
 
+type Result<T> = std::result::Result<T, AppError>;
+
+fn name_taken(name: &str) -> String {
+    format!("A variable named {name:?} already exists")
+}
+
 /// Stored `var_type` of an encrypted variable.
 pub const CREDENTIAL: &str = "Credential";
 /// Stored `var_type` of a plain variable.
 pub const GENERIC: &str = "Generic";
 
 /// A stored variable; for a Credential, `value` is encrypted.
-#[derive(Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = variables)]
 pub struct Variable {
     pub id: String,
@@ -27,16 +33,6 @@ pub struct Variable {
     pub default_fields: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
-}
-
-impl std::fmt::Debug for Variable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Variable")
-            .field("id", &self.id)
-            .field("name", &self.name)
-            .field("var_type", &self.var_type)
-            .finish_non_exhaustive()
-    }
 }
 
 #[derive(Insertable)]
@@ -71,8 +67,8 @@ pub struct VariableChanges {
     pub updated_at: Option<NaiveDateTime>,
 }
 
-/// Inserts a variable; a duplicate name gives a unique violation.
-pub fn insert(conn: &mut DbConnection, new: NewVariable<'_>) -> QueryResult<Variable> {
+/// Inserts a variable; a taken name is a 409.
+pub fn insert(conn: &mut DbConnection, new: NewVariable<'_>) -> Result<Variable> {
     let id = uuid::Uuid::new_v4().to_string();
     let now = db::now();
     diesel::insert_into(variables::table)
@@ -86,7 +82,8 @@ pub fn insert(conn: &mut DbConnection, new: NewVariable<'_>) -> QueryResult<Vari
             created_at: now,
             updated_at: now,
         })
-        .execute(conn)?;
+        .execute(conn)
+        .map_err(db::conflict_on_duplicate(name_taken(new.name)))?;
     Ok(Variable {
         id,
         user_id: new.user_id.to_string(),
@@ -99,25 +96,23 @@ pub fn insert(conn: &mut DbConnection, new: NewVariable<'_>) -> QueryResult<Vari
     })
 }
 
-pub fn list_for_user(conn: &mut DbConnection, user_id: &str) -> QueryResult<Vec<Variable>> {
+pub fn list_for_user(conn: &mut DbConnection, user_id: &str) -> Result<Vec<Variable>> {
     variables::table
         .filter(variables::user_id.eq(user_id))
         .order((variables::name.asc(), variables::id.asc()))
         .select(Variable::as_select())
         .load(conn)
+        .map_err(AppError::from)
 }
 
-pub fn find_for_user(
-    conn: &mut DbConnection,
-    user_id: &str,
-    id: &str,
-) -> QueryResult<Option<Variable>> {
+pub fn find_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> Result<Option<Variable>> {
     variables::table
         .filter(variables::id.eq(id))
         .filter(variables::user_id.eq(user_id))
         .select(Variable::as_select())
         .first(conn)
         .optional()
+        .map_err(AppError::from)
 }
 
 /// The user's variable by name (for the gateway's use).
@@ -125,13 +120,14 @@ pub fn find_by_name(
     conn: &mut DbConnection,
     user_id: &str,
     name: &str,
-) -> QueryResult<Option<Variable>> {
+) -> Result<Option<Variable>> {
     variables::table
         .filter(variables::name.eq(name))
         .filter(variables::user_id.eq(user_id))
         .select(Variable::as_select())
         .first(conn)
         .optional()
+        .map_err(AppError::from)
 }
 
 /// Updates one of the user's variables; `None` when it is not theirs.
@@ -140,22 +136,24 @@ pub fn update_for_user(
     user_id: &str,
     id: &str,
     mut changes: VariableChanges,
-) -> QueryResult<Option<Variable>> {
+) -> Result<Option<Variable>> {
     changes.updated_at = Some(db::now());
-    conn.transaction(|conn| {
+    let taken = changes.name.as_deref().map(name_taken).unwrap_or_default();
+    db::transaction(conn, |conn| {
         diesel::update(
             variables::table
                 .filter(variables::id.eq(id))
                 .filter(variables::user_id.eq(user_id)),
         )
         .set(&changes)
-        .execute(conn)?;
+        .execute(conn)
+        .map_err(db::conflict_on_duplicate(taken))?;
         find_for_user(conn, user_id, id)
     })
 }
 
 /// Deletes one of the user's variables; false when it is not theirs.
-pub fn delete_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> QueryResult<bool> {
+pub fn delete_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> Result<bool> {
     let deleted = diesel::delete(
         variables::table
             .filter(variables::id.eq(id))
@@ -167,11 +165,7 @@ pub fn delete_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> Quer
 
 /// Re-encrypts every Credential value from `old` to `new`; call inside the
 /// rotation's transaction. Returns the number of rows.
-pub fn reencrypt_all(
-    conn: &mut DbConnection,
-    old: &SecretBox,
-    new: &SecretBox,
-) -> Result<usize, AppError> {
+pub fn reencrypt_all(conn: &mut DbConnection, old: &SecretBox, new: &SecretBox) -> Result<usize> {
     let rows: Vec<(String, String)> = variables::table
         .filter(variables::var_type.eq(CREDENTIAL))
         .select((variables::id, variables::value))

@@ -246,7 +246,7 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
-    pub fn state(&self) -> &keygate::state::AppState {
+    pub fn state(&self) -> &keygate::server::Services {
         &self.server.as_ref().unwrap().state
     }
 

@@ -1,100 +1,171 @@
-//! Cache invalidation across instances sharing one PostgreSQL.
+//! The invalidation bus: what changed, told to every cache that holds it,
+//! on this instance before the API answers and on every other instance
+//! sharing the PostgreSQL database.
 //!
-//! Each instance runs one background thread with its own connection that
-//! `LISTEN`s on [`CHANNEL`] and `NOTIFY`s the invalidations this instance
-//! publishes. Received invalidations are applied to the local
-//! [`KeyVerifier`]. When the connection drops, the thread reconnects by
-//! itself and clears the whole cache, since notifications may have been
-//! missed meanwhile; the cache TTL bounds staleness even if the thread
-//! cannot reconnect. On SQLite (one instance) publishing is a no-op.
+//! Domains publish typed [`Event`]s after a write; caches subscribe
+//! ([`Bus::subscribe`]) and drop what the event makes stale. No cache knows
+//! another, and no domain knows which caches exist.
+//!
+//! Across instances, each instance runs one background thread with its own
+//! connection that `LISTEN`s on [`CHANNEL`] and `NOTIFY`s the events this
+//! instance publishes. Received events are applied to the local
+//! subscribers. When the connection drops, the thread reconnects by itself
+//! and applies [`Event::All`], since notifications may have been missed
+//! meanwhile; the caches' TTL bounds staleness even if the thread cannot
+//! reconnect. On SQLite (one instance) the bus is local only.
 //!
 //! Worst-case propagation while connected: the receiver's poll interval
 //! (`KEYGATE_NOTIFY_POLL_MS`, default 25 ms) plus one database round trip.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use diesel::sql_types::Text;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 
-use super::verify::KeyVerifier;
-
-pub const CHANNEL: &str = "keygate_key_invalidation";
+pub const CHANNEL: &str = "keygate_invalidation";
 const PING_EVERY: Duration = Duration::from_secs(5);
 const RECONNECT_AFTER: Duration = Duration::from_millis(500);
 const MAX_UNSENT: usize = 10_000;
 const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(5);
 
-/// What changed.
+/// What changed. Ids are the changed row's (or its owner's) id.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Invalidation {
-    Key(String),
-    User(String),
-    /// Any flow of this user was created, changed or deleted.
-    Flows(String),
+pub enum Event {
+    /// A key was revoked, deactivated or changed.
+    KeyChanged(String),
+    /// A key was created: a cached "unknown key" must not hide it.
     KeyCreated,
+    /// A user was renamed, promoted, demoted, deactivated or deleted.
+    UserChanged(String),
+    /// A flow of this owner was created, changed or deleted.
+    FlowsChanged(String),
+    /// A provider credential or variable of this owner was saved or deleted.
+    SecretsChanged(String),
+    /// Stored secrets were re-encrypted under a new secret key.
+    SecretRotated,
+    /// Anything may have changed (missed notifications).
     All,
 }
 
-impl Invalidation {
+impl Event {
     fn payload(&self) -> String {
         match self {
-            Invalidation::Key(id) => format!("key:{id}"),
-            Invalidation::User(id) => format!("user:{id}"),
-            Invalidation::Flows(id) => format!("flows:{id}"),
-            Invalidation::KeyCreated => "created".into(),
-            Invalidation::All => "all".into(),
+            Event::KeyChanged(id) => format!("key:{id}"),
+            Event::UserChanged(id) => format!("user:{id}"),
+            Event::FlowsChanged(id) => format!("flows:{id}"),
+            Event::SecretsChanged(id) => format!("secrets:{id}"),
+            Event::KeyCreated => "created".into(),
+            Event::SecretRotated => "rotated".into(),
+            Event::All => "all".into(),
         }
     }
 
     fn parse(payload: &str) -> Option<Self> {
         match payload.split_once(':') {
-            Some(("key", id)) => Some(Invalidation::Key(id.to_string())),
-            Some(("user", id)) => Some(Invalidation::User(id.to_string())),
-            Some(("flows", id)) => Some(Invalidation::Flows(id.to_string())),
+            Some(("key", id)) => Some(Event::KeyChanged(id.to_string())),
+            Some(("user", id)) => Some(Event::UserChanged(id.to_string())),
+            Some(("flows", id)) => Some(Event::FlowsChanged(id.to_string())),
+            Some(("secrets", id)) => Some(Event::SecretsChanged(id.to_string())),
             _ => match payload {
-                "created" => Some(Invalidation::KeyCreated),
-                "all" => Some(Invalidation::All),
+                "created" => Some(Event::KeyCreated),
+                "rotated" => Some(Event::SecretRotated),
+                "all" => Some(Event::All),
                 _ => None,
             },
         }
     }
 }
 
-/// Hands invalidations to the notification thread; a no-op without one.
-#[derive(Clone, Default)]
-pub struct Publisher {
-    outgoing: Option<Sender<Invalidation>>,
+/// A cache (or anything else) that must hear about changes.
+pub trait Subscriber: Send + Sync {
+    fn on_event(&self, event: &Event);
 }
 
-impl Publisher {
-    pub fn publish(&self, invalidation: Invalidation) {
-        if let Some(outgoing) = &self.outgoing {
-            let _ = outgoing.send(invalidation);
+/// Local delivery: the subscribers, held weakly so the bus keeps nothing
+/// alive.
+#[derive(Default)]
+struct Subscribers(RwLock<Vec<Weak<dyn Subscriber>>>);
+
+impl Subscribers {
+    fn deliver(&self, event: &Event) {
+        let subscribers = self.0.read().unwrap_or_else(|p| p.into_inner());
+        for subscriber in subscribers.iter().filter_map(Weak::upgrade) {
+            subscriber.on_event(event);
         }
     }
 }
 
-/// A publisher and the queue the notification thread will drain.
-pub fn queue() -> (Publisher, Receiver<Invalidation>) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    (Publisher { outgoing: Some(tx) }, rx)
+/// The bus: publish here, subscribe here.
+pub struct Bus {
+    subscribers: Arc<Subscribers>,
+    outgoing: Option<Sender<Event>>,
+    listener: Option<Listener>,
+}
+
+impl Bus {
+    /// A bus for one instance (SQLite): local delivery only.
+    pub fn local() -> Self {
+        Bus {
+            subscribers: Arc::default(),
+            outgoing: None,
+            listener: None,
+        }
+    }
+
+    /// A bus that also carries events between instances sharing the
+    /// PostgreSQL database at `url`. Returns once the listener is connected
+    /// (or after a few seconds; it keeps trying in the background).
+    pub fn postgres(url: String, poll: Duration) -> Self {
+        let subscribers = Arc::<Subscribers>::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let listener = Listener::spawn(url, Arc::downgrade(&subscribers), rx, poll);
+        Bus {
+            subscribers,
+            outgoing: Some(tx),
+            listener: Some(listener),
+        }
+    }
+
+    pub fn subscribe(&self, subscriber: Weak<dyn Subscriber>) {
+        self.subscribers
+            .0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(subscriber);
+    }
+
+    /// Applies `event` to this instance's subscribers at once, then sends
+    /// it to the other instances.
+    pub fn publish(&self, event: Event) {
+        self.subscribers.deliver(&event);
+        if let Some(outgoing) = &self.outgoing {
+            let _ = outgoing.send(event);
+        }
+    }
+
+    /// Stops the listener thread after it has sent what is queued.
+    pub fn stop(&self) {
+        if let Some(listener) = &self.listener {
+            listener.stop();
+        }
+    }
 }
 
 /// The running notification thread; stopped with [`Listener::stop`].
-pub struct Listener {
+struct Listener {
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Listener {
-    pub fn spawn(
+    fn spawn(
         url: String,
-        verifier: Weak<KeyVerifier>,
-        outgoing: Receiver<Invalidation>,
+        subscribers: Weak<Subscribers>,
+        outgoing: Receiver<Event>,
         poll: Duration,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
@@ -102,7 +173,7 @@ impl Listener {
         let (ready, listening) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("keygate-notify".into())
-            .spawn(move || run(&url, &verifier, &outgoing, poll, &thread_stop, ready))
+            .spawn(move || run(&url, &subscribers, &outgoing, poll, &thread_stop, ready))
             .map_err(|e| tracing::error!(error = %e, "cannot start the invalidation thread"))
             .ok();
         // Serve only once this instance hears other instances' changes (or
@@ -117,7 +188,7 @@ impl Listener {
     }
 
     /// Stops the thread after it has sent what is queued.
-    pub fn stop(&self) {
+    fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(thread) = thread {
@@ -126,12 +197,12 @@ impl Listener {
     }
 }
 
-/// Applies an invalidation; false once the verifier is gone (the app has
-/// shut down), which ends the thread.
-fn apply(verifier: &Weak<KeyVerifier>, invalidation: &Invalidation) -> bool {
-    match verifier.upgrade() {
-        Some(verifier) => {
-            verifier.apply(invalidation);
+/// Delivers an event; false once the bus is gone (the app has shut
+/// down), which ends the thread.
+fn apply(subscribers: &Weak<Subscribers>, event: &Event) -> bool {
+    match subscribers.upgrade() {
+        Some(subscribers) => {
+            subscribers.deliver(event);
             true
         }
         None => false,
@@ -140,13 +211,13 @@ fn apply(verifier: &Weak<KeyVerifier>, invalidation: &Invalidation) -> bool {
 
 fn run(
     url: &str,
-    verifier: &Weak<KeyVerifier>,
-    outgoing: &Receiver<Invalidation>,
+    subscribers: &Weak<Subscribers>,
+    outgoing: &Receiver<Event>,
     poll: Duration,
     stop: &AtomicBool,
     ready: std::sync::mpsc::SyncSender<()>,
 ) {
-    let mut unsent: Vec<Invalidation> = Vec::new();
+    let mut unsent: Vec<Event> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         let mut conn = match PgConnection::establish(url) {
             Ok(conn) => conn,
@@ -166,7 +237,7 @@ fn run(
             continue;
         }
         // Anything may have changed while this instance was not listening.
-        if !apply(verifier, &Invalidation::All) {
+        if !apply(subscribers, &Event::All) {
             return;
         }
         let _ = ready.try_send(());
@@ -175,7 +246,7 @@ fn run(
         if serve_connection(
             &mut conn,
             own_pid,
-            verifier,
+            subscribers,
             outgoing,
             poll,
             stop,
@@ -191,11 +262,11 @@ fn run(
 fn serve_connection(
     conn: &mut PgConnection,
     own_pid: Option<i32>,
-    verifier: &Weak<KeyVerifier>,
-    outgoing: &Receiver<Invalidation>,
+    subscribers: &Weak<Subscribers>,
+    outgoing: &Receiver<Event>,
     poll: Duration,
     stop: &AtomicBool,
-    unsent: &mut Vec<Invalidation>,
+    unsent: &mut Vec<Event>,
 ) -> bool {
     let mut last_ping = Instant::now();
     loop {
@@ -225,8 +296,8 @@ fn serve_connection(
                 // This instance applied its own changes before sending them.
                 Ok(n) if Some(n.process_id) == own_pid => {}
                 Ok(n) => {
-                    if let Some(invalidation) = Invalidation::parse(&n.payload) {
-                        if !apply(verifier, &invalidation) {
+                    if let Some(invalidation) = Event::parse(&n.payload) {
+                        if !apply(subscribers, &invalidation) {
                             return true;
                         }
                     }
@@ -263,11 +334,7 @@ fn backend_pid(conn: &mut PgConnection) -> Option<i32> {
 
 /// Waits before reconnecting while still collecting what to publish;
 /// false when nothing can publish any more (the app is gone).
-fn wait(
-    outgoing: &Receiver<Invalidation>,
-    unsent: &mut Vec<Invalidation>,
-    pause: Duration,
-) -> bool {
+fn wait(outgoing: &Receiver<Event>, unsent: &mut Vec<Event>, pause: Duration) -> bool {
     match outgoing.recv_timeout(pause) {
         Ok(invalidation) => unsent.push(invalidation),
         Err(RecvTimeoutError::Timeout) => {}
@@ -277,7 +344,7 @@ fn wait(
     // A long outage: one "clear everything" says as much as all of them.
     if unsent.len() > MAX_UNSENT {
         unsent.clear();
-        unsent.push(Invalidation::All);
+        unsent.push(Event::All);
     }
     true
 }
@@ -288,18 +355,17 @@ mod tests {
 
     #[test]
     fn payloads_round_trip() {
-        for invalidation in [
-            Invalidation::Key("k1".into()),
-            Invalidation::User("u1".into()),
-            Invalidation::Flows("u1".into()),
-            Invalidation::KeyCreated,
-            Invalidation::All,
+        for event in [
+            Event::KeyChanged("k1".into()),
+            Event::UserChanged("u1".into()),
+            Event::FlowsChanged("u1".into()),
+            Event::SecretsChanged("u1".into()),
+            Event::SecretRotated,
+            Event::KeyCreated,
+            Event::All,
         ] {
-            assert_eq!(
-                Invalidation::parse(&invalidation.payload()),
-                Some(invalidation)
-            );
+            assert_eq!(Event::parse(&event.payload()), Some(event));
         }
-        assert_eq!(Invalidation::parse("bogus"), None);
+        assert_eq!(Event::parse("bogus"), None);
     }
 }

@@ -1,0 +1,187 @@
+//! Who is calling: the types every layer shares and the extractors
+//! handlers take.
+//!
+//! The `auth` middleware (above the domains) decides who a request comes
+//! from and leaves the outcome here with [`Resolved::store`]; handlers take
+//! exactly one of [`Principal`], [`MaybePrincipal`] or [`FlowCaller`], so a
+//! handler cannot forget to authenticate. The domains build principals
+//! (`keys::authenticate`, `sessions::authenticate`) from these types and
+//! never import the middleware.
+//!
+//! Flow-bound keys are confined here, once: [`Principal`] and
+//! [`MaybePrincipal`] refuse them (403), so no handler written with them can
+//! be reached by such a key; only the gateway takes [`FlowCaller`], which
+//! accepts them and leaves it to check that the flow run is the bound one.
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
+
+use crate::error::AppError;
+
+pub const API_KEY_HEADER: &str = "x-api-key";
+pub const API_KEY_QUERY: &str = "x-api-key";
+
+pub const MISSING_CREDENTIALS: &str = "An API key must be passed as the x-api-key header \
+    or the x-api-key query parameter (or sign in for a session)";
+pub const INVALID_KEY: &str = "Invalid API key";
+pub const INVALID_SESSION: &str = "Invalid or expired session; sign in again";
+pub const NOT_ENOUGH_PRIVILEGES: &str = "The user doesn't have enough privileges";
+pub const FLOW_BOUND_KEY: &str = "This API key is bound to one flow and can only run it";
+
+/// The authenticated user, as every handler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthUser {
+    pub id: String,
+    pub username: String,
+    pub is_superuser: bool,
+}
+
+/// How the request proved who it is.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// `flow_id`: the one flow a flow-bound key may run.
+    ApiKey {
+        key_id: String,
+        flow_id: Option<String>,
+    },
+    Session {
+        session_id: String,
+        /// The token a page must echo in `X-CSRF-Token` (see
+        /// `sessions::csrf_token`).
+        csrf_token: String,
+        /// True when the session came from the cookie, not `Authorization`.
+        via_cookie: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: AuthUser,
+    pub credential: Credential,
+}
+
+impl Principal {
+    pub fn require_superuser(&self) -> Result<(), AppError> {
+        if self.user.is_superuser {
+            Ok(())
+        } else {
+            Err(AppError::forbidden(NOT_ENOUGH_PRIVILEGES))
+        }
+    }
+
+    pub fn session_id(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::Session { session_id, .. } => Some(session_id),
+            Credential::ApiKey { .. } => None,
+        }
+    }
+
+    /// The flow a flow-bound key is confined to.
+    pub fn bound_flow(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::ApiKey { flow_id, .. } => flow_id.as_deref(),
+            Credential::Session { .. } => None,
+        }
+    }
+
+    /// The CSRF token of the session the request came with, if any.
+    pub fn csrf_token(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::Session { csrf_token, .. } => Some(csrf_token),
+            Credential::ApiKey { .. } => None,
+        }
+    }
+
+    /// True when the request authenticated with an `sk-` key.
+    pub fn is_api_key(&self) -> bool {
+        matches!(self.credential, Credential::ApiKey { .. })
+    }
+}
+
+/// A principal when the request carries credentials, `None` when it
+/// carries none at all. Bad credentials are still refused.
+pub struct MaybePrincipal(pub Option<Principal>);
+
+/// Who calls a flow run: like [`MaybePrincipal`], but flow-bound keys are
+/// let through. Only the gateway may take it, and it must then refuse a
+/// flow-bound key for any flow but its own.
+pub struct FlowCaller(pub Option<Principal>);
+
+/// What the middleware found, kept in the request's extensions until the
+/// handler's one principal extractor takes it.
+pub struct Resolved(Result<Option<Principal>, AppError>);
+
+impl Resolved {
+    /// Called by the middleware, before any handler runs.
+    pub fn store(req: &HttpRequest, outcome: Result<Option<Principal>, AppError>) {
+        req.extensions_mut().insert(Resolved(outcome));
+    }
+
+    /// Moves the outcome out rather than copying it: each handler takes
+    /// exactly one extractor.
+    pub fn take(req: &HttpRequest) -> Result<Option<Principal>, AppError> {
+        match req.extensions_mut().remove::<Resolved>() {
+            Some(Resolved(outcome)) => outcome,
+            None => Err(AppError::internal(
+                "authentication middleware is not installed",
+            )),
+        }
+    }
+}
+
+/// Logs why a request was refused (debug level) and hands the error back.
+pub fn reject(reason: &'static str, error: AppError) -> AppError {
+    tracing::debug!(
+        reason,
+        status = error.status().as_u16(),
+        "authentication rejected"
+    );
+    error
+}
+
+/// The outcome for every extractor but [`FlowCaller`]: flow-bound keys are
+/// refused.
+fn resolved_unbound(req: &HttpRequest) -> Result<Option<Principal>, AppError> {
+    let principal = Resolved::take(req)?;
+    if principal.as_ref().is_some_and(|p| p.bound_flow().is_some()) {
+        return Err(reject(
+            "flow-bound key outside its flow",
+            AppError::forbidden(FLOW_BOUND_KEY),
+        ));
+    }
+    Ok(principal)
+}
+
+impl FromRequest for Principal {
+    type Error = AppError;
+    type Future = std::future::Ready<Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(resolved_unbound(req).and_then(|principal| {
+            principal.ok_or_else(|| {
+                reject(
+                    "missing credentials",
+                    AppError::unauthorized(MISSING_CREDENTIALS),
+                )
+            })
+        }))
+    }
+}
+
+impl FromRequest for MaybePrincipal {
+    type Error = AppError;
+    type Future = std::future::Ready<Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(resolved_unbound(req).map(MaybePrincipal))
+    }
+}
+
+impl FromRequest for FlowCaller {
+    type Error = AppError;
+    type Future = std::future::Ready<Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(Resolved::take(req).map(FlowCaller))
+    }
+}
