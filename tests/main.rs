@@ -8,6 +8,7 @@ mod credentials;
 mod flows;
 mod gateway;
 mod keys;
+mod layers;
 mod ops;
 mod ui;
 mod users;
