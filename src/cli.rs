@@ -184,7 +184,11 @@ fn create_superuser(
     // No bootstrap here: the superuser this command creates is the first.
     let pool = db::connect_and_migrate(&config.database_url, 1, config.db_timeout)?;
     let mut conn = pool.get().map_err(|e| e.to_string())?;
-    let (password_text, generated) = match password_arg.or(config.superuser_password.clone()) {
+    let configured = config
+        .superuser_password
+        .as_ref()
+        .map(|p| secrecy::ExposeSecret::expose_secret(p).to_string());
+    let (password_text, generated) = match password_arg.or(configured) {
         Some(p) => (p, false),
         None => (
             password::generate().map_err(|e| e.detail().to_string())?,

@@ -1,14 +1,166 @@
-//! Typed settings, read from `KEYGATE_*` environment variables (see
-//! `.env.example`). Tests build a [`Config`] from a map instead of mutating
-//! the process environment.
+//! Typed settings from `KEYGATE_*` environment variables (see
+//! `.env.example` and the operator guide).
+//!
+//! [`Settings`] declares every variable once: its name is the field's
+//! (upper-cased, after `KEYGATE_`), with its default and its doc beside it;
+//! envy reads them. [`Config`] is what the rest of keygate uses: the same
+//! values checked and turned into durations, paths and the database URL.
+//! Tests build a [`Config`] from a map instead of mutating the process
+//! environment.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer};
+
 use crate::db::DatabaseUrl;
 
-#[derive(Clone)]
+/// Every `KEYGATE_*` variable, as given. An empty value counts as unset.
+#[derive(Deserialize)]
+struct Settings {
+    /// Address to listen on (`serve --host` overrides it).
+    #[serde(default = "default_host")]
+    host: String,
+    /// Port to listen on (`serve --port` overrides it); 0 picks a free one.
+    #[serde(default = "default_port")]
+    port: u16,
+    /// Directory of the default SQLite database and the generated secret.
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    /// `postgres://…` selects PostgreSQL; unset: SQLite in `data_dir`.
+    #[serde(default)]
+    database_url: Option<String>,
+    /// Username of the superuser created when the database has none.
+    #[serde(default = "default_superuser")]
+    superuser: String,
+    /// Password of that first superuser; unset: generated and printed once.
+    #[serde(default)]
+    superuser_password: Option<SecretString>,
+    /// Whether signed-up users (and users created without saying) are active.
+    #[serde(default, deserialize_with = "flag")]
+    new_user_is_active: bool,
+    /// Public sign-up: anyone may `POST /api/v1/users/`.
+    #[serde(default, deserialize_with = "flag")]
+    enable_signup: bool,
+    /// Allow `keygate superuser` to create superusers.
+    #[serde(default, deserialize_with = "flag")]
+    enable_superuser_cli: bool,
+    /// The `Secure` attribute on the session cookie (behind HTTPS).
+    #[serde(default, deserialize_with = "flag")]
+    cookie_secure: bool,
+    /// `GET /api/v1/auto_login` hands out superuser sessions without a
+    /// password (Langflow's AUTO_LOGIN).
+    #[serde(default, deserialize_with = "flag")]
+    auto_login: bool,
+    /// Lifetime of a sign-in session, in minutes.
+    #[serde(default = "default_session_ttl_minutes")]
+    session_ttl_minutes: u64,
+    /// Database connections per process (at least 1).
+    #[serde(default = "default_db_pool_size")]
+    db_pool_size: u32,
+    /// How long a request waits for a connection before a 503 (ms, at least 100).
+    #[serde(default = "default_db_timeout_ms")]
+    db_timeout_ms: u64,
+    /// How often usage counters are written (ms, at least 10).
+    #[serde(default = "default_usage_flush_ms")]
+    usage_flush_ms: u64,
+    /// Largest accepted request body, in bytes.
+    #[serde(default = "default_max_body_bytes")]
+    max_body_bytes: usize,
+    /// HTTP worker threads; unset or 0: one per CPU (at most 256).
+    #[serde(default)]
+    workers: usize,
+    /// How long a run waits for the upstream's response headers (ms, at least 1).
+    #[serde(default = "default_upstream_timeout_ms")]
+    upstream_timeout_ms: u64,
+    /// The operator secret stored secrets are encrypted under; unset:
+    /// `{data_dir}/secret.key`, generated on first start.
+    #[serde(default)]
+    secret_key: Option<SecretString>,
+    /// Let outbound calls reach loopback, private and link-local addresses.
+    #[serde(default, deserialize_with = "flag")]
+    allow_private_upstreams: bool,
+    /// Connect and total time-out of provider checks (ms, 50 to 600000).
+    #[serde(default = "default_provider_timeout_ms")]
+    provider_timeout_ms: u64,
+    /// Verified keys (and runnable flows) kept in memory per process.
+    #[serde(default = "default_key_cache_size")]
+    key_cache_size: usize,
+    /// Seconds after which a cached entry is read again (safety net).
+    #[serde(default = "default_key_cache_ttl_secs")]
+    key_cache_ttl_secs: u64,
+    /// Seconds an unknown key is remembered as unknown.
+    #[serde(default = "default_negative_cache_ttl_secs")]
+    negative_cache_ttl_secs: u64,
+    /// PostgreSQL: how often the invalidation listener polls (ms, 1 to 1000).
+    #[serde(default = "default_notify_poll_ms")]
+    notify_poll_ms: u64,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    7860
+}
+fn default_data_dir() -> PathBuf {
+    "./data".into()
+}
+fn default_superuser() -> String {
+    "admin".into()
+}
+fn default_session_ttl_minutes() -> u64 {
+    720
+}
+fn default_db_pool_size() -> u32 {
+    10
+}
+fn default_db_timeout_ms() -> u64 {
+    5000
+}
+fn default_usage_flush_ms() -> u64 {
+    5000
+}
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+fn default_upstream_timeout_ms() -> u64 {
+    60_000
+}
+fn default_provider_timeout_ms() -> u64 {
+    5000
+}
+fn default_key_cache_size() -> usize {
+    100_000
+}
+fn default_key_cache_ttl_secs() -> u64 {
+    30
+}
+fn default_negative_cache_ttl_secs() -> u64 {
+    5
+}
+fn default_notify_poll_ms() -> u64 {
+    25
+}
+
+/// Booleans as operators write them: true/false, 1/0, yes/no, on/off.
+fn flag<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected true or false, got {:?}",
+            text.trim()
+        ))),
+    }
+}
+
+const PREFIX: &str = "KEYGATE_";
+
+#[derive(Clone, Debug)]
 pub struct Config {
     pub host: String,
     pub port: u16,
@@ -16,7 +168,7 @@ pub struct Config {
     pub database_url: DatabaseUrl,
     pub superuser: String,
     /// Only used to create the first superuser; never logged.
-    pub superuser_password: Option<String>,
+    pub superuser_password: Option<SecretString>,
     pub new_user_is_active: bool,
     pub enable_signup: bool,
     pub enable_superuser_cli: bool,
@@ -35,9 +187,8 @@ pub struct Config {
     /// before answering 504.
     pub upstream_timeout: Duration,
     /// `KEYGATE_SECRET_KEY`: the operator secret the encryption key is
-    /// derived from. `None`: `{data_dir}/secret.key` (see `crypto`). Never
-    /// logged, never in `Debug`.
-    pub secret_key: Option<String>,
+    /// derived from. `None`: `{data_dir}/secret.key` (see `crypto`).
+    pub secret_key: Option<SecretString>,
     /// `KEYGATE_ALLOW_PRIVATE_UPSTREAMS`: let outbound calls reach loopback,
     /// private and link-local addresses (see `outbound`).
     pub allow_private_upstreams: bool,
@@ -54,165 +205,93 @@ pub struct Config {
     pub notify_poll: Duration,
 }
 
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("data_dir", &self.data_dir)
-            .field("database_url", &self.database_url)
-            .field("superuser", &self.superuser)
-            .field("new_user_is_active", &self.new_user_is_active)
-            .field("enable_signup", &self.enable_signup)
-            .field("cookie_secure", &self.cookie_secure)
-            .field("auto_login", &self.auto_login)
-            .field("allow_private_upstreams", &self.allow_private_upstreams)
-            .field("provider_timeout", &self.provider_timeout)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, String> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_pairs(std::env::vars())
     }
 
     /// Reads settings from a map of `KEYGATE_*` names (used by tests).
     pub fn from_map(values: &HashMap<String, String>) -> Result<Self, String> {
-        Self::from_lookup(|name| values.get(name).cloned())
+        Self::from_pairs(values.iter().map(|(k, v)| (k.clone(), v.clone())))
     }
 
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let data_dir = PathBuf::from(get("KEYGATE_DATA_DIR").unwrap_or_else(|| "./data".into()));
-        let database_url = match get("KEYGATE_DATABASE_URL") {
+    fn from_pairs(pairs: impl Iterator<Item = (String, String)>) -> Result<Self, String> {
+        let pairs: Vec<(String, String)> = pairs
+            .filter(|(name, value)| name.starts_with(PREFIX) && !value.trim().is_empty())
+            .map(|(name, value)| (name, value.trim().to_string()))
+            .collect();
+        let settings: Settings = envy::prefixed(PREFIX)
+            .from_iter(pairs.iter().cloned())
+            .map_err(|e| explain(&e.to_string(), &pairs))?;
+        Self::from_settings(settings)
+    }
+
+    fn from_settings(s: Settings) -> Result<Self, String> {
+        let database_url = match &s.database_url {
             Some(url) => {
-                DatabaseUrl::parse(&url).map_err(|e| format!("KEYGATE_DATABASE_URL: {e}"))?
+                DatabaseUrl::parse(url).map_err(|e| format!("KEYGATE_DATABASE_URL: {e}"))?
             }
-            None => DatabaseUrl::Sqlite(data_dir.join("keygate.db")),
+            None => DatabaseUrl::Sqlite(s.data_dir.join("keygate.db")),
         };
-        let workers = match get("KEYGATE_WORKERS") {
-            Some(v) => match parse_number::<usize>("KEYGATE_WORKERS", &v)? {
-                0 => None,
-                w if w > 256 => return Err("KEYGATE_WORKERS: at most 256".into()),
-                w => Some(w),
-            },
-            None => None,
+        let workers = match s.workers {
+            0 => None,
+            w if w > 256 => return Err("KEYGATE_WORKERS: at most 256".into()),
+            w => Some(w),
         };
         Ok(Config {
-            host: get("KEYGATE_HOST").unwrap_or_else(|| "127.0.0.1".into()),
-            port: parse_or("KEYGATE_PORT", get("KEYGATE_PORT"), 7860)?,
-            data_dir,
+            host: s.host,
+            port: s.port,
+            data_dir: s.data_dir,
             database_url,
-            superuser: get("KEYGATE_SUPERUSER").unwrap_or_else(|| "admin".into()),
-            superuser_password: get("KEYGATE_SUPERUSER_PASSWORD"),
-            new_user_is_active: parse_bool(
-                "KEYGATE_NEW_USER_IS_ACTIVE",
-                get("KEYGATE_NEW_USER_IS_ACTIVE"),
-            )?,
-            enable_signup: parse_bool("KEYGATE_ENABLE_SIGNUP", get("KEYGATE_ENABLE_SIGNUP"))?,
-            enable_superuser_cli: parse_bool(
-                "KEYGATE_ENABLE_SUPERUSER_CLI",
-                get("KEYGATE_ENABLE_SUPERUSER_CLI"),
-            )?,
-            cookie_secure: parse_bool("KEYGATE_COOKIE_SECURE", get("KEYGATE_COOKIE_SECURE"))?,
-            auto_login: parse_bool("KEYGATE_AUTO_LOGIN", get("KEYGATE_AUTO_LOGIN"))?,
-            session_ttl: Duration::from_secs(
-                60 * parse_or::<u64>(
-                    "KEYGATE_SESSION_TTL_MINUTES",
-                    get("KEYGATE_SESSION_TTL_MINUTES"),
-                    720,
-                )?,
-            ),
-            pool_size: parse_or("KEYGATE_DB_POOL_SIZE", get("KEYGATE_DB_POOL_SIZE"), 10)?.max(1),
-            db_timeout: Duration::from_millis(
-                parse_or::<u64>("KEYGATE_DB_TIMEOUT_MS", get("KEYGATE_DB_TIMEOUT_MS"), 5000)?
-                    .max(100),
-            ),
-            usage_flush_interval: Duration::from_millis(
-                parse_or::<u64>(
-                    "KEYGATE_USAGE_FLUSH_MS",
-                    get("KEYGATE_USAGE_FLUSH_MS"),
-                    5000,
-                )?
-                .max(10),
-            ),
-            max_body_bytes: parse_or(
-                "KEYGATE_MAX_BODY_BYTES",
-                get("KEYGATE_MAX_BODY_BYTES"),
-                1024 * 1024,
-            )?,
+            superuser: s.superuser,
+            superuser_password: s.superuser_password,
+            new_user_is_active: s.new_user_is_active,
+            enable_signup: s.enable_signup,
+            enable_superuser_cli: s.enable_superuser_cli,
+            cookie_secure: s.cookie_secure,
+            auto_login: s.auto_login,
+            session_ttl: Duration::from_secs(60 * s.session_ttl_minutes),
+            pool_size: s.db_pool_size.max(1),
+            db_timeout: Duration::from_millis(s.db_timeout_ms.max(100)),
+            usage_flush_interval: Duration::from_millis(s.usage_flush_ms.max(10)),
+            max_body_bytes: s.max_body_bytes,
             workers,
-            upstream_timeout: Duration::from_millis(
-                parse_or::<u64>(
-                    "KEYGATE_UPSTREAM_TIMEOUT_MS",
-                    get("KEYGATE_UPSTREAM_TIMEOUT_MS"),
-                    60_000,
-                )?
-                .max(1),
-            ),
-            secret_key: get("KEYGATE_SECRET_KEY"),
-            allow_private_upstreams: parse_bool(
-                "KEYGATE_ALLOW_PRIVATE_UPSTREAMS",
-                get("KEYGATE_ALLOW_PRIVATE_UPSTREAMS"),
-            )?,
-            provider_timeout: Duration::from_millis(
-                parse_or::<u64>(
-                    "KEYGATE_PROVIDER_TIMEOUT_MS",
-                    get("KEYGATE_PROVIDER_TIMEOUT_MS"),
-                    5000,
-                )?
-                .clamp(50, 600_000),
-            ),
-            key_cache_size: parse_or(
-                "KEYGATE_KEY_CACHE_SIZE",
-                get("KEYGATE_KEY_CACHE_SIZE"),
-                100_000,
-            )?
-            .max(1),
-            key_cache_ttl: Duration::from_secs(parse_or(
-                "KEYGATE_KEY_CACHE_TTL_SECS",
-                get("KEYGATE_KEY_CACHE_TTL_SECS"),
-                30,
-            )?),
-            negative_cache_ttl: Duration::from_secs(parse_or(
-                "KEYGATE_NEGATIVE_CACHE_TTL_SECS",
-                get("KEYGATE_NEGATIVE_CACHE_TTL_SECS"),
-                5,
-            )?),
-            notify_poll: Duration::from_millis(
-                parse_or::<u64>("KEYGATE_NOTIFY_POLL_MS", get("KEYGATE_NOTIFY_POLL_MS"), 25)?
-                    .clamp(1, 1000),
-            ),
+            upstream_timeout: Duration::from_millis(s.upstream_timeout_ms.max(1)),
+            secret_key: s.secret_key,
+            allow_private_upstreams: s.allow_private_upstreams,
+            provider_timeout: Duration::from_millis(s.provider_timeout_ms.clamp(50, 600_000)),
+            key_cache_size: s.key_cache_size.max(1),
+            key_cache_ttl: Duration::from_secs(s.key_cache_ttl_secs),
+            negative_cache_ttl: Duration::from_secs(s.negative_cache_ttl_secs),
+            notify_poll: Duration::from_millis(s.notify_poll_ms.clamp(1, 1000)),
         })
     }
 }
 
-fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, String> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| format!("{name}: expected a number, got {value:?}"))
-}
-
-fn parse_or<T: std::str::FromStr>(
-    name: &str,
-    value: Option<String>,
-    default: T,
-) -> Result<T, String> {
-    match value {
-        Some(v) => parse_number(name, &v),
-        None => Ok(default),
+/// Names the variable in an error: envy names it for numbers ("… provided
+/// by KEYGATE_PORT"); for a flag the message carries the value, so the
+/// variable holding it is named here.
+fn explain(message: &str, pairs: &[(String, String)]) -> String {
+    if let Some(name) = pairs
+        .iter()
+        .map(|(name, _)| name)
+        .find(|name| message.ends_with(&format!("provided by {}", &name[PREFIX.len()..])))
+    {
+        let reason = message.split(" while parsing").next().unwrap_or(message);
+        let value = pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default();
+        return format!("{name}: expected a number, got {value:?} ({reason})");
     }
-}
-
-fn parse_bool(name: &str, value: Option<String>) -> Result<bool, String> {
-    match value.as_deref().map(|v| v.trim().to_ascii_lowercase()) {
-        None => Ok(false),
-        Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
-        Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
-        Some(v) => Err(format!("{name}: expected true or false, got {v:?}")),
+    match pairs
+        .iter()
+        .find(|(_, value)| message.ends_with(&format!("got {value:?}")))
+    {
+        Some((name, _)) => format!("{name}: {message}"),
+        None => format!("settings: {message}"),
     }
 }
 
@@ -243,7 +322,11 @@ mod tests {
             "very-secret-value-123".to_string(),
         );
         let config = Config::from_map(&map).unwrap();
-        assert_eq!(config.secret_key.as_deref(), Some("very-secret-value-123"));
+        use secrecy::ExposeSecret;
+        assert_eq!(
+            config.secret_key.as_ref().map(|s| s.expose_secret()),
+            Some("very-secret-value-123")
+        );
         assert!(!format!("{config:?}").contains("very-secret"));
     }
 
@@ -251,9 +334,23 @@ mod tests {
     fn rejects_bad_values() {
         let mut map = HashMap::new();
         map.insert("KEYGATE_PORT".to_string(), "http".to_string());
-        assert!(Config::from_map(&map).is_err());
+        let error = Config::from_map(&map).unwrap_err();
+        assert!(
+            error.starts_with("KEYGATE_PORT: expected a number, got \"http\""),
+            "{error}"
+        );
         map.clear();
         map.insert("KEYGATE_COOKIE_SECURE".to_string(), "maybe".to_string());
-        assert!(Config::from_map(&map).is_err());
+        let error = Config::from_map(&map).unwrap_err();
+        assert_eq!(
+            error,
+            "KEYGATE_COOKIE_SECURE: expected true or false, got \"maybe\""
+        );
+        map.clear();
+        map.insert("KEYGATE_AUTO_LOGIN".to_string(), " yes ".to_string());
+        map.insert("KEYGATE_PORT".to_string(), "".to_string());
+        let config = Config::from_map(&map).unwrap();
+        assert!(config.auto_login);
+        assert_eq!(config.port, 7860, "an empty value counts as unset");
     }
 }

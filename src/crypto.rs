@@ -56,16 +56,10 @@ const HKDF_INFO: &[u8] = b"keygate stored secrets, AES-256-GCM";
 const CANARY_TEXT: &str = "keygate secret canary v1";
 
 /// Encrypts and decrypts stored secrets under a key derived from the
-/// operator secret.
-#[derive(Clone)]
+/// operator secret. Its `Debug` (the cipher's) shows no key material.
+#[derive(Clone, Debug)]
 pub struct SecretBox {
     cipher: Aes256Gcm,
-}
-
-impl std::fmt::Debug for SecretBox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SecretBox(***)")
-    }
 }
 
 impl SecretBox {
@@ -160,7 +154,10 @@ pub fn secret_file(config: &Config) -> PathBuf {
 pub fn open(config: &Config, conn: &mut DbConnection) -> Result<(SecretBox, SecretSource), String> {
     let canary = read_canary(conn)?;
     let (secret, source) = match &config.secret_key {
-        Some(secret) => (secret.clone(), SecretSource::Environment),
+        Some(secret) => (
+            secrecy::ExposeSecret::expose_secret(secret).to_string(),
+            SecretSource::Environment,
+        ),
         None => {
             let path = secret_file(config);
             let secret = if path.exists() {
@@ -392,7 +389,9 @@ mod tests {
         assert!(SecretBox::new("  ").is_err());
         assert!(SecretBox::new("short").is_ok());
         let secret_box = SecretBox::new("a-long-enough-secret").unwrap();
-        assert_eq!(format!("{secret_box:?}"), "SecretBox(***)");
+        let shown = format!("{secret_box:?}");
+        assert!(shown.starts_with("SecretBox"), "{shown}");
+        assert!(!shown.contains("a-long-enough-secret"));
         assert_eq!(generate_secret().unwrap().len(), 43);
     }
 }

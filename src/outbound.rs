@@ -54,7 +54,7 @@ fn build_client(allow_private: bool, timeout: Duration) -> Result<reqwest::Clien
 }
 
 /// The shared outbound client and its address policy.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Outbound {
     client: reqwest::Client,
     allow_private: bool,
@@ -73,15 +73,6 @@ thread_local! {
 }
 
 static NEXT_OUTBOUND_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-impl std::fmt::Debug for Outbound {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Outbound")
-            .field("allow_private", &self.allow_private)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
 
 impl Outbound {
     pub fn from_config(config: &Config) -> Result<Self, String> {

@@ -50,6 +50,7 @@ impl TokenKind for SessionKind {
 }
 
 /// The text of a token, held only in memory and never printed.
+#[derive(Debug)]
 pub struct PlainToken<K> {
     text: SecretString,
     kind: PhantomData<K>,
@@ -57,12 +58,6 @@ pub struct PlainToken<K> {
 
 pub type PlainKey = PlainToken<ApiKeyKind>;
 pub type SessionToken = PlainToken<SessionKind>;
-
-impl<K> std::fmt::Debug for PlainToken<K> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.text.fmt(f)
-    }
-}
 
 impl<K: TokenKind> PlainToken<K> {
     /// Total length of a token of this kind.

@@ -186,7 +186,7 @@ fn expand(text: &str) -> Vec<Vec<String>> {
         return items
             .into_iter()
             .filter(|item| !item.trim().is_empty())
-            .flat_map(|item| expand(item))
+            .flat_map(expand)
             .collect();
     }
     let mut segments = Vec::new();

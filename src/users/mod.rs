@@ -330,7 +330,7 @@ pub fn ensure_superuser(
     }
     let username = check_username(&config.superuser)?;
     let (password_text, generated) = match &config.superuser_password {
-        Some(p) => (p.clone(), false),
+        Some(p) => (secrecy::ExposeSecret::expose_secret(p).to_string(), false),
         None => (password::generate()?, true),
     };
     // The operator chose this password explicitly: a weak one is warned
