@@ -9,6 +9,7 @@ mod flows;
 mod gateway;
 mod keys;
 mod layers;
+mod migrations;
 mod ops;
 mod ui;
 mod users;
