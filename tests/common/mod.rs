@@ -251,19 +251,6 @@ impl TestApp {
         &self.server.as_ref().unwrap().state
     }
 
-    pub async fn login(&self, username: &str, password: &str) -> String {
-        let res = self
-            .anon()
-            .post_form(
-                "/api/v1/login",
-                &[("username", username), ("password", password)],
-            )
-            .await;
-        assert_eq!(res.status(), StatusCode::OK, "login as {username}");
-        let body: Value = res.json().await.unwrap();
-        body["access_token"].as_str().unwrap().to_string()
-    }
-
     pub async fn admin_token(&self) -> String {
         self.login(ADMIN, ADMIN_PASSWORD).await
     }
@@ -385,6 +372,20 @@ pub trait RequestHelper {
     /// with [`Caller::with_csrf`]).
     fn as_cookie<'a>(&'a self, token: &'a str) -> Caller<'a> {
         self.caller(Auth::Cookie { token, csrf: None })
+    }
+
+    /// Signs in with the form; returns the session token.
+    async fn login(&self, username: &str, password: &str) -> String {
+        let res = self
+            .anon()
+            .post_form(
+                "/api/v1/login",
+                &[("username", username), ("password", password)],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK, "login as {username}");
+        let body: Value = res.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_string()
     }
 }
 
