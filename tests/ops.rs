@@ -208,11 +208,16 @@ async fn serve_loads_an_env_file_and_flags_override_it() {
     env.remove("KEYGATE_SUPERUSER_PASSWORD");
     env.remove("KEYGATE_SUPERUSER");
     env.remove("KEYGATE_PORT");
+    // The env file names a port the test holds: were `--port 0` not to
+    // override it, keygate could not bind and would not start (even as
+    // root, which may bind any free port).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
     let env_file = db.dir.join("keygate.env");
     std::fs::write(
         &env_file,
         format!(
-            "KEYGATE_SUPERUSER=operator\nKEYGATE_SUPERUSER_PASSWORD={password}\nKEYGATE_PORT=1\n"
+            "KEYGATE_SUPERUSER=operator\nKEYGATE_SUPERUSER_PASSWORD={password}\nKEYGATE_PORT={taken_port}\n"
         ),
     )
     .unwrap();
@@ -226,6 +231,11 @@ async fn serve_loads_an_env_file_and_flags_override_it() {
             env_file.to_str().unwrap(),
         ],
     );
+    assert!(
+        !served.base.ends_with(&format!(":{taken_port}")),
+        "{} listens on the env file's port",
+        served.base
+    );
     let res = served
         .anon()
         .post_form(
@@ -235,6 +245,7 @@ async fn serve_loads_an_env_file_and_flags_override_it() {
         .await;
     expect(res, StatusCode::OK).await;
     served.terminate();
+    drop(taken);
 }
 
 #[actix_web::test]
