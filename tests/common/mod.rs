@@ -1,6 +1,8 @@
 //! Test harness: a real keygate server on a loopback port over a fresh
 //! database (an SQLite file in a temporary directory, or a new database on
-//! the real PostgreSQL server), driven over HTTP with reqwest.
+//! the real PostgreSQL server), driven over HTTP with reqwest through
+//! [`RequestHelper`]: `app.as_key(&key).get(path).await`,
+//! `app.as_session(&token).post_json(path, &body).await`, `app.anon()`.
 
 #![allow(dead_code)]
 
@@ -199,7 +201,8 @@ pub fn base_env(db: &TestDb) -> HashMap<String, String> {
 
 pub struct TestApp {
     pub base: String,
-    pub client: reqwest::Client,
+    /// Private: tests call through [`RequestHelper`].
+    client: reqwest::Client,
     pub db: TestDb,
     server: Option<RunningServer>,
 }
@@ -241,10 +244,6 @@ impl TestApp {
         }
         let TestApp { db, .. } = self;
         db
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
     }
 
     pub fn state(&self) -> &keygate::state::AppState {
@@ -327,8 +326,8 @@ pub enum Auth<'a> {
 }
 
 /// Anything the tests talk HTTP to: an in-process [`TestApp`] or the real
-/// binary. One method to implement each; the callers come for free, in the
-/// style of crates.io's `RequestHelper`:
+/// binary. Implement `client` and `base`; the callers come for free, in
+/// the style of crates.io's `RequestHelper`:
 ///
 /// ```ignore
 /// app.as_key(&key).get("/api/v1/users/whoami").await
