@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::common::{expect, Backend, TestApp};
+use crate::common::{expect, Backend, RequestHelper, TestApp};
 
 crate::on_both_backends!(
     cached_keys_skip_the_database_and_revocation_is_immediate,
@@ -30,32 +30,27 @@ async fn cached_keys_skip_the_database_and_revocation_is_immediate(backend: Back
 
     // Deactivation and revocation reach the cache before the API answers.
     let res = app
-        .client
-        .patch(app.url(&format!("/api/v1/api_key/{key_id}")))
-        .bearer_auth(&admin)
-        .json(&json!({"is_active": false}))
-        .send()
-        .await
-        .unwrap();
+        .as_session(&admin)
+        .patch_json(
+            &format!("/api/v1/api_key/{key_id}"),
+            &json!({"is_active": false}),
+        )
+        .await;
     expect(res, StatusCode::OK).await;
     assert_eq!(app.whoami_status(&key).await, StatusCode::UNAUTHORIZED);
     let res = app
-        .client
-        .patch(app.url(&format!("/api/v1/api_key/{key_id}")))
-        .bearer_auth(&admin)
-        .json(&json!({"is_active": true}))
-        .send()
-        .await
-        .unwrap();
+        .as_session(&admin)
+        .patch_json(
+            &format!("/api/v1/api_key/{key_id}"),
+            &json!({"is_active": true}),
+        )
+        .await;
     expect(res, StatusCode::OK).await;
     assert_eq!(app.whoami_status(&key).await, StatusCode::OK);
     let res = app
-        .client
-        .delete(app.url(&format!("/api/v1/api_key/{key_id}")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+        .as_session(&admin)
+        .delete(&format!("/api/v1/api_key/{key_id}"))
+        .await;
     expect(res, StatusCode::OK).await;
     assert_eq!(app.whoami_status(&key).await, StatusCode::UNAUTHORIZED);
 }
@@ -149,25 +144,21 @@ async fn a_revocation_on_one_instance_reaches_the_other() {
     );
 
     let res = first
-        .client
-        .delete(first.url(&format!("/api/v1/api_key/{key_id}")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+        .as_session(&admin)
+        .delete(&format!("/api/v1/api_key/{key_id}"))
+        .await;
     expect(res, StatusCode::OK).await;
     assert_eq!(first.whoami_status(&key).await, StatusCode::UNAUTHORIZED);
     assert!(refused_within(&second, &key, Duration::from_secs(5)).await);
 
     // Deactivating the owner on the first instance reaches the second too.
     let res = first
-        .client
-        .patch(first.url(&format!("/api/v1/users/{ivy_id}")))
-        .bearer_auth(&admin)
-        .json(&json!({"is_active": false}))
-        .send()
-        .await
-        .unwrap();
+        .as_session(&admin)
+        .patch_json(
+            &format!("/api/v1/users/{ivy_id}"),
+            &json!({"is_active": false}),
+        )
+        .await;
     expect(res, StatusCode::OK).await;
     assert!(refused_within(&second, &ivy_key, Duration::from_secs(5)).await);
 }
@@ -185,40 +176,33 @@ async fn a_flow_change_on_one_instance_reaches_the_other() {
     let admin = first.admin_token().await;
     let (_, key) = first.create_key(&admin, "runner").await;
     let res = first
-        .client
-        .post(first.url("/api/v1/flows/"))
-        .bearer_auth(&admin)
-        .json(&json!({"name": "f", "endpoint_name": "moving", "upstream": {"url": upstream.url("/before")}}))
-        .send()
-        .await
-        .unwrap();
+        .as_session(&admin)
+        .post_json(
+            "/api/v1/flows/",
+            &json!({"name": "f", "endpoint_name": "moving", "upstream": {"url": upstream.url("/before")}}),
+        )
+        .await;
     let flow = expect(res, StatusCode::CREATED).await;
-    let run = |instance: &TestApp| {
-        instance
-            .client
-            .post(instance.url("/api/v1/run/moving"))
-            .header("x-api-key", &key)
-            .json(&json!({"inputs": {}}))
-            .send()
-    };
+    let runs_on_second = second.as_key(&key);
+    let run = "/api/v1/run/moving";
+    let inputs = json!({"inputs": {}});
     // The second instance caches the flow.
-    expect(run(&second).await.unwrap(), StatusCode::OK).await;
+    expect(runs_on_second.post_json(run, &inputs).await, StatusCode::OK).await;
     assert_eq!(upstream.next_request().await.path, "/before");
 
     let res = first
-        .client
-        .patch(first.url(&format!("/api/v1/flows/{}", flow["id"].as_str().unwrap())))
-        .bearer_auth(&admin)
-        .json(&json!({"upstream": {"url": upstream.url("/after")}}))
-        .send()
-        .await
-        .unwrap();
+        .as_session(&admin)
+        .patch_json(
+            &format!("/api/v1/flows/{}", flow["id"].as_str().unwrap()),
+            &json!({"upstream": {"url": upstream.url("/after")}}),
+        )
+        .await;
     expect(res, StatusCode::OK).await;
     // Within the notification's reach (the TTL is an hour), the second
     // instance sends runs to the new upstream.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        expect(run(&second).await.unwrap(), StatusCode::OK).await;
+        expect(runs_on_second.post_json(run, &inputs).await, StatusCode::OK).await;
         if upstream.next_request().await.path == "/after" {
             break;
         }

@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::common::fake_provider::*;
-use crate::common::{base_env, expect, Backend, TestApp, TestDb};
+use crate::common::{base_env, expect, Backend, RequestHelper, TestApp, TestDb, ADMIN};
 
 pub const SECRET_A: &str = "operator-secret-A-0123456789abcdef";
 pub const SECRET_B: &str = "operator-secret-B-fedcba9876543210";
@@ -29,20 +29,6 @@ async fn start(backend: Backend) -> (TestApp, FakeProvider, String) {
     let app = TestApp::start_with(backend, &provider_env(SECRET_A)).await;
     let token = app.admin_token().await;
     (app, fake, token)
-}
-
-async fn call(
-    app: &TestApp,
-    token: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut request = app.client.request(method, app.url(path)).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
 }
 
 fn langfuse(fake: &FakeProvider, public: &str, secret: &str) -> Value {
@@ -75,14 +61,10 @@ crate::on_both_backends!(
 async fn langfuse_save_update_read_and_delete(backend: Backend) {
     let (app, fake, token) = start(backend).await;
     let path = "/api/v1/providers/langfuse";
-    let res = call(
-        &app,
-        &token,
-        Method::POST,
-        path,
-        Some(langfuse(&fake, LANGFUSE_PUBLIC, LANGFUSE_SECRET)),
-    )
-    .await;
+    let res = app
+        .as_session(&token)
+        .post_json(path, &langfuse(&fake, LANGFUSE_PUBLIC, LANGFUSE_SECRET))
+        .await;
     assert_eq!(res.headers()["cache-control"], "no-store");
     let saved = expect(res, StatusCode::OK).await;
     assert_eq!(saved["provider"], "langfuse");
@@ -92,11 +74,7 @@ async fn langfuse_save_update_read_and_delete(backend: Backend) {
     assert_eq!(saved["project_id"], "proj-1");
     assert_eq!(saved["project_name"], "Demo project");
 
-    let read = expect(
-        call(&app, &token, Method::GET, path, None).await,
-        StatusCode::OK,
-    )
-    .await;
+    let read = expect(app.as_session(&token).get(path).await, StatusCode::OK).await;
     assert_eq!(read["secret_key"], "sk-lf-…0001");
     assert_eq!(read["public_key"], LANGFUSE_PUBLIC);
     assert_eq!(read["project_id"], "proj-1");
@@ -107,23 +85,14 @@ async fn langfuse_save_update_read_and_delete(backend: Backend) {
 
     // PUT replaces the credential in place.
     let updated = expect(
-        call(
-            &app,
-            &token,
-            Method::PUT,
-            path,
-            Some(langfuse(&fake, LANGFUSE_PUBLIC_2, LANGFUSE_SECRET_2)),
-        )
-        .await,
+        app.as_session(&token)
+            .put_json(path, &langfuse(&fake, LANGFUSE_PUBLIC_2, LANGFUSE_SECRET_2))
+            .await,
         StatusCode::OK,
     )
     .await;
     assert_eq!(updated["project_id"], "proj-2");
-    let read = expect(
-        call(&app, &token, Method::GET, path, None).await,
-        StatusCode::OK,
-    )
-    .await;
+    let read = expect(app.as_session(&token).get(path).await, StatusCode::OK).await;
     assert_eq!(read["public_key"], LANGFUSE_PUBLIC_2);
     assert_eq!(read["secret_key"], "sk-lf-…0002");
     assert_eq!(read["project_name"], "Second project");
@@ -131,7 +100,7 @@ async fn langfuse_save_update_read_and_delete(backend: Backend) {
     assert_eq!(rows(&app.db), 1);
 
     let list = expect(
-        call(&app, &token, Method::GET, "/api/v1/providers", None).await,
+        app.as_session(&token).get("/api/v1/providers").await,
         StatusCode::OK,
     )
     .await;
@@ -139,19 +108,15 @@ async fn langfuse_save_update_read_and_delete(backend: Backend) {
     assert_eq!(list[0]["provider"], "langfuse");
     assert_eq!(list[0]["secret_key"], "sk-lf-…0002");
 
-    let deleted = expect(
-        call(&app, &token, Method::DELETE, path, None).await,
-        StatusCode::OK,
-    )
-    .await;
+    let deleted = expect(app.as_session(&token).delete(path).await, StatusCode::OK).await;
     assert_eq!(deleted, json!(true));
     expect(
-        call(&app, &token, Method::GET, path, None).await,
+        app.as_session(&token).get(path).await,
         StatusCode::NOT_FOUND,
     )
     .await;
     expect(
-        call(&app, &token, Method::DELETE, path, None).await,
+        app.as_session(&token).delete(path).await,
         StatusCode::NOT_FOUND,
     )
     .await;
@@ -162,14 +127,9 @@ async fn openai_compatible_credentials_are_checked_with_bearer(backend: Backend)
     let (app, fake, token) = start(backend).await;
     let path = "/api/v1/providers/openai";
     let saved = expect(
-        call(
-            &app,
-            &token,
-            Method::POST,
-            path,
-            Some(json!({"secret_key": OPENAI_KEY, "host": fake.base})),
-        )
-        .await,
+        app.as_session(&token)
+            .post_json(path, &json!({"secret_key": OPENAI_KEY, "host": fake.base}))
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -179,37 +139,26 @@ async fn openai_compatible_credentials_are_checked_with_bearer(backend: Backend)
     // A base URL that already ends in /v1 works too.
     let with_v1 = format!("{}/v1", fake.base);
     let saved = expect(
-        call(
-            &app,
-            &token,
-            Method::PUT,
-            path,
-            Some(json!({"secret_key": OPENAI_KEY, "host": with_v1})),
-        )
-        .await,
+        app.as_session(&token)
+            .put_json(path, &json!({"secret_key": OPENAI_KEY, "host": with_v1}))
+            .await,
         StatusCode::OK,
     )
     .await;
     assert_eq!(saved["host"], with_v1);
     let refused = expect(
-        call(
-            &app,
-            &token,
-            Method::PUT,
-            path,
-            Some(json!({"secret_key": "sk-wrong-key-000000000000", "host": fake.base})),
-        )
-        .await,
+        app.as_session(&token)
+            .put_json(
+                path,
+                &json!({"secret_key": "sk-wrong-key-000000000000", "host": fake.base}),
+            )
+            .await,
         StatusCode::BAD_REQUEST,
     )
     .await;
     assert!(refused["detail"].as_str().unwrap().contains("rejected"));
     // The refused key did not replace the stored one.
-    let read = expect(
-        call(&app, &token, Method::GET, path, None).await,
-        StatusCode::OK,
-    )
-    .await;
+    let read = expect(app.as_session(&token).get(path).await, StatusCode::OK).await;
     assert_eq!(read["secret_key"], "sk-pro…6789");
     assert_eq!(read["host"], with_v1);
 }
@@ -218,28 +167,18 @@ async fn generic_secrets_are_stored_without_validation(backend: Backend) {
     let (app, fake, token) = start(backend).await;
     let path = "/api/v1/providers/generic";
     let saved = expect(
-        call(
-            &app,
-            &token,
-            Method::POST,
-            path,
-            Some(json!({"secret_key": GENERIC_SECRET})),
-        )
-        .await,
+        app.as_session(&token)
+            .post_json(path, &json!({"secret_key": GENERIC_SECRET}))
+            .await,
         StatusCode::OK,
     )
     .await;
     assert_eq!(saved["secret_key"], "generi…ghij");
     assert_eq!(saved["host"], Value::Null);
     let short = expect(
-        call(
-            &app,
-            &token,
-            Method::PUT,
-            path,
-            Some(json!({"secret_key": "tiny-secret"})),
-        )
-        .await,
+        app.as_session(&token)
+            .put_json(path, &json!({"secret_key": "tiny-secret"}))
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -287,30 +226,25 @@ async fn invalid_input_and_credentials_are_refused_and_nothing_is_stored(backend
         ),
     ];
     for (body, field) in cases {
-        let res = call(&app, &token, Method::POST, path, Some(body.clone())).await;
+        let res = app.as_session(&token).post_json(path, &body).await;
         let error = expect(res, StatusCode::UNPROCESSABLE_ENTITY).await;
         assert!(
             error["detail"].as_str().unwrap().contains(field),
             "{body} → {error}"
         );
     }
-    let unknown = call(
-        &app,
-        &token,
-        Method::POST,
-        "/api/v1/providers/azure",
-        Some(json!({"secret_key": "x"})),
-    )
-    .await;
+    let unknown = app
+        .as_session(&token)
+        .post_json("/api/v1/providers/azure", &json!({"secret_key": "x"}))
+        .await;
     expect(unknown, StatusCode::NOT_FOUND).await;
-    let openai_missing_host = call(
-        &app,
-        &token,
-        Method::POST,
-        "/api/v1/providers/openai",
-        Some(json!({"secret_key": OPENAI_KEY})),
-    )
-    .await;
+    let openai_missing_host = app
+        .as_session(&token)
+        .post_json(
+            "/api/v1/providers/openai",
+            &json!({"secret_key": OPENAI_KEY}),
+        )
+        .await;
     assert!(
         expect(openai_missing_host, StatusCode::UNPROCESSABLE_ENTITY).await["detail"]
             .as_str()
@@ -320,18 +254,12 @@ async fn invalid_input_and_credentials_are_refused_and_nothing_is_stored(backend
     assert_eq!(fake.hits(), 0, "bad input never reaches the provider");
 
     let wrong = expect(
-        call(
-            &app,
-            &token,
-            Method::POST,
-            path,
-            Some(langfuse(
-                &fake,
-                LANGFUSE_PUBLIC,
-                "sk-lf-wrong-secret-0000000",
-            )),
-        )
-        .await,
+        app.as_session(&token)
+            .post_json(
+                path,
+                &langfuse(&fake, LANGFUSE_PUBLIC, "sk-lf-wrong-secret-0000000"),
+            )
+            .await,
         StatusCode::BAD_REQUEST,
     )
     .await;
@@ -342,34 +270,24 @@ async fn invalid_input_and_credentials_are_refused_and_nothing_is_stored(backend
     );
     assert!(!detail.contains("sk-lf-wrong"));
     let empty = expect(
-        call(
-            &app,
-            &token,
-            Method::POST,
-            path,
-            Some(langfuse(
-                &fake,
-                LANGFUSE_PUBLIC_EMPTY,
-                LANGFUSE_SECRET_EMPTY,
-            )),
-        )
-        .await,
+        app.as_session(&token)
+            .post_json(
+                path,
+                &langfuse(&fake, LANGFUSE_PUBLIC_EMPTY, LANGFUSE_SECRET_EMPTY),
+            )
+            .await,
         StatusCode::BAD_REQUEST,
     )
     .await;
     assert!(empty["detail"].as_str().unwrap().contains("no project"));
     let not_langfuse = expect(
-        call(
-            &app,
-            &token,
-            Method::POST,
-            path,
-            Some(
-                json!({"secret_key": LANGFUSE_SECRET, "public_key": LANGFUSE_PUBLIC,
+        app.as_session(&token)
+            .post_json(
+                path,
+                &json!({"secret_key": LANGFUSE_SECRET, "public_key": LANGFUSE_PUBLIC,
                         "host": format!("{}/elsewhere", fake.base)}),
-            ),
-        )
-        .await,
+            )
+            .await,
         StatusCode::BAD_REQUEST,
     )
     .await;
@@ -384,17 +302,13 @@ async fn unreachable_and_slow_providers_are_502_and_504(backend: Backend) {
         listener.local_addr().unwrap().port()
     };
     let unreachable = expect(
-        call(
-            &app,
-            &token,
-            Method::POST,
-            "/api/v1/providers/langfuse",
-            Some(
-                json!({"secret_key": LANGFUSE_SECRET, "public_key": LANGFUSE_PUBLIC,
+        app.as_session(&token)
+            .post_json(
+                "/api/v1/providers/langfuse",
+                &json!({"secret_key": LANGFUSE_SECRET, "public_key": LANGFUSE_PUBLIC,
                         "host": format!("http://127.0.0.1:{closed}")}),
-            ),
-        )
-        .await,
+            )
+            .await,
         StatusCode::BAD_GATEWAY,
     )
     .await;
@@ -405,14 +319,12 @@ async fn unreachable_and_slow_providers_are_502_and_504(backend: Backend) {
 
     let started = Instant::now();
     let slow = expect(
-        call(
-            &app,
-            &token,
-            Method::POST,
-            "/api/v1/providers/openai",
-            Some(json!({"secret_key": OPENAI_KEY, "host": fake.slow_base()})),
-        )
-        .await,
+        app.as_session(&token)
+            .post_json(
+                "/api/v1/providers/openai",
+                &json!({"secret_key": OPENAI_KEY, "host": fake.slow_base()}),
+            )
+            .await,
         StatusCode::GATEWAY_TIMEOUT,
     )
     .await;
@@ -424,17 +336,14 @@ async fn unreachable_and_slow_providers_are_502_and_504(backend: Backend) {
         started.elapsed() < Duration::from_secs(5),
         "the time-out is bounded"
     );
-    let slow_langfuse = call(
-        &app,
-        &token,
-        Method::PUT,
-        "/api/v1/providers/langfuse",
-        Some(
-            json!({"secret_key": LANGFUSE_SECRET, "public_key": LANGFUSE_PUBLIC,
+    let slow_langfuse = app
+        .as_session(&token)
+        .put_json(
+            "/api/v1/providers/langfuse",
+            &json!({"secret_key": LANGFUSE_SECRET, "public_key": LANGFUSE_PUBLIC,
                     "host": fake.slow_base()}),
-        ),
-    )
-    .await;
+        )
+        .await;
     expect(slow_langfuse, StatusCode::GATEWAY_TIMEOUT).await;
     assert_eq!(rows(&app.db), 0);
 }
@@ -451,15 +360,9 @@ async fn private_hosts_are_refused_without_the_operator_setting(backend: Backend
         "http://169.254.169.254".to_string(),
         "http://10.0.0.1".to_string(),
     ] {
-        let res = call(
-            &app,
-            &token,
-            Method::POST,
-            "/api/v1/providers/langfuse",
-            Some(
+        let res = app.as_session(&token).post_json("/api/v1/providers/langfuse", &
                 json!({"secret_key": LANGFUSE_SECRET, "public_key": LANGFUSE_PUBLIC, "host": host}),
-            ),
-        )
+            )
         .await;
         let error = expect(res, StatusCode::UNPROCESSABLE_ENTITY).await;
         let detail = error["detail"].as_str().unwrap();
@@ -476,23 +379,14 @@ async fn project_errors_on_read_are_reported_in_the_body(backend: Backend) {
     let (app, fake, token) = start(backend).await;
     let path = "/api/v1/providers/langfuse";
     expect(
-        call(
-            &app,
-            &token,
-            Method::POST,
-            path,
-            Some(langfuse(&fake, LANGFUSE_PUBLIC, LANGFUSE_SECRET)),
-        )
-        .await,
+        app.as_session(&token)
+            .post_json(path, &langfuse(&fake, LANGFUSE_PUBLIC, LANGFUSE_SECRET))
+            .await,
         StatusCode::OK,
     )
     .await;
     fake.reject_everything();
-    let read = expect(
-        call(&app, &token, Method::GET, path, None).await,
-        StatusCode::OK,
-    )
-    .await;
+    let read = expect(app.as_session(&token).get(path).await, StatusCode::OK).await;
     assert_eq!(read["project_id"], Value::Null);
     assert_eq!(read["project_name"], Value::Null);
     assert!(read["project_error"].as_str().unwrap().contains("rejected"));
@@ -501,6 +395,7 @@ async fn project_errors_on_read_are_reported_in_the_body(backend: Backend) {
 
 async fn concurrent_saves_leave_one_row(backend: Backend) {
     let (app, fake, token) = start(backend).await;
+    let admin = app.as_session(&token);
     let saves = (0..8).map(|i| {
         let (public, secret) = if i % 2 == 0 {
             (LANGFUSE_PUBLIC, LANGFUSE_SECRET)
@@ -512,27 +407,21 @@ async fn concurrent_saves_leave_one_row(backend: Backend) {
         } else {
             Method::POST
         };
-        call(
-            &app,
-            &token,
-            method,
-            "/api/v1/providers/langfuse",
-            Some(langfuse(&fake, public, secret)),
-        )
+        let body = langfuse(&fake, public, secret);
+        async move {
+            admin
+                .send_json(method, "/api/v1/providers/langfuse", &body)
+                .await
+        }
     });
     for res in futures_util::future::join_all(saves).await {
         expect(res, StatusCode::OK).await;
     }
     assert_eq!(rows(&app.db), 1);
     let read = expect(
-        call(
-            &app,
-            &token,
-            Method::GET,
-            "/api/v1/providers/langfuse",
-            None,
-        )
-        .await,
+        app.as_session(&token)
+            .get("/api/v1/providers/langfuse")
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -549,30 +438,21 @@ async fn other_users_credentials_are_not_found_and_keys_act_for_their_owner(back
     let (app, fake, admin) = start(backend).await;
     let path = "/api/v1/providers/langfuse";
     expect(
-        call(
-            &app,
-            &admin,
-            Method::POST,
-            path,
-            Some(langfuse(&fake, LANGFUSE_PUBLIC, LANGFUSE_SECRET)),
-        )
-        .await,
+        app.as_session(&admin)
+            .post_json(path, &langfuse(&fake, LANGFUSE_PUBLIC, LANGFUSE_SECRET))
+            .await,
         StatusCode::OK,
     )
     .await;
     let (_, bob) = app.create_user(&admin, "bob").await;
+    expect(app.as_session(&bob).get(path).await, StatusCode::NOT_FOUND).await;
     expect(
-        call(&app, &bob, Method::GET, path, None).await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    expect(
-        call(&app, &bob, Method::DELETE, path, None).await,
+        app.as_session(&bob).delete(path).await,
         StatusCode::NOT_FOUND,
     )
     .await;
     let bob_list = expect(
-        call(&app, &bob, Method::GET, "/api/v1/providers", None).await,
+        app.as_session(&bob).get("/api/v1/providers").await,
         StatusCode::OK,
     )
     .await;
@@ -581,13 +461,9 @@ async fn other_users_credentials_are_not_found_and_keys_act_for_their_owner(back
     // Bob's key saves Bob's own credential, which does not touch the admin's.
     let (_, bob_key) = app.create_key(&bob, "bob-key").await;
     let res = app
-        .client
-        .put(app.url(path))
-        .header("x-api-key", &bob_key)
-        .json(&langfuse(&fake, LANGFUSE_PUBLIC_2, LANGFUSE_SECRET_2))
-        .send()
-        .await
-        .unwrap();
+        .as_key(&bob_key)
+        .put_json(path, &langfuse(&fake, LANGFUSE_PUBLIC_2, LANGFUSE_SECRET_2))
+        .await;
     expect(res, StatusCode::OK).await;
     assert_eq!(rows(&app.db), 2);
 
@@ -600,13 +476,7 @@ async fn other_users_credentials_are_not_found_and_keys_act_for_their_owner(back
     assert_eq!(status, StatusCode::OK);
     assert_eq!(read["public_key"], LANGFUSE_PUBLIC_2);
 
-    let res = app
-        .client
-        .delete(app.url(path))
-        .header("x-api-key", &bob_key)
-        .send()
-        .await
-        .unwrap();
+    let res = app.as_key(&bob_key).delete(path).await;
     expect(res, StatusCode::OK).await;
     let (status, _) = app.get_with_key(path, &admin_key).await;
     assert_eq!(
@@ -614,7 +484,7 @@ async fn other_users_credentials_are_not_found_and_keys_act_for_their_owner(back
         StatusCode::OK,
         "Bob's delete left the admin's alone"
     );
-    let anonymous = app.client.get(app.url(path)).send().await.unwrap();
+    let anonymous = app.anon().get(path).await;
     expect(anonymous, StatusCode::UNAUTHORIZED).await;
 }
 
@@ -633,21 +503,19 @@ async fn no_secret_is_stored_in_plaintext(backend: Backend) {
     ] {
         let path = format!("/api/v1/providers/{provider}");
         expect(
-            call(&app, &token, Method::POST, &path, Some(body)).await,
+            app.as_session(&token).post_json(&path, &body).await,
             StatusCode::OK,
         )
         .await;
     }
     let variable_secret = "variable-credential-value-42";
     expect(
-        call(
-            &app,
-            &token,
-            Method::POST,
-            "/api/v1/variables/",
-            Some(json!({"name": "OPENAI_API_KEY", "value": variable_secret, "type": "Credential"})),
-        )
-        .await,
+        app.as_session(&token)
+            .post_json(
+                "/api/v1/variables/",
+                &json!({"name": "OPENAI_API_KEY", "value": variable_secret, "type": "Credential"}),
+            )
+            .await,
         StatusCode::CREATED,
     )
     .await;
@@ -682,14 +550,12 @@ fn prepare_with(db: &TestDb, secret: Option<&str>) -> Result<(), String> {
 async fn restart_with_the_same_secret_reads_back_and_another_secret_fails(backend: Backend) {
     let (app, fake, token) = start(backend).await;
     expect(
-        call(
-            &app,
-            &token,
-            Method::POST,
-            "/api/v1/providers/langfuse",
-            Some(langfuse(&fake, LANGFUSE_PUBLIC, LANGFUSE_SECRET)),
-        )
-        .await,
+        app.as_session(&token)
+            .post_json(
+                "/api/v1/providers/langfuse",
+                &langfuse(&fake, LANGFUSE_PUBLIC, LANGFUSE_SECRET),
+            )
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -698,14 +564,9 @@ async fn restart_with_the_same_secret_reads_back_and_another_secret_fails(backen
     let app = TestApp::start_on(db, &provider_env(SECRET_A)).await;
     let token = app.admin_token().await;
     let read = expect(
-        call(
-            &app,
-            &token,
-            Method::GET,
-            "/api/v1/providers/langfuse",
-            None,
-        )
-        .await,
+        app.as_session(&token)
+            .get("/api/v1/providers/langfuse")
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -736,28 +597,22 @@ use crate::ops::keygate as keygate_binary;
 async fn rotate_secret_reencrypts_everything(backend: Backend) {
     let (app, fake, token) = start(backend).await;
     expect(
-        call(
-            &app,
-            &token,
-            Method::POST,
-            "/api/v1/providers/langfuse",
-            Some(langfuse(&fake, LANGFUSE_PUBLIC, LANGFUSE_SECRET)),
-        )
-        .await,
+        app.as_session(&token)
+            .post_json(
+                "/api/v1/providers/langfuse",
+                &langfuse(&fake, LANGFUSE_PUBLIC, LANGFUSE_SECRET),
+            )
+            .await,
         StatusCode::OK,
     )
     .await;
     let variable = expect(
-        call(
-            &app,
-            &token,
-            Method::POST,
-            "/api/v1/variables/",
-            Some(
-                json!({"name": "TOKEN", "value": "variable-secret-value-1", "type": "Credential"}),
-            ),
-        )
-        .await,
+        app.as_session(&token)
+            .post_json(
+                "/api/v1/variables/",
+                &json!({"name": "TOKEN", "value": "variable-secret-value-1", "type": "Credential"}),
+            )
+            .await,
         StatusCode::CREATED,
     )
     .await;
@@ -796,14 +651,9 @@ async fn rotate_secret_reencrypts_everything(backend: Backend) {
     let app = TestApp::start_on(db, &provider_env(SECRET_B)).await;
     let token = app.admin_token().await;
     let read = expect(
-        call(
-            &app,
-            &token,
-            Method::GET,
-            "/api/v1/providers/langfuse",
-            None,
-        )
-        .await,
+        app.as_session(&token)
+            .get("/api/v1/providers/langfuse")
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -837,14 +687,12 @@ async fn a_generated_secret_file_is_private_reused_and_rewritten_by_rotation() {
     assert!(first.trim().len() >= 43);
     let token = app.admin_token().await;
     expect(
-        call(
-            &app,
-            &token,
-            Method::POST,
-            "/api/v1/providers/langfuse",
-            Some(langfuse(&fake, LANGFUSE_PUBLIC, LANGFUSE_SECRET)),
-        )
-        .await,
+        app.as_session(&token)
+            .post_json(
+                "/api/v1/providers/langfuse",
+                &langfuse(&fake, LANGFUSE_PUBLIC, LANGFUSE_SECRET),
+            )
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -855,14 +703,9 @@ async fn a_generated_secret_file_is_private_reused_and_rewritten_by_rotation() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), first, "reused");
     let token = app.admin_token().await;
     let read = expect(
-        call(
-            &app,
-            &token,
-            Method::GET,
-            "/api/v1/providers/langfuse",
-            None,
-        )
-        .await,
+        app.as_session(&token)
+            .get("/api/v1/providers/langfuse")
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -884,14 +727,9 @@ async fn a_generated_secret_file_is_private_reused_and_rewritten_by_rotation() {
     let app = TestApp::start_on(db, &allow).await;
     let token = app.admin_token().await;
     let read = expect(
-        call(
-            &app,
-            &token,
-            Method::GET,
-            "/api/v1/providers/langfuse",
-            None,
-        )
-        .await,
+        app.as_session(&token)
+            .get("/api/v1/providers/langfuse")
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -909,13 +747,7 @@ async fn logs_never_hold_provider_secrets_even_at_debug_level() {
     }
     env.insert("KEYGATE_LOG".into(), "debug".into());
     let served = crate::ops::Served::start(&env);
-    let client = reqwest::Client::new();
-    let token = crate::ops::login(
-        &client,
-        served.url("/api/v1/login"),
-        crate::common::ADMIN_PASSWORD,
-    )
-    .await;
+    let token = served.login(ADMIN, crate::common::ADMIN_PASSWORD).await;
     let wrong_secret = "sk-lf-wrong-secret-for-the-log-test";
     let variable_value = "variable-value-for-the-log-test";
     let requests = [
@@ -944,22 +776,12 @@ async fn logs_never_hold_provider_secrets_even_at_debug_level() {
             StatusCode::CREATED,
         ),
     ];
+    let admin = served.as_session(&token);
     for (method, path, body, status) in requests {
-        let res = client
-            .request(method, served.url(path))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let res = admin.send_json(method, path, &body).await;
         expect(res, status).await;
     }
-    let res = client
-        .get(served.url("/api/v1/providers/langfuse"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let res = admin.get("/api/v1/providers/langfuse").await;
     assert_eq!(expect(res, StatusCode::OK).await["project_id"], "proj-1");
     let (_, log) = served.terminate();
     assert!(log.contains("provider credential saved"), "{log}");
@@ -981,38 +803,30 @@ async fn deleting_a_user_deletes_their_credentials_and_variables(backend: Backen
     let (app, _fake, admin) = start(backend).await;
     let (bob_id, bob) = app.create_user(&admin, "bob").await;
     expect(
-        call(
-            &app,
-            &bob,
-            Method::POST,
-            "/api/v1/providers/generic",
-            Some(json!({"secret_key": GENERIC_SECRET})),
-        )
-        .await,
+        app.as_session(&bob)
+            .post_json(
+                "/api/v1/providers/generic",
+                &json!({"secret_key": GENERIC_SECRET}),
+            )
+            .await,
         StatusCode::OK,
     )
     .await;
     expect(
-        call(
-            &app,
-            &bob,
-            Method::POST,
-            "/api/v1/variables/",
-            Some(json!({"name": "V", "value": "bob-value", "type": "Credential"})),
-        )
-        .await,
+        app.as_session(&bob)
+            .post_json(
+                "/api/v1/variables/",
+                &json!({"name": "V", "value": "bob-value", "type": "Credential"}),
+            )
+            .await,
         StatusCode::CREATED,
     )
     .await;
     assert_eq!(rows(&app.db), 1);
-    let res = call(
-        &app,
-        &admin,
-        Method::DELETE,
-        &format!("/api/v1/users/{bob_id}"),
-        None,
-    )
-    .await;
+    let res = app
+        .as_session(&admin)
+        .delete(&format!("/api/v1/users/{bob_id}"))
+        .await;
     assert!(res.status().is_success(), "{}", res.status());
     assert_eq!(rows(&app.db), 0);
     let variables: i64 = keygate::db::schema::variables::table

@@ -1,9 +1,9 @@
 //! Flows: owner-scoped CRUD on Langflow's routes, on both backends.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::common::{expect, Backend, TestApp};
+use crate::common::{expect, Backend, RequestHelper, TestApp};
 
 crate::on_both_backends!(
     create_read_update_and_delete_a_flow,
@@ -12,45 +12,26 @@ crate::on_both_backends!(
     bad_flow_input_gets_clear_errors,
 );
 
-async fn send(
-    app: &TestApp,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut request = app
-        .client
-        .request(method.parse().unwrap(), app.url(path))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
-
 async fn create_read_update_and_delete_a_flow(backend: Backend) {
     let app = TestApp::start(backend).await;
     let token = app.admin_token().await;
     let data = json!({"nodes": [{"id": "ChatInput-1", "data": {"x": 1.5}}], "edges": []});
     let created = expect(
-        send(
-            &app,
-            "POST",
-            "/api/v1/flows/",
-            &token,
-            Some(json!({
-                "name": "Support bot",
-                "description": "answers tickets",
-                "endpoint_name": "support-bot",
-                "data": data,
-                "upstream": {
-                    "url": "https://langflow.example.com/api/v1/run/abc?stream=false",
-                    "credential": {"provider": "generic", "as": "header", "header": "X-API-Key"}
-                }
-            })),
-        )
-        .await,
+        app.as_session(&token)
+            .post_json(
+                "/api/v1/flows/",
+                &json!({
+                    "name": "Support bot",
+                    "description": "answers tickets",
+                    "endpoint_name": "support-bot",
+                    "data": data,
+                    "upstream": {
+                        "url": "https://langflow.example.com/api/v1/run/abc?stream=false",
+                        "credential": {"provider": "generic", "as": "header", "header": "X-API-Key"}
+                    }
+                }),
+            )
+            .await,
         StatusCode::CREATED,
     )
     .await;
@@ -74,21 +55,21 @@ async fn create_read_update_and_delete_a_flow(backend: Backend) {
     }
 
     let read = expect(
-        send(&app, "GET", &format!("/api/v1/flows/{id}"), &token, None).await,
+        app.as_session(&token)
+            .get(&format!("/api/v1/flows/{id}"))
+            .await,
         StatusCode::OK,
     )
     .await;
     assert_eq!(read, created);
 
     let patched = expect(
-        send(
-            &app,
-            "PATCH",
-            &format!("/api/v1/flows/{id}"),
-            &token,
-            Some(json!({"name": "Renamed", "description": null, "upstream": null, "access": "public"})),
-        )
-        .await,
+        app.as_session(&token)
+            .patch_json(
+                &format!("/api/v1/flows/{id}"),
+                &json!({"name": "Renamed", "description": null, "upstream": null, "access": "public"}),
+            )
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -101,22 +82,25 @@ async fn create_read_update_and_delete_a_flow(backend: Backend) {
     assert_eq!(patched["data"], data);
 
     let deleted = expect(
-        send(&app, "DELETE", &format!("/api/v1/flows/{id}"), &token, None).await,
+        app.as_session(&token)
+            .delete(&format!("/api/v1/flows/{id}"))
+            .await,
         StatusCode::OK,
     )
     .await;
     assert_eq!(deleted["message"], "Flow deleted successfully");
     expect(
-        send(&app, "GET", &format!("/api/v1/flows/{id}"), &token, None).await,
+        app.as_session(&token)
+            .get(&format!("/api/v1/flows/{id}"))
+            .await,
         StatusCode::NOT_FOUND,
     )
     .await;
     // `data` comes back as the very text given: key order, spacing, numbers.
     let raw = r#"{"z": 1,  "a": [1.50, 2e3, {"y": null, "b": "é"}]}"#;
     let res = app
-        .client
-        .post(app.url("/api/v1/flows/"))
-        .bearer_auth(&token)
+        .as_session(&token)
+        .request(Method::POST, "/api/v1/flows/")
         .header("content-type", "application/json")
         .body(format!(r#"{{"name": "raw", "data": {raw}}}"#))
         .send()
@@ -127,27 +111,18 @@ async fn create_read_update_and_delete_a_flow(backend: Backend) {
         .as_str()
         .unwrap()
         .to_string();
-    let text = send(
-        &app,
-        "GET",
-        &format!("/api/v1/flows/{raw_id}"),
-        &token,
-        None,
-    )
-    .await
-    .text()
-    .await
-    .unwrap();
+    let text = app
+        .as_session(&token)
+        .get(&format!("/api/v1/flows/{raw_id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains(&format!(r#""data":{raw}"#)), "{text}");
     let cleared = expect(
-        send(
-            &app,
-            "PATCH",
-            &format!("/api/v1/flows/{raw_id}"),
-            &token,
-            Some(json!({"data": null})),
-        )
-        .await,
+        app.as_session(&token)
+            .patch_json(&format!("/api/v1/flows/{raw_id}"), &json!({"data": null}))
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -155,14 +130,12 @@ async fn create_read_update_and_delete_a_flow(backend: Backend) {
 
     // The endpoint name is free again.
     expect(
-        send(
-            &app,
-            "POST",
-            "/api/v1/flows/",
-            &token,
-            Some(json!({"name": "again", "endpoint_name": "support-bot"})),
-        )
-        .await,
+        app.as_session(&token)
+            .post_json(
+                "/api/v1/flows/",
+                &json!({"name": "again", "endpoint_name": "support-bot"}),
+            )
+            .await,
         StatusCode::CREATED,
     )
     .await;
@@ -173,20 +146,15 @@ async fn list_is_an_array_or_a_page(backend: Backend) {
     let token = app.admin_token().await;
     for n in 0..5 {
         expect(
-            send(
-                &app,
-                "POST",
-                "/api/v1/flows/",
-                &token,
-                Some(json!({"name": format!("f{n}")})),
-            )
-            .await,
+            app.as_session(&token)
+                .post_json("/api/v1/flows/", &json!({"name": format!("f{n}")}))
+                .await,
             StatusCode::CREATED,
         )
         .await;
     }
     let all = expect(
-        send(&app, "GET", "/api/v1/flows/", &token, None).await,
+        app.as_session(&token).get("/api/v1/flows/").await,
         StatusCode::OK,
     )
     .await;
@@ -198,14 +166,9 @@ async fn list_is_an_array_or_a_page(backend: Backend) {
         .collect();
     assert_eq!(names, ["f0", "f1", "f2", "f3", "f4"]);
     let page = expect(
-        send(
-            &app,
-            "GET",
-            "/api/v1/flows/?get_all=false&page=2&size=2",
-            &token,
-            None,
-        )
-        .await,
+        app.as_session(&token)
+            .get("/api/v1/flows/?get_all=false&page=2&size=2")
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -221,14 +184,9 @@ async fn list_is_an_array_or_a_page(backend: Backend) {
         .collect();
     assert_eq!(names, ["f2", "f3"]);
     expect(
-        send(
-            &app,
-            "GET",
-            "/api/v1/flows/?get_all=false&page=0&size=2",
-            &token,
-            None,
-        )
-        .await,
+        app.as_session(&token)
+            .get("/api/v1/flows/?get_all=false&page=0&size=2")
+            .await,
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
@@ -240,52 +198,43 @@ async fn another_users_flow_is_404_everywhere(backend: Backend) {
     let (_, alice) = app.create_user(&admin, "alice").await;
     let (_, bob) = app.create_user(&admin, "bob").await;
     let flow = expect(
-        send(
-            &app,
-            "POST",
-            "/api/v1/flows/",
-            &alice,
-            Some(json!({"name": "alice's"})),
-        )
-        .await,
+        app.as_session(&alice)
+            .post_json("/api/v1/flows/", &json!({"name": "alice's"}))
+            .await,
         StatusCode::CREATED,
     )
     .await;
     let path = format!("/api/v1/flows/{}", flow["id"].as_str().unwrap());
+    let as_bob = app.as_session(&bob);
     for (method, body) in [
-        ("GET", None),
-        ("PATCH", Some(json!({"name": "mine now"}))),
-        ("DELETE", None),
+        (Method::GET, None),
+        (Method::PATCH, Some(json!({"name": "mine now"}))),
+        (Method::DELETE, None),
     ] {
-        let body = expect(
-            send(&app, method, &path, &bob, body).await,
-            StatusCode::NOT_FOUND,
-        )
-        .await;
+        let res = match &body {
+            Some(body) => as_bob.send_json(method, &path, body).await,
+            None => as_bob.send(method, &path).await,
+        };
+        let body = expect(res, StatusCode::NOT_FOUND).await;
         assert_eq!(body["detail"], "Flow not found");
     }
     // Not even a superuser sees it through these routes.
     expect(
-        send(&app, "GET", &path, &admin, None).await,
+        app.as_session(&admin).get(&path).await,
         StatusCode::NOT_FOUND,
     )
     .await;
     let bobs = expect(
-        send(&app, "GET", "/api/v1/flows/", &bob, None).await,
+        app.as_session(&bob).get("/api/v1/flows/").await,
         StatusCode::OK,
     )
     .await;
     assert_eq!(bobs, json!([]));
     // Still there, unchanged, for Alice.
-    let read = expect(send(&app, "GET", &path, &alice, None).await, StatusCode::OK).await;
+    let read = expect(app.as_session(&alice).get(&path).await, StatusCode::OK).await;
     assert_eq!(read["name"], "alice's");
     // Without credentials: 401.
-    let res = app
-        .client
-        .get(app.url("/api/v1/flows/"))
-        .send()
-        .await
-        .unwrap();
+    let res = app.anon().get("/api/v1/flows/").await;
     expect(res, StatusCode::UNAUTHORIZED).await;
 }
 
@@ -363,7 +312,10 @@ async fn bad_flow_input_gets_clear_errors(backend: Backend) {
         ),
     ];
     for (body, status, needle) in cases {
-        let res = send(&app, "POST", "/api/v1/flows/", &token, Some(body.clone())).await;
+        let res = app
+            .as_session(&token)
+            .post_json("/api/v1/flows/", &body)
+            .await;
         let answer = expect(res, status).await;
         let detail = answer["detail"].as_str().unwrap();
         assert!(detail.contains(needle), "{body} gave {detail:?}");
@@ -371,74 +323,55 @@ async fn bad_flow_input_gets_clear_errors(backend: Backend) {
 
     // Duplicate endpoint names: 409, on create and on update.
     let first = expect(
-        send(
-            &app,
-            "POST",
-            "/api/v1/flows/",
-            &token,
-            Some(json!({"name": "a", "endpoint_name": "taken"})),
-        )
-        .await,
+        app.as_session(&token)
+            .post_json(
+                "/api/v1/flows/",
+                &json!({"name": "a", "endpoint_name": "taken"}),
+            )
+            .await,
         StatusCode::CREATED,
     )
     .await;
     let dup = expect(
-        send(
-            &app,
-            "POST",
-            "/api/v1/flows/",
-            &token,
-            Some(json!({"name": "b", "endpoint_name": "taken"})),
-        )
-        .await,
+        app.as_session(&token)
+            .post_json(
+                "/api/v1/flows/",
+                &json!({"name": "b", "endpoint_name": "taken"}),
+            )
+            .await,
         StatusCode::CONFLICT,
     )
     .await;
     assert!(dup["detail"].as_str().unwrap().contains("taken"));
     let second = expect(
-        send(
-            &app,
-            "POST",
-            "/api/v1/flows/",
-            &token,
-            Some(json!({"name": "c"})),
-        )
-        .await,
+        app.as_session(&token)
+            .post_json("/api/v1/flows/", &json!({"name": "c"}))
+            .await,
         StatusCode::CREATED,
     )
     .await;
     let path = format!("/api/v1/flows/{}", second["id"].as_str().unwrap());
     expect(
-        send(
-            &app,
-            "PATCH",
-            &path,
-            &token,
-            Some(json!({"endpoint_name": "taken"})),
-        )
-        .await,
+        app.as_session(&token)
+            .patch_json(&path, &json!({"endpoint_name": "taken"}))
+            .await,
         StatusCode::CONFLICT,
     )
     .await;
     expect(
-        send(
-            &app,
-            "PATCH",
-            &path,
-            &token,
-            Some(json!({"user_id": first["user_id"]})),
-        )
-        .await,
+        app.as_session(&token)
+            .patch_json(&path, &json!({"user_id": first["user_id"]}))
+            .await,
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
     expect(
-        send(&app, "GET", "/api/v1/flows/not-a-uuid", &token, None).await,
+        app.as_session(&token).get("/api/v1/flows/not-a-uuid").await,
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
     expect(
-        send(&app, "POST", "/api/v1/flows/", &token, None).await,
+        app.as_session(&token).post("/api/v1/flows/").await,
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;

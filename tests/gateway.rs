@@ -1,11 +1,11 @@
 //! The gateway: runs forwarded to a recording fake upstream, on both
 //! backends.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::common::upstream::FakeUpstream;
-use crate::common::{expect, Backend, TestApp};
+use crate::common::{expect, Backend, Caller, RequestHelper, TestApp};
 
 crate::on_both_backends!(
     cached_flows_never_outlive_a_change,
@@ -32,26 +32,31 @@ async fn start(backend: Backend) -> TestApp {
 /// Creates a flow with a session token; returns its JSON.
 pub async fn create_flow(app: &TestApp, token: &str, body: Value) -> Value {
     let res = app
-        .client
-        .post(app.url("/api/v1/flows/"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .as_session(token)
+        .post_json("/api/v1/flows/", &body)
+        .await;
     expect(res, StatusCode::CREATED).await
 }
 
-/// A run request for a flow id or endpoint name, with the key in the header.
-fn run(app: &TestApp, flow: &str, key: Option<&str>) -> reqwest::RequestBuilder {
-    let request = app
-        .client
-        .post(app.url(&format!("/api/v1/run/{flow}")))
-        .json(&json!({"inputs": {"input_value": "hi"}, "tweaks": {}}));
+/// A caller with the key in the header, or without credentials.
+fn caller<'a>(app: &'a TestApp, key: Option<&'a str>) -> Caller<'a> {
     match key {
-        Some(key) => request.header("x-api-key", key),
-        None => request,
+        Some(key) => app.as_key(key),
+        None => app.anon(),
     }
+}
+
+/// A run request for a flow id or endpoint name, with the key in the
+/// header, to add to before sending.
+fn run_request(app: &TestApp, flow: &str, key: Option<&str>) -> reqwest::RequestBuilder {
+    caller(app, key)
+        .request(Method::POST, &format!("/api/v1/run/{flow}"))
+        .json(&json!({"inputs": {"input_value": "hi"}, "tweaks": {}}))
+}
+
+/// Runs a flow (by id or endpoint name), with the key in the header.
+async fn run(app: &TestApp, flow: &str, key: Option<&str>) -> reqwest::Response {
+    run_request(app, flow, key).send().await.unwrap()
 }
 
 async fn store_generic_secret(app: &TestApp, token: &str, secret: &str, public: Option<&str>) {
@@ -60,13 +65,9 @@ async fn store_generic_secret(app: &TestApp, token: &str, secret: &str, public: 
         body["public_key"] = json!(public);
     }
     let res = app
-        .client
-        .post(app.url("/api/v1/providers/generic"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .as_session(token)
+        .post_json("/api/v1/providers/generic", &body)
+        .await;
     assert!(
         res.status().is_success(),
         "store credential: {}",
@@ -96,7 +97,7 @@ async fn the_credential_is_injected_and_the_callers_key_is_not_forwarded(backend
     let id = flow["id"].as_str().unwrap();
 
     // Key in the header, with a cookie and a session header that must stay.
-    let res = run(&app, id, Some(&key))
+    let res = run_request(&app, id, Some(&key))
         .header("cookie", "keygate_session=abc")
         .header("x-forwarded-for", "10.0.0.1")
         .send()
@@ -121,12 +122,12 @@ async fn the_credential_is_injected_and_the_callers_key_is_not_forwarded(backend
 
     // Key in the query: removed from the forwarded query.
     let res = app
-        .client
-        .post(app.url(&format!("/api/v1/run/{id}?x-api-key={key}&stream=false")))
-        .json(&json!({"inputs": {}}))
-        .send()
-        .await
-        .unwrap();
+        .anon()
+        .post_json(
+            &format!("/api/v1/run/{id}?x-api-key={key}&stream=false"),
+            &json!({"inputs": {}}),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
     let got = upstream.next_request().await;
     assert_eq!(got.query, "stream=false");
@@ -135,13 +136,9 @@ async fn the_credential_is_injected_and_the_callers_key_is_not_forwarded(backend
 
     // Langflow's older route does the same.
     let res = app
-        .client
-        .post(app.url(&format!("/api/v1/process/{id}")))
-        .header("x-api-key", &key)
-        .json(&json!({"inputs": {}}))
-        .send()
-        .await
-        .unwrap();
+        .as_key(&key)
+        .post_json(&format!("/api/v1/process/{id}"), &json!({"inputs": {}}))
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
         upstream.next_request().await.header("x-api-key"),
@@ -154,13 +151,12 @@ async fn variables_and_basic_auth_inject_as_configured(backend: Backend) {
     let app = start(backend).await;
     let token = app.admin_token().await;
     let res = app
-        .client
-        .post(app.url("/api/v1/variables/"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "LANGFLOW_PROD_KEY", "value": "var-secret-abcdef", "type": "Credential"}))
-        .send()
-        .await
-        .unwrap();
+        .as_session(&token)
+        .post_json(
+            "/api/v1/variables/",
+            &json!({"name": "LANGFLOW_PROD_KEY", "value": "var-secret-abcdef", "type": "Credential"}),
+        )
+        .await;
     assert!(res.status().is_success(), "variable: {}", res.status());
     store_generic_secret(&app, &token, "basic-secret", Some("basic-public")).await;
     let bearer = create_flow(
@@ -186,10 +182,7 @@ async fn variables_and_basic_auth_inject_as_configured(backend: Backend) {
     .await;
     let (_, key) = app.create_key(&token, "script").await;
 
-    let res = run(&app, bearer["id"].as_str().unwrap(), Some(&key))
-        .send()
-        .await
-        .unwrap();
+    let res = run(&app, bearer["id"].as_str().unwrap(), Some(&key)).await;
     expect(res, StatusCode::OK).await;
     let got = upstream.next_request().await;
     assert_eq!(
@@ -197,10 +190,7 @@ async fn variables_and_basic_auth_inject_as_configured(backend: Backend) {
         Some("Bearer var-secret-abcdef")
     );
 
-    let res = run(&app, basic["id"].as_str().unwrap(), Some(&key))
-        .send()
-        .await
-        .unwrap();
+    let res = run(&app, basic["id"].as_str().unwrap(), Some(&key)).await;
     expect(res, StatusCode::OK).await;
     let got = upstream.next_request().await;
     assert_eq!(got.method, "PUT");
@@ -210,10 +200,7 @@ async fn variables_and_basic_auth_inject_as_configured(backend: Backend) {
         Some("Basic YmFzaWMtcHVibGljOmJhc2ljLXNlY3JldA==")
     );
 
-    let res = run(&app, missing["id"].as_str().unwrap(), Some(&key))
-        .send()
-        .await
-        .unwrap();
+    let res = run(&app, missing["id"].as_str().unwrap(), Some(&key)).await;
     let body = expect(res, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert!(body["detail"].as_str().unwrap().contains("NOT_THERE"));
     assert!(upstream.received_nothing());
@@ -233,11 +220,14 @@ async fn body_query_and_content_type_arrive_intact(backend: Backend) {
     let body =
         r#"{"inputs": {"input_value": "héllo", "n": [1, 2.5e3]}, "tweaks": {"A-1": {"t": 0.2}}}"#;
     let res = app
-        .client
-        .post(app.url(&format!(
-            "/api/v1/run/{}?stream=false&q=a%20b+c&x-api-key={key}",
-            flow["id"].as_str().unwrap()
-        )))
+        .anon()
+        .request(
+            Method::POST,
+            &format!(
+                "/api/v1/run/{}?stream=false&q=a%20b+c&x-api-key={key}",
+                flow["id"].as_str().unwrap()
+            ),
+        )
         .header("content-type", "application/json; charset=utf-8")
         .header("accept", "application/json")
         .body(body)
@@ -267,13 +257,9 @@ async fn server_sent_events_arrive_incrementally(backend: Backend) {
     .await;
     let (_, key) = app.create_key(&token, "script").await;
     let mut res = app
-        .client
-        .post(app.url("/api/v1/run/streamer?stream=true"))
-        .header("x-api-key", &key)
-        .json(&json!({"inputs": {}}))
-        .send()
-        .await
-        .unwrap();
+        .as_key(&key)
+        .post_json("/api/v1/run/streamer?stream=true", &json!({"inputs": {}}))
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     assert_eq!(res.headers()["cache-control"], "no-cache");
@@ -305,13 +291,14 @@ async fn the_callers_disconnect_cancels_the_upstream_request(backend: Backend) {
     let (_, key) = app.create_key(&token, "script").await;
     // A client of its own, so closing its connection is certain.
     let client = reqwest::Client::new();
-    let mut res = client
-        .post(app.url(&format!("/api/v1/run/{}", flow["id"].as_str().unwrap())))
-        .header("x-api-key", &key)
-        .json(&json!({"inputs": {}}))
-        .send()
-        .await
-        .unwrap();
+    let mut res = app
+        .as_key(&key)
+        .with_client(&client)
+        .post_json(
+            &format!("/api/v1/run/{}", flow["id"].as_str().unwrap()),
+            &json!({"inputs": {}}),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
     let first = res.chunk().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("first"));
@@ -327,9 +314,13 @@ async fn the_callers_disconnect_cancels_the_upstream_request(backend: Backend) {
         json!({"name": "slow", "upstream": {"url": upstream.url("/slow")}}),
     )
     .await;
-    let request = reqwest::Client::new()
-        .post(app.url(&format!("/api/v1/run/{}", slow["id"].as_str().unwrap())))
-        .header("x-api-key", &key)
+    let request = app
+        .as_key(&key)
+        .with_client(&reqwest::Client::new())
+        .request(
+            Method::POST,
+            &format!("/api/v1/run/{}", slow["id"].as_str().unwrap()),
+        )
         .json(&json!({"inputs": {}}));
     let call = actix_web::rt::spawn(async move { request.send().await });
     assert_eq!(upstream.next_request().await.path, "/slow");
@@ -366,19 +357,13 @@ async fn unreachable_upstream_is_502_and_slow_upstream_is_504(backend: Backend) 
     .await;
     let (_, key) = app.create_key(&token, "script").await;
 
-    let res = run(&app, down["id"].as_str().unwrap(), Some(&key))
-        .send()
-        .await
-        .unwrap();
+    let res = run(&app, down["id"].as_str().unwrap(), Some(&key)).await;
     let body = expect(res, StatusCode::BAD_GATEWAY).await;
     let detail = body["detail"].as_str().unwrap();
     assert!(detail.contains("connect"), "{detail}");
     assert!(!detail.contains(secret) && !detail.contains(&key));
 
-    let res = run(&app, slow["id"].as_str().unwrap(), Some(&key))
-        .send()
-        .await
-        .unwrap();
+    let res = run(&app, slow["id"].as_str().unwrap(), Some(&key)).await;
     let body = expect(res, StatusCode::GATEWAY_TIMEOUT).await;
     let detail = body["detail"].as_str().unwrap();
     assert!(detail.contains("timed out after 300 ms"), "{detail}");
@@ -398,18 +383,12 @@ async fn upstream_statuses_pass_through_and_missing_upstream_is_422(backend: Bac
     .await;
     let bare = create_flow(&app, &token, json!({"name": "no upstream"})).await;
     let (_, key) = app.create_key(&token, "script").await;
-    let res = run(&app, teapot["id"].as_str().unwrap(), Some(&key))
-        .send()
-        .await
-        .unwrap();
+    let res = run(&app, teapot["id"].as_str().unwrap(), Some(&key)).await;
     assert_eq!(res.status(), StatusCode::IM_A_TEAPOT);
     assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8");
     assert_eq!(res.text().await.unwrap(), "upstream said 418");
 
-    let res = run(&app, bare["id"].as_str().unwrap(), Some(&key))
-        .send()
-        .await
-        .unwrap();
+    let res = run(&app, bare["id"].as_str().unwrap(), Some(&key)).await;
     let body = expect(res, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert!(body["detail"].as_str().unwrap().contains("no upstream"));
 }
@@ -437,19 +416,13 @@ async fn another_users_flow_is_404_and_endpoint_names_resolve(backend: Backend) 
 
     // The same endpoint name resolves among the key owner's flows.
     expect(
-        run(&app, "shared-name", Some(&alice_key))
-            .send()
-            .await
-            .unwrap(),
+        run(&app, "shared-name", Some(&alice_key)).await,
         StatusCode::OK,
     )
     .await;
     assert_eq!(upstream.next_request().await.path, "/alice");
     expect(
-        run(&app, "shared-name", Some(&bob_key))
-            .send()
-            .await
-            .unwrap(),
+        run(&app, "shared-name", Some(&bob_key)).await,
         StatusCode::OK,
     )
     .await;
@@ -457,15 +430,11 @@ async fn another_users_flow_is_404_and_endpoint_names_resolve(backend: Backend) 
 
     // Alice's flow id with Bob's key: 404, exactly like an unknown id.
     let id = alices["id"].as_str().unwrap();
-    let body = expect(
-        run(&app, id, Some(&bob_key)).send().await.unwrap(),
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+    let body = expect(run(&app, id, Some(&bob_key)).await, StatusCode::NOT_FOUND).await;
     assert_eq!(body["detail"], format!("Flow identifier {id} not found"));
     let unknown = uuid::Uuid::new_v4().to_string();
     let body = expect(
-        run(&app, &unknown, Some(&bob_key)).send().await.unwrap(),
+        run(&app, &unknown, Some(&bob_key)).await,
         StatusCode::NOT_FOUND,
     )
     .await;
@@ -474,10 +443,7 @@ async fn another_users_flow_is_404_and_endpoint_names_resolve(backend: Backend) 
         format!("Flow identifier {unknown} not found")
     );
     expect(
-        run(&app, "no-such-name", Some(&bob_key))
-            .send()
-            .await
-            .unwrap(),
+        run(&app, "no-such-name", Some(&bob_key)).await,
         StatusCode::NOT_FOUND,
     )
     .await;
@@ -505,32 +471,27 @@ async fn flow_bound_keys_run_their_flow_and_nothing_else(backend: Backend) {
     let mine_id = mine["id"].as_str().unwrap();
 
     let res = app
-        .client
-        .post(app.url("/api/v1/api_key/"))
-        .bearer_auth(&alice)
-        .json(&json!({"name": "client-1", "flow_id": mine_id}))
-        .send()
-        .await
-        .unwrap();
+        .as_session(&alice)
+        .post_json(
+            "/api/v1/api_key/",
+            &json!({"name": "client-1", "flow_id": mine_id}),
+        )
+        .await;
     let created = expect(res, StatusCode::OK).await;
     assert_eq!(created["flow_id"], mine_id);
     let bound_key = created["api_key"].as_str().unwrap().to_string();
     let bound_id = created["id"].as_str().unwrap().to_string();
 
     // Its own flow, by id and by endpoint name, header or query.
-    expect(
-        run(&app, mine_id, Some(&bound_key)).send().await.unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    expect(run(&app, mine_id, Some(&bound_key)).await, StatusCode::OK).await;
     assert_eq!(upstream.next_request().await.path, "/bound");
     let res = app
-        .client
-        .post(app.url(&format!("/api/v1/run/bound?x-api-key={bound_key}")))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+        .anon()
+        .post_json(
+            &format!("/api/v1/run/bound?x-api-key={bound_key}"),
+            &json!({}),
+        )
+        .await;
     expect(res, StatusCode::OK).await;
     assert_eq!(upstream.next_request().await.path, "/bound");
 
@@ -541,7 +502,7 @@ async fn flow_bound_keys_run_their_flow_and_nothing_else(backend: Backend) {
         admins_flow["id"].as_str().unwrap(),
     ] {
         let body = expect(
-            run(&app, flow, Some(&bound_key)).send().await.unwrap(),
+            run(&app, flow, Some(&bound_key)).await,
             StatusCode::NOT_FOUND,
         )
         .await;
@@ -567,13 +528,9 @@ async fn flow_bound_keys_run_their_flow_and_nothing_else(backend: Backend) {
         ("GET", "/api/v1/users/".to_string()),
     ] {
         let res = app
-            .client
-            .request(method.parse().unwrap(), app.url(&path))
-            .header("x-api-key", &bound_key)
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap();
+            .as_key(&bound_key)
+            .send_json(method.parse().unwrap(), &path, &json!({}))
+            .await;
         let body = expect(res, StatusCode::FORBIDDEN).await;
         assert_eq!(body, forbidden, "{method} {path}");
     }
@@ -584,46 +541,30 @@ async fn flow_bound_keys_run_their_flow_and_nothing_else(backend: Backend) {
         uuid::Uuid::new_v4().to_string(),
     ] {
         let res = app
-            .client
-            .post(app.url("/api/v1/api_key/"))
-            .bearer_auth(&alice)
-            .json(&json!({"flow_id": flow_id}))
-            .send()
-            .await
-            .unwrap();
+            .as_session(&alice)
+            .post_json("/api/v1/api_key/", &json!({"flow_id": flow_id}))
+            .await;
         expect(res, StatusCode::NOT_FOUND).await;
     }
     let res = app
-        .client
-        .post(app.url("/api/v1/api_key/"))
-        .bearer_auth(&alice)
-        .json(&json!({"flow_id": "not-a-uuid"}))
-        .send()
-        .await
-        .unwrap();
+        .as_session(&alice)
+        .post_json("/api/v1/api_key/", &json!({"flow_id": "not-a-uuid"}))
+        .await;
     expect(res, StatusCode::UNPROCESSABLE_ENTITY).await;
 
     // Deleting the flow deletes its bound keys.
     let res = app
-        .client
-        .delete(app.url(&format!("/api/v1/flows/{mine_id}")))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap();
+        .as_session(&alice)
+        .delete(&format!("/api/v1/flows/{mine_id}"))
+        .await;
     expect(res, StatusCode::OK).await;
     let keys = expect(
-        app.client
-            .get(app.url("/api/v1/api_key/"))
-            .bearer_auth(&alice)
-            .send()
-            .await
-            .unwrap(),
+        app.as_session(&alice).get("/api/v1/api_key/").await,
         StatusCode::OK,
     )
     .await;
     assert_eq!(keys["total_count"], 0);
-    let res = run(&app, mine_id, Some(&bound_key)).send().await.unwrap();
+    let res = run(&app, mine_id, Some(&bound_key)).await;
     expect(res, StatusCode::UNAUTHORIZED).await;
 }
 
@@ -651,7 +592,7 @@ async fn public_flows_run_without_a_key_until_a_bound_key_exists(backend: Backen
 
     // No key: the public flow runs, by id or endpoint name.
     for flow in [public_id, "open-flow"] {
-        expect(run(&app, flow, None).send().await.unwrap(), StatusCode::OK).await;
+        expect(run(&app, flow, None).await, StatusCode::OK).await;
         let got = upstream.next_request().await;
         assert_eq!(got.path, "/public");
         assert_eq!(got.header("x-api-key"), None);
@@ -662,11 +603,7 @@ async fn public_flows_run_without_a_key_until_a_bound_key_exists(backend: Backen
         "closed-flow",
         "nothing-here",
     ] {
-        let body = expect(
-            run(&app, flow, None).send().await.unwrap(),
-            StatusCode::UNAUTHORIZED,
-        )
-        .await;
+        let body = expect(run(&app, flow, None).await, StatusCode::UNAUTHORIZED).await;
         assert!(body["detail"].as_str().unwrap().contains("x-api-key"));
     }
     assert!(upstream.received_nothing());
@@ -675,19 +612,12 @@ async fn public_flows_run_without_a_key_until_a_bound_key_exists(backend: Backen
     // public flow (never their private one).
     let (_, bob) = app.create_user(&admin, "bob").await;
     let (_, bob_key) = app.create_key(&bob, "bob").await;
-    expect(
-        run(&app, "open-flow", Some(&bob_key)).send().await.unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    expect(run(&app, "open-flow", Some(&bob_key)).await, StatusCode::OK).await;
     let got = upstream.next_request().await;
     assert_eq!(got.path, "/public");
     assert_eq!(got.header("x-api-key"), None);
     expect(
-        run(&app, "closed-flow", Some(&bob_key))
-            .send()
-            .await
-            .unwrap(),
+        run(&app, "closed-flow", Some(&bob_key)).await,
         StatusCode::NOT_FOUND,
     )
     .await;
@@ -695,60 +625,41 @@ async fn public_flows_run_without_a_key_until_a_bound_key_exists(backend: Backen
 
     // An active flow-bound key makes the public flow require a key.
     let res = app
-        .client
-        .post(app.url("/api/v1/api_key/"))
-        .bearer_auth(&alice)
-        .json(&json!({"name": "client", "flow_id": public_id}))
-        .send()
-        .await
-        .unwrap();
+        .as_session(&alice)
+        .post_json(
+            "/api/v1/api_key/",
+            &json!({"name": "client", "flow_id": public_id}),
+        )
+        .await;
     let created = expect(res, StatusCode::OK).await;
     let bound_key = created["api_key"].as_str().unwrap().to_string();
     let bound_id = created["id"].as_str().unwrap().to_string();
-    expect(
-        run(&app, public_id, None).send().await.unwrap(),
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
-    expect(
-        run(&app, public_id, Some(&bound_key)).send().await.unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    expect(run(&app, public_id, None).await, StatusCode::UNAUTHORIZED).await;
+    expect(run(&app, public_id, Some(&bound_key)).await, StatusCode::OK).await;
     upstream.next_request().await;
 
     // Deactivated, it no longer counts.
     let res = app
-        .client
-        .patch(app.url(&format!("/api/v1/api_key/{bound_id}")))
-        .bearer_auth(&alice)
-        .json(&json!({"is_active": false}))
-        .send()
-        .await
-        .unwrap();
+        .as_session(&alice)
+        .patch_json(
+            &format!("/api/v1/api_key/{bound_id}"),
+            &json!({"is_active": false}),
+        )
+        .await;
     expect(res, StatusCode::OK).await;
-    expect(
-        run(&app, public_id, None).send().await.unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    expect(run(&app, public_id, None).await, StatusCode::OK).await;
     upstream.next_request().await;
 
     // Back to private: a key is needed again.
     let res = app
-        .client
-        .patch(app.url(&format!("/api/v1/flows/{public_id}")))
-        .bearer_auth(&alice)
-        .json(&json!({"access": "private"}))
-        .send()
-        .await
-        .unwrap();
+        .as_session(&alice)
+        .patch_json(
+            &format!("/api/v1/flows/{public_id}"),
+            &json!({"access": "private"}),
+        )
+        .await;
     expect(res, StatusCode::OK).await;
-    expect(
-        run(&app, public_id, None).send().await.unwrap(),
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
+    expect(run(&app, public_id, None).await, StatusCode::UNAUTHORIZED).await;
     assert!(upstream.received_nothing());
 }
 
@@ -765,10 +676,7 @@ async fn runs_are_counted_through_the_batched_usage_path(backend: Backend) {
     let (key_id, key) = app.create_key(&token, "script").await;
     for _ in 0..3 {
         expect(
-            run(&app, flow["id"].as_str().unwrap(), Some(&key))
-                .send()
-                .await
-                .unwrap(),
+            run(&app, flow["id"].as_str().unwrap(), Some(&key)).await,
             StatusCode::OK,
         )
         .await;
@@ -777,12 +685,7 @@ async fn runs_are_counted_through_the_batched_usage_path(backend: Backend) {
     // Nothing written yet: the counts wait in memory for the flusher.
     assert_eq!(app.state().usage.pending_keys(), 1);
     let list = expect(
-        app.client
-            .get(app.url("/api/v1/api_key/"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap(),
+        app.as_session(&token).get("/api/v1/api_key/").await,
         StatusCode::OK,
     )
     .await;
@@ -809,13 +712,12 @@ async fn private_upstreams_are_refused_unless_allowed(backend: Backend) {
         format!("http://[::1]:{port}/"),
     ] {
         let res = app
-            .client
-            .post(app.url("/api/v1/flows/"))
-            .bearer_auth(&token)
-            .json(&json!({"name": "ssrf", "upstream": {"url": url}}))
-            .send()
-            .await
-            .unwrap();
+            .as_session(&token)
+            .post_json(
+                "/api/v1/flows/",
+                &json!({"name": "ssrf", "upstream": {"url": url}}),
+            )
+            .await;
         let body = expect(res, StatusCode::UNPROCESSABLE_ENTITY).await;
         assert!(body["detail"].as_str().unwrap().contains("upstream.url"));
     }
@@ -827,10 +729,7 @@ async fn private_upstreams_are_refused_unless_allowed(backend: Backend) {
     )
     .await;
     let (_, key) = app.create_key(&token, "script").await;
-    let res = run(&app, flow["id"].as_str().unwrap(), Some(&key))
-        .send()
-        .await
-        .unwrap();
+    let res = run(&app, flow["id"].as_str().unwrap(), Some(&key)).await;
     let body = expect(res, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert!(body["detail"].as_str().unwrap().contains("private"));
     assert!(upstream.received_nothing());
@@ -840,7 +739,7 @@ async fn private_upstreams_are_refused_unless_allowed(backend: Backend) {
 /// query) nor the injected secret reaches the log, whatever the outcome.
 #[actix_web::test]
 async fn logs_never_hold_the_callers_key_or_the_injected_secret() {
-    use crate::common::{base_env, TestDb, ADMIN_PASSWORD};
+    use crate::common::{base_env, TestDb, ADMIN, ADMIN_PASSWORD};
     let mut upstream = FakeUpstream::start();
     let db = TestDb::new(Backend::Sqlite);
     let mut env = base_env(&db);
@@ -848,16 +747,12 @@ async fn logs_never_hold_the_callers_key_or_the_injected_secret() {
     env.insert(ALLOW_PRIVATE.0.into(), ALLOW_PRIVATE.1.into());
     env.insert("KEYGATE_UPSTREAM_TIMEOUT_MS".into(), "300".into());
     let served = crate::ops::Served::start(&env);
-    let client = reqwest::Client::new();
-    let token = crate::ops::login(&client, served.url("/api/v1/login"), ADMIN_PASSWORD).await;
+    let token = served.login(ADMIN, ADMIN_PASSWORD).await;
+    let admin = served.as_session(&token);
     let secret = "injected-secret-for-the-log-test";
-    let res = client
-        .post(served.url("/api/v1/providers/generic"))
-        .bearer_auth(&token)
-        .json(&json!({"secret_key": secret}))
-        .send()
-        .await
-        .unwrap();
+    let res = admin
+        .post_json("/api/v1/providers/generic", &json!({"secret_key": secret}))
+        .await;
     assert!(res.status().is_success());
     let closed_port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -870,14 +765,13 @@ async fn logs_never_hold_the_callers_key_or_the_injected_secret() {
         upstream.url("/slow"),
         format!("http://127.0.0.1:{closed_port}/"),
     ] {
-        let res = client
-            .post(served.url("/api/v1/flows/"))
-            .bearer_auth(&token)
-            .json(&json!({"name": "f", "upstream": {"url": url,
-                "credential": {"provider": "generic", "as": "bearer"}}}))
-            .send()
-            .await
-            .unwrap();
+        let res = admin
+            .post_json(
+                "/api/v1/flows/",
+                &json!({"name": "f", "upstream": {"url": url,
+                    "credential": {"provider": "generic", "as": "bearer"}}}),
+            )
+            .await;
         flows.push(
             expect(res, StatusCode::CREATED).await["id"]
                 .as_str()
@@ -885,13 +779,9 @@ async fn logs_never_hold_the_callers_key_or_the_injected_secret() {
                 .to_string(),
         );
     }
-    let res = client
-        .post(served.url("/api/v1/api_key/"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "log test"}))
-        .send()
-        .await
-        .unwrap();
+    let res = admin
+        .post_json("/api/v1/api_key/", &json!({"name": "log test"}))
+        .await;
     let key = expect(res, StatusCode::OK).await["api_key"]
         .as_str()
         .unwrap()
@@ -904,11 +794,15 @@ async fn logs_never_hold_the_callers_key_or_the_injected_secret() {
     ];
     for (flow, status) in flows.iter().zip(expected) {
         for in_query in [false, true] {
-            let mut request = client.post(served.url(&format!("/api/v1/run/{flow}")));
-            request = if in_query {
-                request.query(&[("x-api-key", key.as_str()), ("stream", "false")])
+            let path = format!("/api/v1/run/{flow}");
+            let request = if in_query {
+                // The key first, then stream=false: `?x-api-key=…&stream=false`.
+                served
+                    .as_key_in_query(&key)
+                    .request(Method::POST, &path)
+                    .query(&[("stream", "false")])
             } else {
-                request.header("x-api-key", &key)
+                served.as_key(&key).request(Method::POST, &path)
             };
             let res = request.json(&json!({"inputs": {}})).send().await.unwrap();
             assert_eq!(res.status(), status);
@@ -943,62 +837,41 @@ async fn cached_flows_never_outlive_a_change(backend: Backend) {
     .await;
     let id = flow["id"].as_str().unwrap().to_string();
     for _ in 0..2 {
-        expect(
-            run(&app, "cached", Some(&key)).send().await.unwrap(),
-            StatusCode::OK,
-        )
-        .await;
+        expect(run(&app, "cached", Some(&key)).await, StatusCode::OK).await;
         assert_eq!(upstream.next_request().await.path, "/first");
     }
     // A changed upstream is used by the very next run.
     let res = app
-        .client
-        .patch(app.url(&format!("/api/v1/flows/{id}")))
-        .bearer_auth(&token)
-        .json(&json!({"upstream": {"url": upstream.url("/second")}}))
-        .send()
-        .await
-        .unwrap();
+        .as_session(&token)
+        .patch_json(
+            &format!("/api/v1/flows/{id}"),
+            &json!({"upstream": {"url": upstream.url("/second")}}),
+        )
+        .await;
     expect(res, StatusCode::OK).await;
-    expect(
-        run(&app, "cached", Some(&key)).send().await.unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    expect(run(&app, "cached", Some(&key)).await, StatusCode::OK).await;
     assert_eq!(upstream.next_request().await.path, "/second");
     // A renamed endpoint stops answering under the old name.
     let res = app
-        .client
-        .patch(app.url(&format!("/api/v1/flows/{id}")))
-        .bearer_auth(&token)
-        .json(&json!({"endpoint_name": "renamed"}))
-        .send()
-        .await
-        .unwrap();
+        .as_session(&token)
+        .patch_json(
+            &format!("/api/v1/flows/{id}"),
+            &json!({"endpoint_name": "renamed"}),
+        )
+        .await;
     expect(res, StatusCode::OK).await;
-    expect(
-        run(&app, "cached", Some(&key)).send().await.unwrap(),
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+    expect(run(&app, "cached", Some(&key)).await, StatusCode::NOT_FOUND).await;
     // A deleted flow is gone at once.
     let res = app
-        .client
-        .delete(app.url(&format!("/api/v1/flows/{id}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .as_session(&token)
+        .delete(&format!("/api/v1/flows/{id}"))
+        .await;
     expect(res, StatusCode::OK).await;
     expect(
-        run(&app, "renamed", Some(&key)).send().await.unwrap(),
+        run(&app, "renamed", Some(&key)).await,
         StatusCode::NOT_FOUND,
     )
     .await;
-    expect(
-        run(&app, &id, Some(&key)).send().await.unwrap(),
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+    expect(run(&app, &id, Some(&key)).await, StatusCode::NOT_FOUND).await;
     assert!(upstream.received_nothing());
 }

@@ -1,9 +1,9 @@
 //! API keys and the x-api-key middleware, on both backends.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::common::{expect, Backend, TestApp};
+use crate::common::{expect, Backend, RequestHelper, TestApp};
 
 crate::on_both_backends!(
     create_list_and_use_a_key,
@@ -20,14 +20,10 @@ crate::on_both_backends!(
 async fn create_list_and_use_a_key(backend: Backend) {
     let app = TestApp::start(backend).await;
     let token = app.admin_token().await;
-    let res = app
-        .client
-        .post(app.url("/api/v1/api_key/"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "ci"}))
-        .send()
-        .await
-        .unwrap();
+    let admin = app.as_session(&token);
+    let res = admin
+        .post_json("/api/v1/api_key/", &json!({"name": "ci"}))
+        .await;
     assert_eq!(res.headers()["cache-control"], "no-store");
     let created = expect(res, StatusCode::OK).await;
     let key = created["api_key"].as_str().unwrap();
@@ -51,26 +47,10 @@ async fn create_list_and_use_a_key(backend: Backend) {
     assert_eq!(created["expires_at"], Value::Null);
 
     // `{}` and an empty body create unnamed keys, as in Langflow.
-    let unnamed = app
-        .client
-        .post(app.url("/api/v1/api_key/"))
-        .bearer_auth(&token)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let unnamed = admin.post_json("/api/v1/api_key/", &json!({})).await;
     assert_eq!(expect(unnamed, StatusCode::OK).await["name"], Value::Null);
 
-    let list = expect(
-        app.client
-            .get(app.url("/api/v1/api_key/"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let list = expect(admin.get("/api/v1/api_key/").await, StatusCode::OK).await;
     assert_eq!(list["total_count"], 2);
     assert_eq!(list["user_id"], created["user_id"]);
     let listed = &list["api_keys"][0];
@@ -106,8 +86,8 @@ async fn header_and_query_parameter_both_work(backend: Backend) {
     let token = app.admin_token().await;
     let (_, key) = app.create_key(&token, "k").await;
     let by_header = app
-        .client
-        .get(app.url("/api/v1/users/whoami"))
+        .anon()
+        .request(Method::GET, "/api/v1/users/whoami")
         .header("X-API-KEY", &key)
         .send()
         .await
@@ -117,18 +97,11 @@ async fn header_and_query_parameter_both_work(backend: Backend) {
         StatusCode::OK,
         "header name is case-insensitive"
     );
-    let by_query = app
-        .client
-        .get(app.url("/api/v1/users/whoami"))
-        .query(&[("x-api-key", key.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let by_query = app.as_key_in_query(&key).get("/api/v1/users/whoami").await;
     assert_eq!(by_query.status(), StatusCode::OK);
     let same_in_both = app
-        .client
-        .get(app.url("/api/v1/users/whoami"))
-        .header("x-api-key", &key)
+        .as_key(&key)
+        .request(Method::GET, "/api/v1/users/whoami")
         .query(&[("x-api-key", key.as_str())])
         .send()
         .await
@@ -136,13 +109,9 @@ async fn header_and_query_parameter_both_work(backend: Backend) {
     assert_eq!(same_in_both.status(), StatusCode::OK);
     // A key can create another key, as in Langflow.
     let res = app
-        .client
-        .post(app.url("/api/v1/api_key/"))
-        .query(&[("x-api-key", key.as_str())])
-        .json(&json!({"name": "child"}))
-        .send()
-        .await
-        .unwrap();
+        .as_key_in_query(&key)
+        .post_json("/api/v1/api_key/", &json!({"name": "child"}))
+        .await;
     let child = expect(res, StatusCode::OK).await;
     assert_eq!(
         app.whoami_status(child["api_key"].as_str().unwrap()).await,
@@ -156,12 +125,7 @@ async fn missing_malformed_and_ambiguous_keys_are_refused(backend: Backend) {
     let (_, key) = app.create_key(&token, "k").await;
     let (_, other_key) = app.create_key(&token, "k2").await;
 
-    let missing = app
-        .client
-        .get(app.url("/api/v1/api_key/"))
-        .send()
-        .await
-        .unwrap();
+    let missing = app.anon().get("/api/v1/api_key/").await;
     let body = expect(missing, StatusCode::UNAUTHORIZED).await;
     let detail = body["detail"].as_str().unwrap();
     assert!(
@@ -170,9 +134,8 @@ async fn missing_malformed_and_ambiguous_keys_are_refused(backend: Backend) {
     );
 
     let conflict = app
-        .client
-        .get(app.url("/api/v1/users/whoami"))
-        .header("x-api-key", &key)
+        .as_key(&key)
+        .request(Method::GET, "/api/v1/users/whoami")
         .query(&[("x-api-key", other_key.as_str())])
         .send()
         .await
@@ -180,9 +143,8 @@ async fn missing_malformed_and_ambiguous_keys_are_refused(backend: Backend) {
     expect(conflict, StatusCode::BAD_REQUEST).await;
 
     let twice = app
-        .client
-        .get(app.url("/api/v1/users/whoami"))
-        .header("x-api-key", &key)
+        .as_key(&key)
+        .request(Method::GET, "/api/v1/users/whoami")
         .header("x-api-key", &other_key)
         .send()
         .await
@@ -205,9 +167,8 @@ async fn missing_malformed_and_ambiguous_keys_are_refused(backend: Backend) {
     // Credentials are checked before the body is read: a bad key with a
     // broken body is a 401, not a 422.
     let bad_key_bad_body = app
-        .client
-        .post(app.url("/api/v1/api_key/"))
-        .header("x-api-key", "sk-wrong")
+        .as_key("sk-wrong")
+        .request(Method::POST, "/api/v1/api_key/")
         .header("content-type", "application/json")
         .body("{broken")
         .send()
@@ -219,13 +180,7 @@ async fn missing_malformed_and_ambiguous_keys_are_refused(backend: Backend) {
     );
 
     // API keys do not go in Authorization (Langflow refuses it too).
-    let bearer_key = app
-        .client
-        .get(app.url("/api/v1/users/whoami"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let bearer_key = app.as_session(&key).get("/api/v1/users/whoami").await;
     expect(bearer_key, StatusCode::UNAUTHORIZED).await;
 }
 
@@ -244,26 +199,19 @@ async fn revoked_inactive_expired_and_unknown_keys_get_one_answer(backend: Backe
     }
 
     // Revocation is effective before the DELETE response is sent.
-    let res = app
-        .client
-        .delete(app.url(&format!("/api/v1/api_key/{revoked_id}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let admin = app.as_session(&token);
+    let res = admin.delete(&format!("/api/v1/api_key/{revoked_id}")).await;
     assert_eq!(
         expect(res, StatusCode::OK).await,
         json!({"detail": "API Key deleted"})
     );
 
-    let res = app
-        .client
-        .patch(app.url(&format!("/api/v1/api_key/{inactive_id}")))
-        .bearer_auth(&token)
-        .json(&json!({"is_active": false}))
-        .send()
-        .await
-        .unwrap();
+    let res = admin
+        .patch_json(
+            &format!("/api/v1/api_key/{inactive_id}"),
+            &json!({"is_active": false}),
+        )
+        .await;
     assert_eq!(expect(res, StatusCode::OK).await["is_active"], false);
 
     // Expiry passes in the database (no waiting in tests).
@@ -280,16 +228,7 @@ async fn revoked_inactive_expired_and_unknown_keys_get_one_answer(backend: Backe
             .unwrap();
     }
 
-    let users = expect(
-        app.client
-            .get(app.url("/api/v1/users/"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let users = expect(admin.get("/api/v1/users/").await, StatusCode::OK).await;
     let carol = users["users"]
         .as_array()
         .unwrap()
@@ -299,14 +238,12 @@ async fn revoked_inactive_expired_and_unknown_keys_get_one_answer(backend: Backe
         .as_str()
         .unwrap()
         .to_string();
-    let res = app
-        .client
-        .patch(app.url(&format!("/api/v1/users/{carol}")))
-        .bearer_auth(&token)
-        .json(&json!({"is_active": false}))
-        .send()
-        .await
-        .unwrap();
+    let res = admin
+        .patch_json(
+            &format!("/api/v1/users/{carol}"),
+            &json!({"is_active": false}),
+        )
+        .await;
     expect(res, StatusCode::OK).await;
 
     let unknown = keygate::keys::token::PlainKey::generate()
@@ -326,14 +263,12 @@ async fn revoked_inactive_expired_and_unknown_keys_get_one_answer(backend: Backe
     );
 
     // Reactivating the key brings it back.
-    let res = app
-        .client
-        .patch(app.url(&format!("/api/v1/api_key/{inactive_id}")))
-        .bearer_auth(&token)
-        .json(&json!({"is_active": true, "name": "renamed"}))
-        .send()
-        .await
-        .unwrap();
+    let res = admin
+        .patch_json(
+            &format!("/api/v1/api_key/{inactive_id}"),
+            &json!({"is_active": true, "name": "renamed"}),
+        )
+        .await;
     assert_eq!(expect(res, StatusCode::OK).await["name"], "renamed");
     assert_eq!(app.whoami_status(&inactive).await, StatusCode::OK);
 }
@@ -345,53 +280,27 @@ async fn other_users_keys_are_not_found(backend: Backend) {
     let (_, bob) = app.create_user(&admin, "bob").await;
     let (alice_key_id, alice_key) = app.create_key(&alice, "a").await;
 
-    let res = app
-        .client
-        .delete(app.url(&format!("/api/v1/api_key/{alice_key_id}")))
-        .bearer_auth(&bob)
-        .send()
-        .await
-        .unwrap();
+    let bob = app.as_session(&bob);
+    let res = bob.delete(&format!("/api/v1/api_key/{alice_key_id}")).await;
     assert_eq!(
         expect(res, StatusCode::NOT_FOUND).await,
         json!({"detail": "API Key not found"})
     );
-    let res = app
-        .client
-        .patch(app.url(&format!("/api/v1/api_key/{alice_key_id}")))
-        .bearer_auth(&bob)
-        .json(&json!({"is_active": false}))
-        .send()
-        .await
-        .unwrap();
+    let res = bob
+        .patch_json(
+            &format!("/api/v1/api_key/{alice_key_id}"),
+            &json!({"is_active": false}),
+        )
+        .await;
     expect(res, StatusCode::NOT_FOUND).await;
-    let bobs_list = expect(
-        app.client
-            .get(app.url("/api/v1/api_key/"))
-            .bearer_auth(&bob)
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let bobs_list = expect(bob.get("/api/v1/api_key/").await, StatusCode::OK).await;
     assert_eq!(bobs_list["total_count"], 0);
     // An unknown id is the same 404; a non-UUID is a 422.
-    let res = app
-        .client
-        .delete(app.url(&format!("/api/v1/api_key/{}", uuid::Uuid::new_v4())))
-        .bearer_auth(&bob)
-        .send()
-        .await
-        .unwrap();
+    let res = bob
+        .delete(&format!("/api/v1/api_key/{}", uuid::Uuid::new_v4()))
+        .await;
     expect(res, StatusCode::NOT_FOUND).await;
-    let res = app
-        .client
-        .delete(app.url("/api/v1/api_key/not-a-uuid"))
-        .bearer_auth(&bob)
-        .send()
-        .await
-        .unwrap();
+    let res = bob.delete("/api/v1/api_key/not-a-uuid").await;
     expect(res, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(app.whoami_status(&alice_key).await, StatusCode::OK);
 }
@@ -440,12 +349,7 @@ async fn usage_counters_are_batched_and_exact(backend: Backend) {
     assert_eq!(app.state().usage.pending_keys(), 1);
 
     let list = expect(
-        app.client
-            .get(app.url("/api/v1/api_key/"))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap(),
+        app.as_session(&admin).get("/api/v1/api_key/").await,
         StatusCode::OK,
     )
     .await;
@@ -499,7 +403,8 @@ async fn no_plaintext_key_is_stored(backend: Backend) {
 
 async fn bad_key_input_gets_clear_errors(backend: Backend) {
     let app = TestApp::start(backend).await;
-    let admin = app.admin_token().await;
+    let token = app.admin_token().await;
+    let admin = app.as_session(&token);
     let cases = [
         (
             json!({"expires_at": "2001-01-01T00:00:00Z"}),
@@ -516,21 +421,12 @@ async fn bad_key_input_gets_clear_errors(backend: Backend) {
         (json!({"name": 42}), StatusCode::UNPROCESSABLE_ENTITY),
     ];
     for (body, status) in cases {
-        let res = app
-            .client
-            .post(app.url("/api/v1/api_key/"))
-            .bearer_auth(&admin)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let res = admin.post_json("/api/v1/api_key/", &body).await;
         let answer = expect(res, status).await;
         assert!(answer["detail"].is_string(), "{answer}");
     }
-    let broken = app
-        .client
-        .post(app.url("/api/v1/api_key/"))
-        .bearer_auth(&admin)
+    let broken = admin
+        .request(Method::POST, "/api/v1/api_key/")
         .header("content-type", "application/json")
         .body("{not json")
         .send()
@@ -538,27 +434,16 @@ async fn bad_key_input_gets_clear_errors(backend: Backend) {
         .unwrap();
     expect(broken, StatusCode::UNPROCESSABLE_ENTITY).await;
     // Nothing was created by the refused requests.
-    let list = expect(
-        app.client
-            .get(app.url("/api/v1/api_key/"))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let list = expect(admin.get("/api/v1/api_key/").await, StatusCode::OK).await;
     assert_eq!(list["total_count"], 0);
 
     let future = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
-    let res = app
-        .client
-        .post(app.url("/api/v1/api_key/"))
-        .bearer_auth(&admin)
-        .json(&json!({"name": "expiring", "expires_at": future}))
-        .send()
-        .await
-        .unwrap();
+    let res = admin
+        .post_json(
+            "/api/v1/api_key/",
+            &json!({"name": "expiring", "expires_at": future}),
+        )
+        .await;
     let created = expect(res, StatusCode::OK).await;
     assert!(created["expires_at"]
         .as_str()

@@ -5,10 +5,12 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::common::{base_env, expect, Backend, TestApp, TestDb, ADMIN, ADMIN_PASSWORD};
+use crate::common::{
+    base_env, expect, Backend, RequestHelper, TestApp, TestDb, ADMIN, ADMIN_PASSWORD,
+};
 
 /// The `keygate` binary run with only the given environment.
 pub(crate) fn keygate(env: &std::collections::HashMap<String, String>) -> Command {
@@ -21,10 +23,12 @@ pub(crate) fn keygate(env: &std::collections::HashMap<String, String>) -> Comman
     command
 }
 
-/// A `keygate serve` process whose log lines are collected.
+/// A `keygate serve` process whose log lines are collected, and a client
+/// of its own (reqwest's defaults) to talk to it.
 pub(crate) struct Served {
     child: Child,
     base: String,
+    client: reqwest::Client,
     log: mpsc::Receiver<String>,
     early_log: Vec<String>,
     stdout: std::thread::JoinHandle<String>,
@@ -81,14 +85,11 @@ impl Served {
         Served {
             child,
             base: base.expect("keygate did not start"),
+            client: reqwest::Client::new(),
             log,
             early_log,
             stdout,
         }
-    }
-
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
     }
 
     /// Sends SIGTERM, waits for the exit, and returns (stdout, log).
@@ -106,23 +107,20 @@ impl Served {
     }
 }
 
+impl RequestHelper for Served {
+    fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    fn base(&self) -> &str {
+        &self.base
+    }
+}
+
 fn binary_env(db: &TestDb) -> std::collections::HashMap<String, String> {
     let mut env = base_env(db);
     env.insert("KEYGATE_USAGE_FLUSH_MS".into(), "3600000".into());
     env
-}
-
-pub(crate) async fn login(client: &reqwest::Client, url: String, password: &str) -> String {
-    let res = client
-        .post(url)
-        .form(&[("username", ADMIN), ("password", password)])
-        .send()
-        .await
-        .unwrap();
-    expect(res, StatusCode::OK).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 crate::on_both_backends!(sigterm_flushes_counts_and_logs_never_hold_keys);
@@ -130,29 +128,27 @@ crate::on_both_backends!(sigterm_flushes_counts_and_logs_never_hold_keys);
 async fn sigterm_flushes_counts_and_logs_never_hold_keys(backend: Backend) {
     let db = TestDb::new(backend);
     let served = Served::start(&binary_env(&db));
-    let client = reqwest::Client::new();
-    let token = login(&client, served.url("/api/v1/login"), ADMIN_PASSWORD).await;
+    let token = served.login(ADMIN, ADMIN_PASSWORD).await;
     let created = expect(
-        client
-            .post(served.url("/api/v1/api_key/"))
-            .bearer_auth(&token)
-            .json(&json!({"name": "term"}))
-            .send()
-            .await
-            .unwrap(),
+        served
+            .as_session(&token)
+            .post_json("/api/v1/api_key/", &json!({"name": "term"}))
+            .await,
         StatusCode::OK,
     )
     .await;
     let key = created["api_key"].as_str().unwrap().to_string();
     let key_id = created["id"].as_str().unwrap().to_string();
     for i in 0..7 {
-        let request = client.get(served.url("/api/v1/users/whoami"));
-        let request = if i % 2 == 0 {
-            request.query(&[("x-api-key", key.as_str())])
+        let caller = if i % 2 == 0 {
+            served.as_key_in_query(&key)
         } else {
-            request.header("x-api-key", &key)
+            served.as_key(&key)
         };
-        assert_eq!(request.send().await.unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            caller.get("/api/v1/users/whoami").await.status(),
+            StatusCode::OK
+        );
     }
     let (_, log) = served.terminate();
     assert!(
@@ -196,8 +192,7 @@ async fn first_start_prints_a_generated_superuser_password_once() {
     );
 
     let served = Served::start(&env);
-    let client = reqwest::Client::new();
-    login(&client, served.url("/api/v1/login"), &password).await;
+    served.login(ADMIN, &password).await;
     let (stdout, _) = served.terminate();
     assert!(
         !stdout.contains(&password),
@@ -213,11 +208,16 @@ async fn serve_loads_an_env_file_and_flags_override_it() {
     env.remove("KEYGATE_SUPERUSER_PASSWORD");
     env.remove("KEYGATE_SUPERUSER");
     env.remove("KEYGATE_PORT");
+    // The env file names a port the test holds: were `--port 0` not to
+    // override it, keygate could not bind and would not start (even as
+    // root, which may bind any free port).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
     let env_file = db.dir.join("keygate.env");
     std::fs::write(
         &env_file,
         format!(
-            "KEYGATE_SUPERUSER=operator\nKEYGATE_SUPERUSER_PASSWORD={password}\nKEYGATE_PORT=1\n"
+            "KEYGATE_SUPERUSER=operator\nKEYGATE_SUPERUSER_PASSWORD={password}\nKEYGATE_PORT={taken_port}\n"
         ),
     )
     .unwrap();
@@ -231,15 +231,21 @@ async fn serve_loads_an_env_file_and_flags_override_it() {
             env_file.to_str().unwrap(),
         ],
     );
-    let client = reqwest::Client::new();
-    let res = client
-        .post(served.url("/api/v1/login"))
-        .form(&[("username", "operator"), ("password", password)])
-        .send()
-        .await
-        .unwrap();
+    assert!(
+        !served.base.ends_with(&format!(":{taken_port}")),
+        "{} listens on the env file's port",
+        served.base
+    );
+    let res = served
+        .anon()
+        .post_form(
+            "/api/v1/login",
+            &[("username", "operator"), ("password", password)],
+        )
+        .await;
     expect(res, StatusCode::OK).await;
     served.terminate();
+    drop(taken);
 }
 
 #[actix_web::test]
@@ -325,12 +331,7 @@ async fn cli_migrates_creates_keys_and_guards_superuser_creation() {
     assert_eq!(me["username"], ADMIN);
     let token = app.login("root2", "root2-password").await;
     let me = expect(
-        app.client
-            .get(app.url("/api/v1/users/whoami"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap(),
+        app.as_session(&token).get("/api/v1/users/whoami").await,
         StatusCode::OK,
     )
     .await;
@@ -341,49 +342,32 @@ async fn cli_migrates_creates_keys_and_guards_superuser_creation() {
 async fn errors_are_json_with_the_right_status() {
     let app = TestApp::start_with(Backend::Sqlite, &[("KEYGATE_MAX_BODY_BYTES", "1024")]).await;
     let token = app.admin_token().await;
+    let admin = app.as_session(&token);
     let big = json!({"name": "x".repeat(4096)});
-    let res = app
-        .client
-        .post(app.url("/api/v1/api_key/"))
-        .bearer_auth(&token)
-        .json(&big)
-        .send()
-        .await
-        .unwrap();
+    let res = admin.post_json("/api/v1/api_key/", &big).await;
     assert!(expect(res, StatusCode::PAYLOAD_TOO_LARGE).await["detail"].is_string());
-    let res = app
-        .client
-        .get(app.url("/no/such/route"))
-        .send()
-        .await
-        .unwrap();
+    let res = app.anon().get("/no/such/route").await;
     assert_eq!(
         expect(res, StatusCode::NOT_FOUND).await,
         json!({"detail": "Not Found"})
     );
-    let res = app
-        .client
-        .put(app.url("/api/v1/api_key/"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let res = admin.send(Method::PUT, "/api/v1/api_key/").await;
     assert!(expect(res, StatusCode::METHOD_NOT_ALLOWED).await["detail"].is_string());
-    let res = app.client.get(app.url("/health")).send().await.unwrap();
+    let res = app.anon().get("/health").await;
     assert_eq!(expect(res, StatusCode::OK).await["status"], "ok");
     // A proxy's Basic auth is not ours: it neither blocks open routes nor
     // authenticates anyone.
     let res = app
-        .client
-        .get(app.url("/health"))
+        .anon()
+        .request(Method::GET, "/health")
         .basic_auth("proxy-user", Some("proxy-password"))
         .send()
         .await
         .unwrap();
     expect(res, StatusCode::OK).await;
     let res = app
-        .client
-        .get(app.url("/api/v1/users/whoami"))
+        .anon()
+        .request(Method::GET, "/api/v1/users/whoami")
         .basic_auth("admin", Some(crate::common::ADMIN_PASSWORD))
         .send()
         .await
@@ -476,26 +460,16 @@ async fn a_database_outage_is_a_503_and_the_service_recovers() {
     )
     .await;
     let token = app.admin_token().await;
-    let list = |token: String| {
-        let request = app
-            .client
-            .get(app.url("/api/v1/api_key/"))
-            .bearer_auth(token);
-        async move { request.send().await.unwrap() }
-    };
-    expect(list(token.clone()).await, StatusCode::OK).await;
+    let admin = app.as_session(&token);
+    let keys = "/api/v1/api_key/";
+    expect(admin.get(keys).await, StatusCode::OK).await;
 
     relay.cut();
-    let down = expect(list(token.clone()).await, StatusCode::SERVICE_UNAVAILABLE).await;
+    let down = expect(admin.get(keys).await, StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(down["detail"].as_str().unwrap().contains("database"));
-    let health = app
-        .client
-        .get(app.url("/health_check"))
-        .send()
-        .await
-        .unwrap();
+    let health = app.anon().get("/health_check").await;
     expect(health, StatusCode::SERVICE_UNAVAILABLE).await;
 
     relay.restore();
-    expect(list(token).await, StatusCode::OK).await;
+    expect(admin.get(keys).await, StatusCode::OK).await;
 }

@@ -3,10 +3,10 @@
 //! driven in a real browser by `tests/browser/`.
 
 use reqwest::header::{HeaderMap, CONTENT_TYPE, SET_COOKIE};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::common::{expect, Backend, TestApp, ADMIN, ADMIN_PASSWORD};
+use crate::common::{expect, Backend, RequestHelper, TestApp, ADMIN, ADMIN_PASSWORD};
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
     connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
@@ -30,12 +30,12 @@ fn assert_security_headers(headers: &HeaderMap, what: &str) {
 /// Signs in with the form; returns (session token, CSRF token).
 async fn sign_in(app: &TestApp) -> (String, String) {
     let res = app
-        .client
-        .post(app.url("/api/v1/login"))
-        .form(&[("username", ADMIN), ("password", ADMIN_PASSWORD)])
-        .send()
-        .await
-        .unwrap();
+        .anon()
+        .post_form(
+            "/api/v1/login",
+            &[("username", ADMIN), ("password", ADMIN_PASSWORD)],
+        )
+        .await;
     let body = expect(res, StatusCode::OK).await;
     (
         body["access_token"].as_str().unwrap().to_string(),
@@ -60,7 +60,7 @@ async fn the_page_and_its_assets_are_served_with_their_types() {
         ("/ui/app.js", "text/javascript", "X-CSRF-Token"),
         ("/ui/app.css", "text/css", ".one-time"),
     ] {
-        let res = app.client.get(app.url(path)).send().await.unwrap();
+        let res = app.anon().get(path).await;
         assert_eq!(res.status(), StatusCode::OK, "{path}");
         let ct = res.headers()[CONTENT_TYPE].to_str().unwrap().to_string();
         assert!(ct.starts_with(content_type), "{path}: {ct}");
@@ -116,44 +116,24 @@ fn regex_like_event_handlers(html: &str) -> Vec<String> {
 #[actix_web::test]
 async fn every_api_answer_carries_the_security_headers() {
     let app = TestApp::start(Backend::Sqlite).await;
-    let unauthenticated = app
-        .client
-        .get(app.url("/api/v1/users/whoami"))
-        .send()
-        .await
-        .unwrap();
+    let unauthenticated = app.anon().get("/api/v1/users/whoami").await;
     assert_security_headers(unauthenticated.headers(), "401");
     expect(unauthenticated, StatusCode::UNAUTHORIZED).await;
 
-    let bad_key = app
-        .client
-        .get(app.url("/api/v1/api_key/"))
-        .header("x-api-key", "sk-nope")
-        .send()
-        .await
-        .unwrap();
+    let bad_key = app.as_key("sk-nope").get("/api/v1/api_key/").await;
     assert_security_headers(bad_key.headers(), "bad key");
     assert_eq!(bad_key.status(), StatusCode::UNAUTHORIZED);
 
-    let missing = app
-        .client
-        .get(app.url("/no/such/page"))
-        .send()
-        .await
-        .unwrap();
+    let missing = app.anon().get("/no/such/page").await;
     assert_security_headers(missing.headers(), "404");
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 
     let (token, csrf) = sign_in(&app).await;
     let created = app
-        .client
-        .post(app.url("/api/v1/api_key/"))
-        .header("cookie", cookie(&token))
-        .header("x-csrf-token", &csrf)
-        .json(&json!({"name": "shown once"}))
-        .send()
-        .await
-        .unwrap();
+        .as_cookie(&token)
+        .with_csrf(&csrf)
+        .post_json("/api/v1/api_key/", &json!({"name": "shown once"}))
+        .await;
     assert_security_headers(created.headers(), "key creation");
     let body = expect(created, StatusCode::OK).await;
     assert!(body["api_key"].as_str().unwrap().starts_with("sk-"));
@@ -164,28 +144,17 @@ async fn cookie_sessions_need_the_csrf_token_to_change_state() {
     let app = TestApp::start(Backend::Sqlite).await;
     let (token, csrf) = sign_in(&app).await;
     assert_eq!(csrf.len(), 64);
+    let by_cookie = app.as_cookie(&token);
 
     // The page learns the token from the session too.
-    let session = app
-        .client
-        .get(app.url("/api/v1/session"))
-        .header("cookie", cookie(&token))
-        .send()
-        .await
-        .unwrap();
+    let session = by_cookie.get("/api/v1/session").await;
     let session = expect(session, StatusCode::OK).await;
     assert_eq!(session["csrf_token"], csrf.as_str());
     assert_eq!(session["user"]["username"], ADMIN);
     assert_eq!(session["user"]["is_superuser"], true);
 
     // Reading needs no token.
-    let list = app
-        .client
-        .get(app.url("/api/v1/api_key/"))
-        .header("cookie", cookie(&token))
-        .send()
-        .await
-        .unwrap();
+    let list = by_cookie.get("/api/v1/api_key/").await;
     expect(list, StatusCode::OK).await;
 
     // A browser (it sends Origin or Sec-Fetch-Site) changing state with the
@@ -196,25 +165,21 @@ async fn cookie_sessions_need_the_csrf_token_to_change_state() {
         (Some("0".repeat(64)), ("origin", "http://evil.example")),
         (Some(format!("{csrf}x")), ("sec-fetch-site", "same-origin")),
     ] {
-        let mut req = app
-            .client
-            .post(app.url("/api/v1/api_key/"))
-            .header("cookie", cookie(&token))
+        let caller = match &sent {
+            Some(value) => by_cookie.with_csrf(value),
+            None => by_cookie,
+        };
+        let req = caller
+            .request(Method::POST, "/api/v1/api_key/")
             .header(browser_header.0, browser_header.1)
             .json(&json!({"name": "forged"}));
-        if let Some(value) = &sent {
-            req = req.header("x-csrf-token", value);
-        }
         let body = expect(req.send().await.unwrap(), StatusCode::FORBIDDEN).await;
         assert_eq!(body["detail"], "Missing or invalid CSRF token", "{sent:?}");
     }
     let keys: Value = app
-        .client
-        .get(app.url("/api/v1/api_key/"))
-        .bearer_auth(&token)
-        .send()
+        .as_session(&token)
+        .get("/api/v1/api_key/")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -222,32 +187,22 @@ async fn cookie_sessions_need_the_csrf_token_to_change_state() {
 
     // A script keeping a cookie jar (no Origin, no Sec-Fetch-*) is not a
     // browser page and needs no token, as with Langflow.
-    let script = app
-        .client
-        .post(app.url("/api/v1/api_key/"))
-        .header("cookie", cookie(&token))
-        .json(&json!({"name": "cookie-jar script"}))
-        .send()
-        .await
-        .unwrap();
+    let script = by_cookie
+        .post_json("/api/v1/api_key/", &json!({"name": "cookie-jar script"}))
+        .await;
     let script_key = expect(script, StatusCode::OK).await;
     let script_key_id = script_key["id"].as_str().unwrap().to_string();
     let res = app
-        .client
-        .delete(app.url(&format!("/api/v1/api_key/{script_key_id}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .as_session(&token)
+        .delete(&format!("/api/v1/api_key/{script_key_id}"))
+        .await;
     expect(res, StatusCode::OK).await;
 
     // With the token it works; so do bearer sessions and keys without one.
-    let ok = app
-        .client
-        .post(app.url("/api/v1/api_key/"))
-        .header("cookie", cookie(&token))
+    let from_the_page = by_cookie.with_csrf(&csrf);
+    let ok = from_the_page
+        .request(Method::POST, "/api/v1/api_key/")
         .header("origin", app.base.as_str())
-        .header("x-csrf-token", &csrf)
         .json(&json!({"name": "from the page"}))
         .send()
         .await
@@ -256,94 +211,52 @@ async fn cookie_sessions_need_the_csrf_token_to_change_state() {
     let key = created["api_key"].as_str().unwrap().to_string();
     let id = created["id"].as_str().unwrap().to_string();
     let by_bearer = app
-        .client
-        .post(app.url("/api/v1/api_key/"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "script"}))
-        .send()
-        .await
-        .unwrap();
+        .as_session(&token)
+        .post_json("/api/v1/api_key/", &json!({"name": "script"}))
+        .await;
     expect(by_bearer, StatusCode::OK).await;
     let by_key = app
-        .client
-        .post(app.url("/api/v1/api_key/"))
-        .header("x-api-key", &key)
-        .json(&json!({"name": "from a key"}))
-        .send()
-        .await
-        .unwrap();
+        .as_key(&key)
+        .post_json("/api/v1/api_key/", &json!({"name": "from a key"}))
+        .await;
     expect(by_key, StatusCode::OK).await;
 
     // DELETE and PATCH are guarded the same way.
-    let delete = app
-        .client
-        .delete(app.url(&format!("/api/v1/api_key/{id}")))
-        .header("cookie", cookie(&token))
+    let delete = by_cookie
+        .request(Method::DELETE, &format!("/api/v1/api_key/{id}"))
         .header("sec-fetch-site", "cross-site")
         .send()
         .await
         .unwrap();
     expect(delete, StatusCode::FORBIDDEN).await;
     assert_eq!(app.whoami_status(&key).await, StatusCode::OK);
-    let delete = app
-        .client
-        .delete(app.url(&format!("/api/v1/api_key/{id}")))
-        .header("cookie", cookie(&token))
-        .header("x-csrf-token", &csrf)
-        .send()
-        .await
-        .unwrap();
+    let delete = from_the_page.delete(&format!("/api/v1/api_key/{id}")).await;
     expect(delete, StatusCode::OK).await;
     assert_eq!(app.whoami_status(&key).await, StatusCode::UNAUTHORIZED);
 
     // A key has no session to describe.
     let (_, other_key) = app.create_key(&token, "other").await;
-    let res = app
-        .client
-        .get(app.url("/api/v1/session"))
-        .header("x-api-key", &other_key)
-        .send()
-        .await
-        .unwrap();
+    let res = app.as_key(&other_key).get("/api/v1/session").await;
     expect(res, StatusCode::BAD_REQUEST).await;
 
     // Signing in again and out stay possible with the cookie alone.
-    let relogin = app
-        .client
-        .post(app.url("/api/v1/login"))
-        .header("cookie", cookie(&token))
-        .form(&[("username", ADMIN), ("password", ADMIN_PASSWORD)])
-        .send()
-        .await
-        .unwrap();
+    let relogin = by_cookie
+        .post_form(
+            "/api/v1/login",
+            &[("username", ADMIN), ("password", ADMIN_PASSWORD)],
+        )
+        .await;
     expect(relogin, StatusCode::OK).await;
-    let logout = app
-        .client
-        .post(app.url("/api/v1/logout"))
-        .header("cookie", cookie(&token))
-        .send()
-        .await
-        .unwrap();
+    let logout = by_cookie.post("/api/v1/logout").await;
     expect(logout, StatusCode::OK).await;
-    let after = app
-        .client
-        .get(app.url("/api/v1/session"))
-        .header("cookie", cookie(&token))
-        .send()
-        .await
-        .unwrap();
+    let after = by_cookie.get("/api/v1/session").await;
     expect(after, StatusCode::UNAUTHORIZED).await;
 }
 
 #[actix_web::test]
 async fn auto_login_is_off_by_default() {
     let app = TestApp::start(Backend::Sqlite).await;
-    let res = app
-        .client
-        .get(app.url("/api/v1/auto_login"))
-        .send()
-        .await
-        .unwrap();
+    let res = app.anon().get("/api/v1/auto_login").await;
     assert!(res.headers().get(SET_COOKIE).is_none());
     let body = expect(res, StatusCode::BAD_REQUEST).await;
     assert!(body["detail"].as_str().unwrap().contains("disabled"));
@@ -352,20 +265,10 @@ async fn auto_login_is_off_by_default() {
 #[actix_web::test]
 async fn auto_login_opens_a_superuser_session_but_the_api_still_needs_credentials() {
     let app = TestApp::start_with(Backend::Sqlite, &[("KEYGATE_AUTO_LOGIN", "true")]).await;
-    let anonymous = app
-        .client
-        .get(app.url("/api/v1/users/whoami"))
-        .send()
-        .await
-        .unwrap();
+    let anonymous = app.anon().get("/api/v1/users/whoami").await;
     expect(anonymous, StatusCode::UNAUTHORIZED).await;
 
-    let res = app
-        .client
-        .get(app.url("/api/v1/auto_login"))
-        .send()
-        .await
-        .unwrap();
+    let res = app.anon().get("/api/v1/auto_login").await;
     let set_cookie = res.headers()[SET_COOKIE].to_str().unwrap().to_string();
     assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"));
     assert_security_headers(res.headers(), "auto_login");
@@ -373,13 +276,7 @@ async fn auto_login_opens_a_superuser_session_but_the_api_still_needs_credential
     let token = body["access_token"].as_str().unwrap();
     assert!(set_cookie.starts_with(&cookie(token)));
 
-    let session = app
-        .client
-        .get(app.url("/api/v1/session"))
-        .header("cookie", cookie(token))
-        .send()
-        .await
-        .unwrap();
+    let session = app.as_cookie(token).get("/api/v1/session").await;
     let session = expect(session, StatusCode::OK).await;
     assert_eq!(session["user"]["username"], ADMIN);
     assert_eq!(session["user"]["is_superuser"], true);

@@ -1,9 +1,9 @@
 //! Langflow-style global variables, on both backends.
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::common::{expect, Backend, TestApp};
+use crate::common::{expect, Backend, RequestHelper, TestApp};
 
 crate::on_both_backends!(
     create_list_update_and_delete_variables,
@@ -23,23 +23,11 @@ async fn start(backend: Backend) -> (TestApp, String) {
     (app, token)
 }
 
-async fn call(
-    app: &TestApp,
-    token: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut request = app.client.request(method, app.url(path)).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
-
 async fn create(app: &TestApp, token: &str, body: Value) -> Value {
     expect(
-        call(app, token, Method::POST, "/api/v1/variables/", Some(body)).await,
+        app.as_session(token)
+            .post_json("/api/v1/variables/", &body)
+            .await,
         StatusCode::CREATED,
     )
     .await
@@ -71,7 +59,7 @@ async fn create_list_update_and_delete_variables(backend: Backend) {
     assert!(!credential.to_string().contains("sk-variable-secret"));
 
     let list = expect(
-        call(&app, &token, Method::GET, "/api/v1/variables/", None).await,
+        app.as_session(&token).get("/api/v1/variables/").await,
         StatusCode::OK,
     )
     .await;
@@ -84,14 +72,12 @@ async fn create_list_update_and_delete_variables(backend: Backend) {
 
     let generic_path = format!("/api/v1/variables/{}", generic["id"].as_str().unwrap());
     let updated = expect(
-        call(
-            &app,
-            &token,
-            Method::PATCH,
-            &generic_path,
-            Some(json!({"id": generic["id"], "value": "gpt-4o", "name": "DEFAULT_MODEL"})),
-        )
-        .await,
+        app.as_session(&token)
+            .patch_json(
+                &generic_path,
+                &json!({"id": generic["id"], "value": "gpt-4o", "name": "DEFAULT_MODEL"}),
+            )
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -101,14 +87,12 @@ async fn create_list_update_and_delete_variables(backend: Backend) {
 
     let credential_path = format!("/api/v1/variables/{}", credential["id"].as_str().unwrap());
     let updated = expect(
-        call(
-            &app,
-            &token,
-            Method::PATCH,
-            &credential_path,
-            Some(json!({"value": "sk-variable-secret-rotated"})),
-        )
-        .await,
+        app.as_session(&token)
+            .patch_json(
+                &credential_path,
+                &json!({"value": "sk-variable-secret-rotated"}),
+            )
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -116,45 +100,34 @@ async fn create_list_update_and_delete_variables(backend: Backend) {
     assert_eq!(updated["type"], "Credential");
     // Turning a Credential into a Generic needs a new value, so the old
     // secret is never revealed.
-    let res = call(
-        &app,
-        &token,
-        Method::PATCH,
-        &credential_path,
-        Some(json!({"type": "Generic"})),
-    )
-    .await;
+    let res = app
+        .as_session(&token)
+        .patch_json(&credential_path, &json!({"type": "Generic"}))
+        .await;
     expect(res, StatusCode::UNPROCESSABLE_ENTITY).await;
     let converted = expect(
-        call(
-            &app,
-            &token,
-            Method::PATCH,
-            &credential_path,
-            Some(json!({"type": "Generic", "value": "now-public"})),
-        )
-        .await,
+        app.as_session(&token)
+            .patch_json(
+                &credential_path,
+                &json!({"type": "Generic", "value": "now-public"}),
+            )
+            .await,
         StatusCode::OK,
     )
     .await;
     assert_eq!(converted["value"], "now-public");
 
-    let res = call(&app, &token, Method::DELETE, &generic_path, None).await;
+    let res = app.as_session(&token).delete(&generic_path).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     expect(
-        call(&app, &token, Method::DELETE, &generic_path, None).await,
+        app.as_session(&token).delete(&generic_path).await,
         StatusCode::NOT_FOUND,
     )
     .await;
     expect(
-        call(
-            &app,
-            &token,
-            Method::PATCH,
-            &generic_path,
-            Some(json!({"value": "x"})),
-        )
-        .await,
+        app.as_session(&token)
+            .patch_json(&generic_path, &json!({"value": "x"}))
+            .await,
         StatusCode::NOT_FOUND,
     )
     .await;
@@ -168,14 +141,13 @@ async fn names_are_unique_per_user(backend: Backend) {
         json!({"name": "TOKEN", "value": "one", "type": "Credential"}),
     )
     .await;
-    let duplicate = call(
-        &app,
-        &token,
-        Method::POST,
-        "/api/v1/variables/",
-        Some(json!({"name": "TOKEN", "value": "two", "type": "Generic"})),
-    )
-    .await;
+    let duplicate = app
+        .as_session(&token)
+        .post_json(
+            "/api/v1/variables/",
+            &json!({"name": "TOKEN", "value": "two", "type": "Generic"}),
+        )
+        .await;
     assert!(expect(duplicate, StatusCode::CONFLICT).await["detail"]
         .as_str()
         .unwrap()
@@ -186,14 +158,13 @@ async fn names_are_unique_per_user(backend: Backend) {
         json!({"name": "OTHER", "value": "x", "type": "Generic"}),
     )
     .await;
-    let rename = call(
-        &app,
-        &token,
-        Method::PATCH,
-        &format!("/api/v1/variables/{}", other["id"].as_str().unwrap()),
-        Some(json!({"name": "TOKEN"})),
-    )
-    .await;
+    let rename = app
+        .as_session(&token)
+        .patch_json(
+            &format!("/api/v1/variables/{}", other["id"].as_str().unwrap()),
+            &json!({"name": "TOKEN"}),
+        )
+        .await;
     expect(rename, StatusCode::CONFLICT).await;
 
     // Another user may use the same name.
@@ -227,28 +198,20 @@ async fn bad_variable_input_is_refused(backend: Backend) {
         ),
         (json!({"name": "N", "value": 5}), "JSON"),
     ] {
-        let res = call(
-            &app,
-            &token,
-            Method::POST,
-            "/api/v1/variables/",
-            Some(body.clone()),
-        )
-        .await;
+        let res = app
+            .as_session(&token)
+            .post_json("/api/v1/variables/", &body)
+            .await;
         let error = expect(res, StatusCode::UNPROCESSABLE_ENTITY).await;
         assert!(
             error["detail"].as_str().unwrap().contains(hint),
             "{body} → {error}"
         );
     }
-    let res = call(
-        &app,
-        &token,
-        Method::PATCH,
-        "/api/v1/variables/not-a-uuid",
-        Some(json!({"value": "x"})),
-    )
-    .await;
+    let res = app
+        .as_session(&token)
+        .patch_json("/api/v1/variables/not-a-uuid", &json!({"value": "x"}))
+        .await;
     expect(res, StatusCode::UNPROCESSABLE_ENTITY).await;
     let created = create(
         &app,
@@ -256,17 +219,16 @@ async fn bad_variable_input_is_refused(backend: Backend) {
         json!({"name": "N", "value": "v", "type": "Generic"}),
     )
     .await;
-    let res = call(
-        &app,
-        &token,
-        Method::PATCH,
-        &format!("/api/v1/variables/{}", created["id"].as_str().unwrap()),
-        Some(json!({"id": uuid::Uuid::new_v4().to_string(), "value": "x"})),
-    )
-    .await;
+    let res = app
+        .as_session(&token)
+        .patch_json(
+            &format!("/api/v1/variables/{}", created["id"].as_str().unwrap()),
+            &json!({"id": uuid::Uuid::new_v4().to_string(), "value": "x"}),
+        )
+        .await;
     expect(res, StatusCode::UNPROCESSABLE_ENTITY).await;
     let list = expect(
-        call(&app, &token, Method::GET, "/api/v1/variables/", None).await,
+        app.as_session(&token).get("/api/v1/variables/").await,
         StatusCode::OK,
     )
     .await;
@@ -285,24 +247,19 @@ async fn other_users_variables_are_not_found(backend: Backend) {
     let path = format!("/api/v1/variables/{}", variable["id"].as_str().unwrap());
     let (_, bob) = app.create_user(&admin, "bob").await;
     expect(
-        call(
-            &app,
-            &bob,
-            Method::PATCH,
-            &path,
-            Some(json!({"value": "hijacked"})),
-        )
-        .await,
+        app.as_session(&bob)
+            .patch_json(&path, &json!({"value": "hijacked"}))
+            .await,
         StatusCode::NOT_FOUND,
     )
     .await;
     expect(
-        call(&app, &bob, Method::DELETE, &path, None).await,
+        app.as_session(&bob).delete(&path).await,
         StatusCode::NOT_FOUND,
     )
     .await;
     let bob_list = expect(
-        call(&app, &bob, Method::GET, "/api/v1/variables/", None).await,
+        app.as_session(&bob).get("/api/v1/variables/").await,
         StatusCode::OK,
     )
     .await;
@@ -314,21 +271,9 @@ async fn other_users_variables_are_not_found(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list[0]["id"], variable["id"]);
     let (_, bob_key) = app.create_key(&bob, "k").await;
-    let res = app
-        .client
-        .delete(app.url(&path))
-        .header("x-api-key", &bob_key)
-        .send()
-        .await
-        .unwrap();
+    let res = app.as_key(&bob_key).delete(&path).await;
     expect(res, StatusCode::NOT_FOUND).await;
-    let res = app
-        .client
-        .delete(app.url(&path))
-        .header("x-api-key", &admin_key)
-        .send()
-        .await
-        .unwrap();
+    let res = app.as_key(&admin_key).delete(&path).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
 }
 

@@ -1,6 +1,8 @@
 //! Test harness: a real keygate server on a loopback port over a fresh
 //! database (an SQLite file in a temporary directory, or a new database on
-//! the real PostgreSQL server), driven over HTTP with reqwest.
+//! the real PostgreSQL server), driven over HTTP with reqwest through
+//! [`RequestHelper`]: `app.as_key(&key).get(path).await`,
+//! `app.as_session(&token).post_json(path, &body).await`, `app.anon()`.
 
 #![allow(dead_code)]
 
@@ -15,7 +17,8 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 use keygate::config::Config;
 use keygate::db::{ConnectionManager, DatabaseUrl, DbConnection};
 use keygate::server::{self, RunningServer};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 pub const ADMIN: &str = "admin";
@@ -198,7 +201,8 @@ pub fn base_env(db: &TestDb) -> HashMap<String, String> {
 
 pub struct TestApp {
     pub base: String,
-    pub client: reqwest::Client,
+    /// Private: tests call through [`RequestHelper`].
+    client: reqwest::Client,
     pub db: TestDb,
     server: Option<RunningServer>,
 }
@@ -242,25 +246,8 @@ impl TestApp {
         db
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
     pub fn state(&self) -> &keygate::server::Services {
         &self.server.as_ref().unwrap().state
-    }
-
-    pub async fn login(&self, username: &str, password: &str) -> String {
-        let res = self
-            .client
-            .post(self.url("/api/v1/login"))
-            .form(&[("username", username), ("password", password)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::OK, "login as {username}");
-        let body: Value = res.json().await.unwrap();
-        body["access_token"].as_str().unwrap().to_string()
     }
 
     pub async fn admin_token(&self) -> String {
@@ -271,13 +258,12 @@ impl TestApp {
     pub async fn create_user(&self, admin_token: &str, username: &str) -> (String, String) {
         let password = format!("{username}-password");
         let res = self
-            .client
-            .post(self.url("/api/v1/users/"))
-            .bearer_auth(admin_token)
-            .json(&json!({"username": username, "password": password, "is_active": true}))
-            .send()
-            .await
-            .unwrap();
+            .as_session(admin_token)
+            .post_json(
+                "/api/v1/users/",
+                &json!({"username": username, "password": password, "is_active": true}),
+            )
+            .await;
         assert_eq!(res.status(), StatusCode::CREATED);
         let body: Value = res.json().await.unwrap();
         let id = body["id"].as_str().unwrap().to_string();
@@ -287,13 +273,9 @@ impl TestApp {
     /// Creates a key with a session token; returns (id, full key).
     pub async fn create_key(&self, token: &str, name: &str) -> (String, String) {
         let res = self
-            .client
-            .post(self.url("/api/v1/api_key/"))
-            .bearer_auth(token)
-            .json(&json!({"name": name}))
-            .send()
-            .await
-            .unwrap();
+            .as_session(token)
+            .post_json("/api/v1/api_key/", &json!({"name": name}))
+            .await;
         assert_eq!(res.status(), StatusCode::OK);
         let body: Value = res.json().await.unwrap();
         (
@@ -304,13 +286,7 @@ impl TestApp {
 
     /// GET with a key in the header; returns status and JSON body.
     pub async fn get_with_key(&self, path: &str, key: &str) -> (StatusCode, Value) {
-        let res = self
-            .client
-            .get(self.url(path))
-            .header("x-api-key", key)
-            .send()
-            .await
-            .unwrap();
+        let res = self.as_key(key).get(path).await;
         let status = res.status();
         (status, res.json().await.unwrap_or(Value::Null))
     }
@@ -320,11 +296,217 @@ impl TestApp {
     }
 }
 
-/// Reads a JSON body and asserts its status in one step.
+impl RequestHelper for TestApp {
+    fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    fn base(&self) -> &str {
+        &self.base
+    }
+}
+
+/// How a [`Caller`] authenticates, as a client of keygate would.
+#[derive(Clone, Copy, Debug)]
+pub enum Auth<'a> {
+    /// No credentials at all.
+    Anonymous,
+    /// An API key in the `x-api-key` header.
+    Key(&'a str),
+    /// An API key in the `x-api-key` query parameter.
+    KeyInQuery(&'a str),
+    /// A session token as `Authorization: Bearer …`.
+    Session(&'a str),
+    /// A session token in the `keygate_session` cookie, with the page's
+    /// CSRF token in `x-csrf-token` when given.
+    Cookie {
+        token: &'a str,
+        csrf: Option<&'a str>,
+    },
+}
+
+/// Anything the tests talk HTTP to: an in-process [`TestApp`] or the real
+/// binary. Implement `client` and `base`; the callers come for free, in
+/// the style of crates.io's `RequestHelper`:
+///
+/// ```ignore
+/// app.as_key(&key).get("/api/v1/users/whoami").await
+/// app.as_session(&token).post_json("/api/v1/api_key/", &json!({"name": "ci"})).await
+/// app.anon().get("/health").await
+/// ```
+pub trait RequestHelper {
+    fn client(&self) -> &reqwest::Client;
+    /// `http://host:port`, without a trailing slash.
+    fn base(&self) -> &str;
+
+    fn caller<'a>(&'a self, auth: Auth<'a>) -> Caller<'a> {
+        Caller {
+            client: self.client(),
+            base: self.base(),
+            auth,
+        }
+    }
+
+    /// No credentials.
+    fn anon(&self) -> Caller<'_> {
+        self.caller(Auth::Anonymous)
+    }
+
+    /// An API key in the `x-api-key` header.
+    fn as_key<'a>(&'a self, key: &'a str) -> Caller<'a> {
+        self.caller(Auth::Key(key))
+    }
+
+    /// An API key in the `x-api-key` query parameter.
+    fn as_key_in_query<'a>(&'a self, key: &'a str) -> Caller<'a> {
+        self.caller(Auth::KeyInQuery(key))
+    }
+
+    /// A session token (or anything else) as a Bearer token.
+    fn as_session<'a>(&'a self, token: &'a str) -> Caller<'a> {
+        self.caller(Auth::Session(token))
+    }
+
+    /// A session token in the session cookie, without a CSRF token (add one
+    /// with [`Caller::with_csrf`]).
+    fn as_cookie<'a>(&'a self, token: &'a str) -> Caller<'a> {
+        self.caller(Auth::Cookie { token, csrf: None })
+    }
+
+    /// Signs in with the form; returns the session token.
+    async fn login(&self, username: &str, password: &str) -> String {
+        let res = self
+            .anon()
+            .post_form(
+                "/api/v1/login",
+                &[("username", username), ("password", password)],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK, "login as {username}");
+        let body: Value = res.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_string()
+    }
+}
+
+/// One client of one server, authenticated one way. The shortcuts send at
+/// once and hand back the response (a transport error fails the test);
+/// [`Caller::request`] gives a builder, with the credentials already on it,
+/// for custom headers, raw or form bodies and the like.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller<'a> {
+    client: &'a reqwest::Client,
+    base: &'a str,
+    auth: Auth<'a>,
+}
+
+impl<'a> Caller<'a> {
+    /// Adds the CSRF token to a cookie session.
+    pub fn with_csrf(mut self, csrf: &'a str) -> Self {
+        match &mut self.auth {
+            Auth::Cookie { csrf: slot, .. } => *slot = Some(csrf),
+            other => panic!("a CSRF token goes with a cookie session, not {other:?}"),
+        }
+        self
+    }
+
+    /// The same credentials through another client (e.g. one whose
+    /// connections the test closes by dropping it).
+    pub fn with_client(mut self, client: &'a reqwest::Client) -> Self {
+        self.client = client;
+        self
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A request with the credentials applied, to finish and send.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, self.url(path));
+        match self.auth {
+            Auth::Anonymous => request,
+            Auth::Key(key) => request.header("x-api-key", key),
+            Auth::KeyInQuery(key) => request.query(&[("x-api-key", key)]),
+            Auth::Session(token) => request.bearer_auth(token),
+            Auth::Cookie { token, csrf } => {
+                let request = request.header("cookie", format!("keygate_session={token}"));
+                match csrf {
+                    Some(csrf) => request.header("x-csrf-token", csrf),
+                    None => request,
+                }
+            }
+        }
+    }
+
+    /// Sends a request without a body.
+    pub async fn send(&self, method: Method, path: &str) -> reqwest::Response {
+        self.request(method, path).send().await.unwrap()
+    }
+
+    /// Sends a JSON body.
+    pub async fn send_json<T: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &T,
+    ) -> reqwest::Response {
+        self.request(method, path).json(body).send().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.send(Method::GET, path).await
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.send(Method::DELETE, path).await
+    }
+
+    /// A POST without a body.
+    pub async fn post(&self, path: &str) -> reqwest::Response {
+        self.send(Method::POST, path).await
+    }
+
+    pub async fn post_json<T: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> reqwest::Response {
+        self.send_json(Method::POST, path, body).await
+    }
+
+    pub async fn put_json<T: Serialize + ?Sized>(&self, path: &str, body: &T) -> reqwest::Response {
+        self.send_json(Method::PUT, path, body).await
+    }
+
+    pub async fn patch_json<T: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> reqwest::Response {
+        self.send_json(Method::PATCH, path, body).await
+    }
+
+    /// A POST of an `application/x-www-form-urlencoded` body.
+    pub async fn post_form<T: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        form: &T,
+    ) -> reqwest::Response {
+        self.request(Method::POST, path)
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// Reads a JSON body (`null` when there is none) and asserts its status in
+/// one step; a failure names the URL and shows the body.
 pub async fn expect(res: reqwest::Response, status: StatusCode) -> Value {
     let actual = res.status();
+    let url = res.url().clone();
     let body: Value = res.json().await.unwrap_or(Value::Null);
-    assert_eq!(actual, status, "unexpected status; body: {body}");
+    assert_eq!(actual, status, "unexpected status from {url}; body: {body}");
     body
 }
 
