@@ -836,10 +836,16 @@ async fn cached_flows_never_outlive_a_change(backend: Backend) {
     )
     .await;
     let id = flow["id"].as_str().unwrap().to_string();
-    for _ in 0..2 {
+    let lookups = app.state().flows.database_lookups();
+    for _ in 0..3 {
         expect(run(&app, "cached", Some(&key)).await, StatusCode::OK).await;
         assert_eq!(upstream.next_request().await.path, "/first");
     }
+    assert_eq!(
+        app.state().flows.database_lookups(),
+        lookups + 1,
+        "three runs of one flow read it from the database once"
+    );
     // A changed upstream is used by the very next run.
     let res = app
         .as_session(&token)
@@ -849,8 +855,14 @@ async fn cached_flows_never_outlive_a_change(backend: Backend) {
         )
         .await;
     expect(res, StatusCode::OK).await;
+    let lookups = app.state().flows.database_lookups();
     expect(run(&app, "cached", Some(&key)).await, StatusCode::OK).await;
     assert_eq!(upstream.next_request().await.path, "/second");
+    assert_eq!(
+        app.state().flows.database_lookups(),
+        lookups + 1,
+        "the change evicted the cached flow"
+    );
     // A renamed endpoint stops answering under the old name.
     let res = app
         .as_session(&token)
