@@ -329,6 +329,12 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a >= 240) // reserved
 }
 
+/// The IPv4 address in the last 32 bits of an IPv6 address.
+fn embedded_v4(segments: [u16; 8]) -> Ipv4Addr {
+    let [.., hi, lo] = segments;
+    Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+}
+
 fn is_public_v6(ip: Ipv6Addr) -> bool {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return is_public_v4(v4);
@@ -336,26 +342,14 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     let segments = ip.segments();
     // NAT64 well-known prefix 64:ff9b::/96 carries an IPv4 address.
     if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        let [.., hi, lo] = segments;
-        return is_public_v4(Ipv4Addr::new(
-            (hi >> 8) as u8,
-            hi as u8,
-            (lo >> 8) as u8,
-            lo as u8,
-        ));
+        return is_public_v4(embedded_v4(segments));
     }
     // Deprecated IPv4-compatible form ::a.b.c.d.
     if segments[..6] == [0; 6] {
         if ip.is_unspecified() || ip.is_loopback() {
             return false;
         }
-        let [.., hi, lo] = segments;
-        return is_public_v4(Ipv4Addr::new(
-            (hi >> 8) as u8,
-            hi as u8,
-            (lo >> 8) as u8,
-            lo as u8,
-        ));
+        return is_public_v4(embedded_v4(segments));
     }
     !(ip.is_multicast()
         || (segments[0] & 0xfe00) == 0xfc00 // unique local fc00::/7

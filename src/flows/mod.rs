@@ -399,7 +399,7 @@ async fn create_flow(
 ) -> Result<HttpResponse, AppError> {
     let request = body.0;
     let now = db::now();
-    let new = store::NewFlow {
+    let new = store::Flow {
         id: uuid::Uuid::new_v4().to_string(),
         user_id: principal.user.id.clone(),
         name: check_name(&request.name)?,

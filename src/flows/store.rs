@@ -20,25 +20,11 @@ fn endpoint_taken(endpoint_name: Option<&str>) -> String {
     )
 }
 
-/// A stored flow, as its owner sees it. `data` and `upstream` are JSON text.
-#[derive(Debug, Clone, Queryable, Selectable)]
+/// A stored flow, as its owner sees it (and as it is inserted). `data` and
+/// `upstream` are JSON text.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = flows)]
 pub struct Flow {
-    pub id: String,
-    pub user_id: String,
-    pub name: String,
-    pub description: Option<String>,
-    pub endpoint_name: Option<String>,
-    pub data: Option<String>,
-    pub upstream: Option<String>,
-    pub access: String,
-    pub created_at: NaiveDateTime,
-    pub updated_at: NaiveDateTime,
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = flows)]
-pub struct NewFlow {
     pub id: String,
     pub user_id: String,
     pub name: String,
@@ -64,25 +50,14 @@ pub struct FlowChanges {
     pub updated_at: Option<NaiveDateTime>,
 }
 
-pub fn insert(conn: &mut DbConnection, new: NewFlow) -> Result<Flow> {
+pub fn insert(conn: &mut DbConnection, new: Flow) -> Result<Flow> {
     diesel::insert_into(flows::table)
         .values(&new)
         .execute(conn)
         .map_err(db::conflict_on_duplicate(endpoint_taken(
             new.endpoint_name.as_deref(),
         )))?;
-    Ok(Flow {
-        id: new.id,
-        user_id: new.user_id,
-        name: new.name,
-        description: new.description,
-        endpoint_name: new.endpoint_name,
-        data: new.data,
-        upstream: new.upstream,
-        access: new.access,
-        created_at: new.created_at,
-        updated_at: new.updated_at,
-    })
+    Ok(new)
 }
 
 /// The user's flows, oldest first, and how many there are in all. `page`
