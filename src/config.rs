@@ -206,9 +206,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads the process environment.
+    /// Reads the process environment. Variables that are not valid
+    /// Unicode are not ours to read (and must not panic the start-up).
     pub fn from_env() -> Result<Self, String> {
-        Self::from_pairs(std::env::vars())
+        Self::from_pairs(std::env::vars_os().filter_map(|(name, value)| {
+            Some((name.into_string().ok()?, value.into_string().ok()?))
+        }))
     }
 
     /// Reads settings from a map of `KEYGATE_*` names (used by tests).
