@@ -212,12 +212,4 @@ async fn a_flow_change_on_one_instance_reaches_the_other() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // The notification has been applied (it evicted the entry); from now on
-    // the second instance runs the flow from its cache.
-    let lookups = second.state().flows.database_lookups();
-    for _ in 0..3 {
-        expect(runs_on_second.post_json(run, &inputs).await, StatusCode::OK).await;
-        assert_eq!(upstream.next_request().await.path, "/after");
-    }
-    assert_eq!(second.state().flows.database_lookups(), lookups);
 }
