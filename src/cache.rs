@@ -107,13 +107,6 @@ where
         self.entries.retain(|key, entry| !stale(key, &entry.value));
     }
 
-    /// Drops one entry, and any lookup in flight.
-    pub fn remove(&self, key: &K) {
-        let _writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.entries.remove(key);
-    }
-
     pub fn clear(&self) {
         let _writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, Ordering::SeqCst);

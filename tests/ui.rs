@@ -29,14 +29,7 @@ fn assert_security_headers(headers: &HeaderMap, what: &str) {
 
 /// Signs in with the form; returns (session token, CSRF token).
 async fn sign_in(app: &TestApp) -> (String, String) {
-    let res = app
-        .anon()
-        .post_form(
-            "/api/v1/login",
-            &[("username", ADMIN), ("password", ADMIN_PASSWORD)],
-        )
-        .await;
-    let body = expect(res, StatusCode::OK).await;
+    let body = app.login_answer(ADMIN, ADMIN_PASSWORD).await;
     (
         body["access_token"].as_str().unwrap().to_string(),
         body["csrf_token"].as_str().unwrap().to_string(),

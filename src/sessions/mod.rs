@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::db::{self, DbConnection, DbPool};
 use crate::error::AppError;
 use crate::identity::{reject, Credential, Principal, INVALID_SESSION};
-use crate::token::SessionToken;
+use crate::token::{SessionToken, TokenDigest};
 
 pub const SESSION_COOKIE: &str = "keygate_session";
 
@@ -44,13 +44,13 @@ pub async fn authenticate(
     token: &str,
     via_cookie: bool,
 ) -> Result<Principal, AppError> {
-    let Some(token) = SessionToken::parse(token) else {
+    if !SessionToken::is_well_formed(token) {
         return Err(reject(
             "malformed session token",
             AppError::unauthorized(INVALID_SESSION),
         ));
-    };
-    let hash = token.hash();
+    }
+    let hash = TokenDigest::of(token).to_hash();
     let found = db::run(pool, move |conn| {
         store::find_active(conn, hash.as_str(), db::now())
     })
@@ -60,7 +60,7 @@ pub async fn authenticate(
             user,
             credential: Credential::Session {
                 session_id,
-                csrf_token: csrf_token(token.expose()),
+                csrf_token: csrf_token(token),
                 via_cookie,
             },
         }),

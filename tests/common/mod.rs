@@ -373,8 +373,9 @@ pub trait RequestHelper {
         self.caller(Auth::Cookie { token, csrf: None })
     }
 
-    /// Signs in with the form; returns the session token.
-    async fn login(&self, username: &str, password: &str) -> String {
+    /// Signs in with the form; returns the whole answer (session token and
+    /// CSRF token).
+    async fn login_answer(&self, username: &str, password: &str) -> Value {
         let res = self
             .anon()
             .post_form(
@@ -383,7 +384,12 @@ pub trait RequestHelper {
             )
             .await;
         assert_eq!(res.status(), StatusCode::OK, "login as {username}");
-        let body: Value = res.json().await.unwrap();
+        res.json().await.unwrap()
+    }
+
+    /// Signs in with the form; returns the session token.
+    async fn login(&self, username: &str, password: &str) -> String {
+        let body = self.login_answer(username, password).await;
         body["access_token"].as_str().unwrap().to_string()
     }
 }
