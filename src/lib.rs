@@ -4,8 +4,9 @@
 //! reads `src/` and fails on an upward or circular import):
 //!
 //! - core: `error`, `random`, `cache` (leaves); `db`, `token`, `validate`,
-//!   `identity` (who is calling); `config`; `crypto`, `outbound`, `bus` (the
-//!   invalidation bus); `state` (what every handler shares).
+//!   `routing`, `identity` (who is calling); `config`; `crypto`,
+//!   `outbound`, `bus` (the invalidation bus); `state` (what every handler
+//!   shares).
 //! - domains, each owning its tables, rules and routes: `sessions`,
 //!   `users`, `keys`, `credentials` and `variables`, `flows`.
 //! - above them: the `auth` middleware that reads a request and asks the
@@ -30,6 +31,7 @@ pub mod identity;
 pub mod keys;
 pub mod outbound;
 pub mod random;
+pub mod routing;
 pub mod server;
 pub mod sessions;
 pub mod state;

@@ -15,7 +15,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("core: leaves", &["error", "random", "cache"]),
     (
         "core: who and what",
-        &["db", "token", "identity", "validate"],
+        &["db", "token", "identity", "validate", "routing"],
     ),
     ("core: settings", &["config"]),
     ("core: services", &["crypto", "outbound", "bus"]),

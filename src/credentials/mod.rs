@@ -18,6 +18,7 @@ use crate::bus::Event;
 use crate::db;
 use crate::error::AppError;
 use crate::identity::Principal;
+use crate::routing;
 use crate::state::AppState;
 use crate::validate::{optional_text, required_text};
 
@@ -28,14 +29,10 @@ pub const MAX_HOST_LEN: usize = 2048;
 const NOT_FOUND: &str = "No credential stored for this provider";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource(["/providers", "/providers/"]).route(web::get().to(list)))
-        .service(
-            web::resource(["/providers/{provider}", "/providers/{provider}/"])
-                .route(web::get().to(read))
-                .route(web::post().to(save))
-                .route(web::put().to(save))
-                .route(web::delete().to(remove)),
-        );
+    routing::resources!(cfg {
+        "/providers": get list;
+        "/providers/{provider}": get read, post save, put save, delete remove;
+    });
 }
 
 /// The providers keygate knows.

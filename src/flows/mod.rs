@@ -16,8 +16,9 @@ use uuid::Uuid;
 
 use crate::bus::Event;
 use crate::db;
-use crate::error::{extractors, AppError};
+use crate::error::AppError;
 use crate::identity::Principal;
+use crate::routing;
 use crate::state::AppState;
 use crate::validate::{self, LenientJson};
 
@@ -47,18 +48,10 @@ pub fn services(state: &AppState) -> std::sync::Arc<cache::FlowCache> {
 pub const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource(["/flows", "/flows/"])
-            .route(web::get().to(list_flows))
-            .route(web::post().to(create_flow)),
-    )
-    .service(
-        web::resource(["/flows/{id}", "/flows/{id}/"])
-            .app_data(extractors::uuid_path("flow"))
-            .route(web::get().to(get_flow))
-            .route(web::patch().to(update_flow))
-            .route(web::delete().to(delete_flow)),
-    );
+    routing::resources!(cfg {
+        "/flows": get list_flows, post create_flow;
+        "/flows/{id}" ["flow"]: get get_flow, patch update_flow, delete delete_flow;
+    });
 }
 
 /// Where runs of a flow go, as stored and shown.

@@ -14,8 +14,9 @@ use uuid::Uuid;
 
 use crate::bus::{Event, Subscriber};
 use crate::db;
-use crate::error::{extractors, AppError};
+use crate::error::AppError;
 use crate::identity::Principal;
+use crate::routing;
 use crate::state::AppState;
 use crate::token::PlainKey;
 use crate::validate::{self, LenientJson};
@@ -28,17 +29,10 @@ const KEY_NOT_FOUND: &str = "API Key not found";
 const BOUND_FLOW_NOT_FOUND: &str = "Flow not found";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource(["/api_key", "/api_key/"])
-            .route(web::get().to(list_keys))
-            .route(web::post().to(create_key)),
-    )
-    .service(
-        web::resource(["/api_key/{id}", "/api_key/{id}/"])
-            .app_data(extractors::uuid_path("API key"))
-            .route(web::delete().to(delete_key))
-            .route(web::patch().to(update_key)),
-    );
+    routing::resources!(cfg {
+        "/api_key": get list_keys, post create_key;
+        "/api_key/{id}" ["API key"]: delete delete_key, patch update_key;
+    });
 }
 
 /// The key domain's long-lived parts: the verifier (subscribed to the bus)

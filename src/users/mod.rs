@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::db::{self, DbConnection};
 use crate::error::{extractors, AppError};
 use crate::identity::{MaybePrincipal, Principal, MISSING_CREDENTIALS, NOT_ENOUGH_PRIVILEGES};
+use crate::routing;
 use crate::sessions;
 use crate::state::AppState;
 
@@ -23,23 +24,17 @@ pub const MAX_USERNAME_LEN: usize = 64;
 const MAX_PAGE_SIZE: i64 = 1000;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource(["/users/whoami", "/users/whoami/"]).route(web::get().to(whoami)))
-        .service(
-            web::resource(["/users", "/users/"])
-                .route(web::get().to(list_users))
-                .route(web::post().to(create_user)),
-        )
-        .service(
-            web::resource(["/users/{id}", "/users/{id}/"])
-                .app_data(extractors::uuid_path("user"))
-                .route(web::patch().to(update_user))
-                .route(web::delete().to(delete_user)),
-        )
-        .service(
-            web::resource("/users/{id}/reset-password")
-                .app_data(extractors::uuid_path("user"))
-                .route(web::patch().to(reset_password)),
-        );
+    routing::resources!(cfg {
+        "/users/whoami": get whoami;
+        "/users": get list_users, post create_user;
+        "/users/{id}" ["user"]: patch update_user, delete delete_user;
+    });
+    // The one route without a `path/` form (it never had one).
+    cfg.service(
+        web::resource("/users/{id}/reset-password")
+            .app_data(extractors::uuid_path("user"))
+            .route(web::patch().to(reset_password)),
+    );
 }
 
 /// A user as the API shows it (Langflow's `UserRead`, including its

@@ -12,8 +12,9 @@ use uuid::Uuid;
 
 use crate::bus::Event;
 use crate::db;
-use crate::error::{extractors, AppError};
+use crate::error::AppError;
 use crate::identity::Principal;
+use crate::routing;
 use crate::state::AppState;
 use crate::validate;
 use store::{CREDENTIAL, GENERIC};
@@ -24,17 +25,10 @@ pub const MAX_DEFAULT_FIELDS: usize = 64;
 const NOT_FOUND: &str = "Variable not found";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource(["/variables", "/variables/"])
-            .route(web::get().to(list))
-            .route(web::post().to(create)),
-    )
-    .service(
-        web::resource(["/variables/{id}", "/variables/{id}/"])
-            .app_data(extractors::uuid_path("variable"))
-            .route(web::patch().to(update))
-            .route(web::delete().to(remove)),
-    );
+    routing::resources!(cfg {
+        "/variables": get list, post create;
+        "/variables/{id}" ["variable"]: patch update, delete remove;
+    });
 }
 
 /// A variable as its owner sees it (Langflow's `VariableRead`, plus

@@ -1,0 +1,25 @@
+//! How the domains declare their routes: every resource answers at `path`
+//! and `path/` (Langflow's clients use both), and a resource whose `{id}` is
+//! a UUID names what it identifies, so a malformed id is 422 `Invalid <what>
+//! id: expected a UUID` (see `error::extractors::uuid_path`).
+//!
+//! ```text
+//! routing::resources!(cfg {
+//!     "/api_key": get list_keys, post create_key;
+//!     "/api_key/{id}" ["API key"]: delete delete_key, patch update_key;
+//! });
+//! ```
+
+/// Registers each `path` (and `path/`) with one handler per method.
+macro_rules! resources {
+    ($cfg:ident { $( $path:literal $([$what:literal])? : $($method:ident $handler:path),+ ; )* }) => {
+        $(
+            $cfg.service({
+                let resource = actix_web::web::resource([$path, concat!($path, "/")]);
+                $( let resource = resource.app_data($crate::error::extractors::uuid_path($what)); )?
+                resource $( .route(actix_web::web::$method().to($handler)) )+
+            });
+        )*
+    };
+}
+pub(crate) use resources;
