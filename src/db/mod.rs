@@ -286,20 +286,26 @@ where
 /// Runs `work` in a write transaction. On SQLite it is `BEGIN IMMEDIATE`:
 /// the write lock is taken first, so a concurrent writer waits (the busy
 /// timeout) instead of failing with "database is locked" when a read turns
-/// into a write. On PostgreSQL it is an ordinary transaction.
+/// into a write. On PostgreSQL it is an ordinary transaction. Inside
+/// another transaction it nests as a savepoint on both backends.
 pub fn transaction<T, E, F>(conn: &mut DbConnection, work: F) -> Result<T, E>
 where
     F: FnOnce(&mut DbConnection) -> Result<T, E>,
     E: From<diesel::result::Error>,
 {
     use diesel::connection::{AnsiTransactionManager, TransactionManager};
-    match conn {
+    let began_immediate = match conn {
         DbConnection::Sqlite(sqlite) => {
-            AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?
+            match AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE") {
+                Ok(()) => true,
+                Err(diesel::result::Error::AlreadyInTransaction) => false,
+                Err(error) => return Err(error.into()),
+            }
         }
-        DbConnection::Postgresql(_) => {
-            <DbConnection as Connection>::TransactionManager::begin_transaction(conn)?
-        }
+        DbConnection::Postgresql(_) => false,
+    };
+    if !began_immediate {
+        <DbConnection as Connection>::TransactionManager::begin_transaction(conn)?;
     }
     match work(conn) {
         Ok(value) => {
@@ -364,6 +370,40 @@ mod tests {
         );
         assert!(DatabaseUrl::parse("").is_err());
         assert!(DatabaseUrl::parse("mysql://x").is_err());
+    }
+
+    #[test]
+    fn write_transactions_nest_on_sqlite() {
+        use diesel::RunQueryDsl;
+        let mut conn = DbConnection::Sqlite(SqliteConnection::establish(":memory:").unwrap());
+        diesel::sql_query("CREATE TABLE t (n INTEGER)")
+            .execute(&mut conn)
+            .unwrap();
+        let inner: diesel::QueryResult<()> = transaction(&mut conn, |conn| {
+            diesel::sql_query("INSERT INTO t VALUES (1)").execute(conn)?;
+            let failed: diesel::QueryResult<()> = transaction(conn, |conn| {
+                diesel::sql_query("INSERT INTO t VALUES (2)").execute(conn)?;
+                Err(diesel::result::Error::RollbackTransaction)
+            });
+            assert!(failed.is_err());
+            transaction(conn, |conn| {
+                diesel::sql_query("INSERT INTO t VALUES (3)").execute(conn)?;
+                Ok(())
+            })
+        });
+        inner.unwrap();
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let count: Count = diesel::sql_query("SELECT COUNT(*) AS n FROM t")
+            .get_result(&mut conn)
+            .unwrap();
+        assert_eq!(
+            count.n, 2,
+            "the failed savepoint is rolled back, the rest kept"
+        );
     }
 
     #[test]
