@@ -130,7 +130,11 @@ impl Bus {
         }
     }
 
-    pub fn subscribe(&self, subscriber: Weak<dyn Subscriber>) {
+    /// Delivers every event to `subscriber` from now on, for as long as it
+    /// lives (the bus holds it weakly).
+    pub fn subscribe<S: Subscriber + 'static>(&self, subscriber: &Arc<S>) {
+        let subscriber: Weak<S> = Arc::downgrade(subscriber);
+        let subscriber: Weak<dyn Subscriber> = subscriber;
         self.subscribers
             .0
             .write()

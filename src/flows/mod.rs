@@ -39,9 +39,7 @@ pub fn services(state: &AppState) -> std::sync::Arc<cache::FlowCache> {
         state.config.key_cache_size,
         state.config.key_cache_ttl,
     ));
-    let subscriber: std::sync::Weak<dyn crate::bus::Subscriber> =
-        std::sync::Arc::downgrade(&flows) as std::sync::Weak<cache::FlowCache>;
-    state.bus.subscribe(subscriber);
+    state.bus.subscribe(&flows);
     flows
 }
 

@@ -5,14 +5,14 @@ pub mod token;
 pub mod usage;
 pub mod verify;
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::bus::{Event, Subscriber};
+use crate::bus::Event;
 use crate::db;
 use crate::error::AppError;
 use crate::identity::Principal;
@@ -44,8 +44,7 @@ pub fn services(state: &AppState) -> (Arc<KeyVerifier>, Arc<UsageRecorder>) {
         verify::CacheSettings::from_config(&state.config),
         usage.clone(),
     ));
-    let subscriber: Weak<dyn Subscriber> = Arc::downgrade(&verifier) as Weak<KeyVerifier>;
-    state.bus.subscribe(subscriber);
+    state.bus.subscribe(&verifier);
     (verifier, usage)
 }
 
