@@ -4,6 +4,7 @@
 #
 #   bash scripts/bench.sh                # both backends, 1k and 1M keys
 #   BACKENDS=sqlite DURATION=5 bash scripts/bench.sh
+#   BACKENDS=sqlite STORED=1000 DURATION=2 bash scripts/bench.sh   # a quick look
 #
 # For each backend (SQLite file, PostgreSQL on 127.0.0.1:5432) it starts the
 # release binary, seeds 1,000 and then 1,000,000 stored keys, and runs wrk
@@ -15,6 +16,12 @@
 #   d) GET /api/v1/auth/check         a flood of random well-formed unknown keys
 #   e) POST /api/v1/run/<flow>        through keygate to a local upstream,
 #      against the same upstream called directly (when the gateway exists)
+#   f) GET /api/v1/users/whoami       valid key in the x-api-key header
+#   g) POST /api/v1/run/<flow>        a flow that injects the owner's stored
+#      generic credential as a header, against nginx doing the same job in
+#      front of the same upstream (a map of the allowed x-api-key value, the
+#      upstream's key set as a header, a keep-alive upstream pool), at 64
+#      and at 8 connections (nginx installed with apt if missing)
 # and prints requests/s, p50 and p99, the ratios authenticated/unauthenticated
 # and gateway/direct, and the server's resident memory.
 set -euo pipefail
@@ -22,22 +29,32 @@ cd "$(dirname "$0")/.."
 
 BACKENDS=${BACKENDS:-"sqlite postgres"}
 DURATION=${DURATION:-10}
+# Stored key counts to measure at (1000, then 1000000 by seeding 999,000 more).
+STORED=${STORED:-"1000 1000000"}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PORT=${PORT:-7899}
 UPSTREAM_PORT=${UPSTREAM_PORT:-7898}
+NGINX_PORT=${NGINX_PORT:-7897}
+# BIN=path/to/keygate measures another build (e.g. an older commit's) with
+# the same script; the upstream example is still built from this checkout.
+BIN=${BIN:-target/release/keygate}
 PASSWORD=bench-password-123
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || { apt-get update -qq && apt-get install -y -qq nginx-light; }
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 cargo build --release --quiet --bin keygate --example bench_upstream
-BIN=target/release/keygate
 WORK=$(mktemp -d)
 SERVER_PID=""
 UPSTREAM_PID=""
+NGINX_PID=""
+UPSTREAM_SECRET=bench-upstream-secret-0123456789
 cleanup() {
     [[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true
     [[ -n "$UPSTREAM_PID" ]] && kill "$UPSTREAM_PID" 2>/dev/null || true
+    [[ -n "$NGINX_PID" ]] && kill "$NGINX_PID" 2>/dev/null || true
     psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS keygate_bench WITH (FORCE)" >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
@@ -60,6 +77,43 @@ wrk.method = "POST"
 wrk.body = '{"inputs": {"input_value": "hello"}, "tweaks": {}}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
+
+# nginx as a user would configure it for the same job: only the one key
+# passes, the upstream's secret is set as a header, the caller's key is not
+# forwarded, connections to the upstream are kept alive.
+start_nginx() { # start_nginx ALLOWED_KEY
+    mkdir -p "$WORK/nginx/logs"
+    cat >"$WORK/nginx/nginx.conf" <<NGINX
+worker_processes 2;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    map \$http_x_api_key \$allowed { default 0; "$1" 1; }
+    upstream bench_upstream { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location /api/v1/run/ {
+            if (\$allowed = 0) { return 401 '{"detail": "Invalid API key"}'; }
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header x-api-key "";
+            proxy_set_header x-upstream-key "$UPSTREAM_SECRET";
+            proxy_pass http://bench_upstream/run;
+        }
+    }
+}
+NGINX
+    "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
+    NGINX_PID=$!
+    for _ in $(seq 1 100); do
+        curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" && return 0
+        sleep 0.05
+    done
+    echo "nginx did not start" >&2; return 1
+}
 
 wait_ready() {
     for _ in $(seq 1 200); do
@@ -142,11 +196,20 @@ for backend in $BACKENDS; do
     FLOW=$(curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
         -d "{\"name\": \"bench\", \"endpoint_name\": \"bench\", \"upstream\": {\"url\": \"http://127.0.0.1:$UPSTREAM_PORT/run\"}}" \
         -w '%{http_code}' -o /dev/null "$BASE/api/v1/flows/" || true)
+    CRED=$(curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+        -d "{\"secret_key\": \"$UPSTREAM_SECRET\"}" -w '%{http_code}' -o /dev/null \
+        "$BASE/api/v1/providers/generic" || true)
+    CRED_FLOW=$(curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+        -d "{\"name\": \"bench-cred\", \"endpoint_name\": \"bench-cred\", \"upstream\": {\"url\": \"http://127.0.0.1:$UPSTREAM_PORT/run\", \"credential\": {\"provider\": \"generic\", \"as\": \"header\", \"header\": \"x-upstream-key\"}}}" \
+        -w '%{http_code}' -o /dev/null "$BASE/api/v1/flows/" || true)
+    # nginx lets exactly this backend's key through.
+    [[ -n "$NGINX_PID" ]] && { kill "$NGINX_PID"; wait "$NGINX_PID" 2>/dev/null || true; }
+    start_nginx "$KEY"
     seed_keys "$backend" "$USER_ID" 999
     echo
     echo "## $backend"
     echo "idle resident memory: $(rss_mb) MB"
-    for stored in 1000 1000000; do
+    for stored in $STORED; do
         if [[ $stored == 1000000 ]]; then seed_keys "$backend" "$USER_ID" 999000; fi
         echo
         echo "### $backend, $stored stored keys"
@@ -166,6 +229,13 @@ for backend in $BACKENDS; do
             CONNECTIONS=8 measure "e8) run through keygate, 8 conns" "$BASE/api/v1/run/bench" -s "$WORK/run.lua" -H "x-api-key: $KEY"
             CONNECTIONS=8 measure "e8) upstream directly, 8 conns" "http://127.0.0.1:$UPSTREAM_PORT/run" -s "$WORK/run.lua"
         fi
+        measure "f) whoami, key in header" "$BASE/api/v1/users/whoami" -H "x-api-key: $KEY"
+        if [[ $CRED == 200 && $CRED_FLOW == 201 ]]; then
+            measure "g) run + stored credential" "$BASE/api/v1/run/bench-cred" -s "$WORK/run.lua" -H "x-api-key: $KEY"
+            measure "g) nginx, same job" "http://127.0.0.1:$NGINX_PORT/api/v1/run/bench" -s "$WORK/run.lua" -H "x-api-key: $KEY"
+            CONNECTIONS=8 measure "g8) run + credential, 8 conns" "$BASE/api/v1/run/bench-cred" -s "$WORK/run.lua" -H "x-api-key: $KEY"
+            CONNECTIONS=8 measure "g8) nginx, 8 conns" "http://127.0.0.1:$NGINX_PORT/api/v1/run/bench" -s "$WORK/run.lua" -H "x-api-key: $KEY"
+        fi
         echo
         echo "ratio header/unauthenticated: $(ratio "${RPS[b) auth/check, key in header]}" "${RPS[a) /health, no key]}") (throughput)," \
             "p99 $(ratio "${P99[b) auth/check, key in header]}" "${P99[a) /health, no key]}")x"
@@ -179,6 +249,13 @@ for backend in $BACKENDS; do
             echo "gateway at 8 connections:     p50 added $(awk -v a="${P50[e8) run through keygate, 8 conns]}" -v b="${P50[e8) upstream directly, 8 conns]}" 'BEGIN {printf "%.3f", a - b}') ms"
         else
             echo "(e) skipped: this build has no flows/gateway"
+        fi
+        echo "ratio whoami/unauthenticated: $(ratio "${RPS[f) whoami, key in header]}" "${RPS[a) /health, no key]}") (throughput)"
+        if [[ $CRED == 200 && $CRED_FLOW == 201 ]]; then
+            echo "ratio run with credential/nginx: $(ratio "${RPS[g) run + stored credential]}" "${RPS[g) nginx, same job]}") (throughput)," \
+                "p50 $(awk -v a="${P50[g) run + stored credential]}" -v b="${P50[g) nginx, same job]}" 'BEGIN {printf "%.3f vs %.3f", a, b}') ms"
+            echo "at 8 connections:             $(ratio "${RPS[g8) run + credential, 8 conns]}" "${RPS[g8) nginx, 8 conns]}") (throughput)," \
+                "p50 $(awk -v a="${P50[g8) run + credential, 8 conns]}" -v b="${P50[g8) nginx, 8 conns]}" 'BEGIN {printf "%.3f vs %.3f", a, b}') ms"
         fi
         echo "resident memory after the runs: $(rss_mb) MB"
     done
