@@ -13,8 +13,11 @@
 //! be reached by such a key; only the gateway takes [`FlowCaller`], which
 //! accepts them and leaves it to check that the flow run is the bound one.
 
+use std::sync::Arc;
+
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use chrono::NaiveDateTime;
 
 use crate::error::AppError;
 
@@ -28,12 +31,20 @@ pub const INVALID_SESSION: &str = "Invalid or expired session; sign in again";
 pub const NOT_ENOUGH_PRIVILEGES: &str = "The user doesn't have enough privileges";
 pub const FLOW_BOUND_KEY: &str = "This API key is bound to one flow and can only run it";
 
-/// The authenticated user, as every handler sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The authenticated user, as every handler sees it: every field an answer
+/// that only describes the caller (`whoami`) shows, so such answers are
+/// served from the cached principal. Read with `db::AUTH_USER_COLUMNS`
+/// (the field order here is that tuple's); kept current by the
+/// invalidation bus (`UserChanged`).
+#[derive(Debug, Clone, PartialEq, Eq, diesel::Queryable)]
 pub struct AuthUser {
     pub id: String,
     pub username: String,
     pub is_superuser: bool,
+    pub is_active: bool,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub last_login_at: Option<NaiveDateTime>,
 }
 
 /// How the request proved who it is.
@@ -56,7 +67,8 @@ pub enum Credential {
 
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub user: AuthUser,
+    /// Shared with the key cache: a request costs no copy of the user.
+    pub user: Arc<AuthUser>,
     pub credential: Credential,
 }
 

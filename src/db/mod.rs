@@ -29,6 +29,26 @@ pub enum DbConnection {
 
 pub type DbPool = r2d2::Pool<ConnectionManager>;
 
+/// The user columns an authenticated principal carries, in the field order
+/// of `identity::AuthUser`; every query that authenticates selects them.
+pub const AUTH_USER_COLUMNS: (
+    schema::users::id,
+    schema::users::username,
+    schema::users::is_superuser,
+    schema::users::is_active,
+    schema::users::created_at,
+    schema::users::updated_at,
+    schema::users::last_login_at,
+) = (
+    schema::users::id,
+    schema::users::username,
+    schema::users::is_superuser,
+    schema::users::is_active,
+    schema::users::created_at,
+    schema::users::updated_at,
+    schema::users::last_login_at,
+);
+
 /// Runs one body on the concrete connection of either backend, for the
 /// few queries diesel cannot build on the multi-backend connection (`ON
 /// CONFLICT` upserts). The body is written once; it is compiled per backend.

@@ -424,7 +424,7 @@ async fn list_flows(
             "page must be at least 1 and size between 1 and {MAX_PAGE_SIZE}"
         )));
     }
-    let user_id = principal.user.id;
+    let user_id = principal.user.id.clone();
     let window = paged.then(|| ((page - 1).saturating_mul(size), size));
     let (flows, total) = db::run(&state.pool, move |conn| {
         store::list_for_user(conn, &user_id, window)
@@ -452,7 +452,7 @@ async fn get_flow(
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, AppError> {
     let id = path.into_inner().to_string();
-    let user_id = principal.user.id;
+    let user_id = principal.user.id.clone();
     let flow = db::run(&state.pool, move |conn| {
         store::find_for_user(conn, &user_id, &id)
     })
@@ -481,7 +481,7 @@ async fn update_flow(
         access: request.access.as_deref().map(check_access).transpose()?,
         updated_at: None,
     };
-    let user_id = principal.user.id;
+    let user_id = principal.user.id.clone();
     let owner = user_id.clone();
     let flow = db::run(&state.pool, move |conn| {
         store::update_for_user(conn, &user_id, &id, changes)
@@ -499,7 +499,7 @@ async fn delete_flow(
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, AppError> {
     let id = path.into_inner().to_string();
-    let user_id = principal.user.id;
+    let user_id = principal.user.id.clone();
     let owner = user_id.clone();
     let deleted_keys = db::run(&state.pool, move |conn| {
         store::delete_for_user(conn, &user_id, &id)

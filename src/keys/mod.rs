@@ -148,7 +148,7 @@ async fn list_keys(
     .await?;
     Ok(HttpResponse::Ok().json(KeyList {
         total_count: keys.len(),
-        user_id: principal.user.id,
+        user_id: principal.user.id.clone(),
         api_keys: keys.into_iter().map(ApiKeyView::from).collect(),
     }))
 }

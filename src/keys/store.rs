@@ -59,15 +59,15 @@ pub struct KeyChanges {
     pub is_active: Option<bool>,
 }
 
-/// What verification needs to know about a key and its owner.
-#[derive(Debug, Clone)]
+/// What verification needs to know about a key and its owner, in the
+/// select order of [`find_by_hash`].
+#[derive(Debug, Clone, Queryable)]
 pub struct KeyWithOwner {
     pub key_id: String,
     pub key_active: bool,
     pub expires_at: Option<NaiveDateTime>,
-    pub owner: AuthUser,
-    pub owner_active: bool,
     pub flow_id: Option<String>,
+    pub owner: AuthUser,
 }
 
 /// Inserts a key. A key bound to a flow is only inserted when that flow is
@@ -175,47 +175,19 @@ pub fn delete_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> Resu
     Ok(deleted > 0)
 }
 
-/// One row of the key-and-owner lookup, in select order.
-#[derive(Queryable)]
-struct KeyOwnerRow {
-    key_id: String,
-    key_active: bool,
-    expires_at: Option<NaiveDateTime>,
-    user_id: String,
-    username: String,
-    is_superuser: bool,
-    owner_active: bool,
-    flow_id: Option<String>,
-}
-
 pub fn find_by_hash(conn: &mut DbConnection, key_hash: &str) -> Result<Option<KeyWithOwner>> {
-    let row: Option<KeyOwnerRow> = api_keys::table
+    Ok(api_keys::table
         .inner_join(users::table)
         .filter(api_keys::key_hash.eq(key_hash))
         .select((
             api_keys::id,
             api_keys::is_active,
             api_keys::expires_at,
-            users::id,
-            users::username,
-            users::is_superuser,
-            users::is_active,
             api_keys::flow_id,
+            db::AUTH_USER_COLUMNS,
         ))
         .first(conn)
-        .optional()?;
-    Ok(row.map(|row| KeyWithOwner {
-        key_id: row.key_id,
-        key_active: row.key_active,
-        expires_at: row.expires_at,
-        owner: AuthUser {
-            id: row.user_id,
-            username: row.username,
-            is_superuser: row.is_superuser,
-        },
-        owner_active: row.owner_active,
-        flow_id: row.flow_id,
-    }))
+        .optional()?)
 }
 
 /// True when the flow has a bound key that could authenticate now (active,

@@ -30,29 +30,27 @@ use crate::token::{DigestHasherBuilder, PlainKey, TokenDigest};
 #[derive(Debug, Clone)]
 pub struct VerifiedKey {
     pub key_id: String,
-    pub owner: AuthUser,
+    pub owner: Arc<AuthUser>,
     /// This key's pending usage counts (shared with the usage recorder).
     pub usage: Arc<KeyCounters>,
     /// The one flow this key may run, if it is bound to one.
     pub flow_id: Option<String>,
     key_active: bool,
-    owner_active: bool,
     expires_at: Option<NaiveDateTime>,
 }
 
 impl VerifiedKey {
     pub fn is_usable_at(&self, now: NaiveDateTime) -> bool {
-        self.key_active && self.owner_active && self.expires_at.is_none_or(|at| at > now)
+        self.key_active && self.owner.is_active && self.expires_at.is_none_or(|at| at > now)
     }
 
     fn new(row: store::KeyWithOwner, usage: Arc<KeyCounters>) -> Self {
         VerifiedKey {
             usage,
             key_id: row.key_id,
-            owner: row.owner,
+            owner: Arc::new(row.owner),
             flow_id: row.flow_id,
             key_active: row.key_active,
-            owner_active: row.owner_active,
             expires_at: row.expires_at,
         }
     }

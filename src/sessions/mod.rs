@@ -8,6 +8,8 @@
 
 pub mod store;
 
+use std::sync::Arc;
+
 use actix_web::cookie::{time, Cookie, SameSite};
 use actix_web::http::header::{self, HeaderMap};
 use sha2::{Digest, Sha256};
@@ -57,7 +59,7 @@ pub async fn authenticate(
     .await?;
     match found {
         Some((session_id, user)) => Ok(Principal {
-            user,
+            user: Arc::new(user),
             credential: Credential::Session {
                 session_id,
                 csrf_token: csrf_token(token),

@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use crate::db::schema::{sessions, users};
-use crate::db::DbConnection;
+use crate::db::{self, DbConnection};
 use crate::error::AppError;
 use crate::identity::AuthUser;
 
@@ -48,29 +48,14 @@ pub fn find_active(
     token_hash: &str,
     now: NaiveDateTime,
 ) -> Result<Option<(String, AuthUser)>> {
-    let row: Option<(String, String, String, bool)> = sessions::table
+    Ok(sessions::table
         .inner_join(users::table)
         .filter(sessions::token_hash.eq(token_hash))
         .filter(sessions::expires_at.gt(now))
         .filter(users::is_active.eq(true))
-        .select((
-            sessions::id,
-            users::id,
-            users::username,
-            users::is_superuser,
-        ))
+        .select((sessions::id, db::AUTH_USER_COLUMNS))
         .first(conn)
-        .optional()?;
-    Ok(row.map(|(session_id, id, username, is_superuser)| {
-        (
-            session_id,
-            AuthUser {
-                id,
-                username,
-                is_superuser,
-            },
-        )
-    }))
+        .optional()?)
 }
 
 pub fn delete_expired(conn: &mut DbConnection, now: NaiveDateTime) -> Result<usize> {

@@ -15,7 +15,9 @@ use crate::bus::Event;
 use crate::config::Config;
 use crate::db::{self, DbConnection};
 use crate::error::{extractors, AppError};
-use crate::identity::{MaybePrincipal, Principal, MISSING_CREDENTIALS, NOT_ENOUGH_PRIVILEGES};
+use crate::identity::{
+    AuthUser, MaybePrincipal, Principal, MISSING_CREDENTIALS, NOT_ENOUGH_PRIVILEGES,
+};
 use crate::routing;
 use crate::sessions;
 use crate::state::AppState;
@@ -50,6 +52,22 @@ pub struct UserView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_login_at: Option<DateTime<Utc>>,
+}
+
+impl From<&AuthUser> for UserView {
+    fn from(user: &AuthUser) -> Self {
+        UserView {
+            id: user.id.clone(),
+            username: user.username.clone(),
+            profile_image: None,
+            is_active: user.is_active,
+            is_superuser: user.is_superuser,
+            create_at: user.created_at.and_utc(),
+            created_at: user.created_at.and_utc(),
+            updated_at: user.updated_at.and_utc(),
+            last_login_at: user.last_login_at.map(|t| t.and_utc()),
+        }
+    }
 }
 
 impl From<store::User> for UserView {
@@ -137,15 +155,10 @@ fn check_username(username: &str) -> Result<String, AppError> {
     Ok(username.to_string())
 }
 
-async fn whoami(
-    state: web::Data<AppState>,
-    principal: Principal,
-) -> Result<HttpResponse, AppError> {
-    let user_id = principal.user.id;
-    let user = db::run(&state.pool, move |conn| store::find_by_id(conn, &user_id))
-        .await?
-        .ok_or_else(|| AppError::not_found("User not found"))?;
-    Ok(HttpResponse::Ok().json(UserView::from(user)))
+/// Served from the principal the request authenticated as: the key cache
+/// holds every field shown, kept current through the invalidation bus.
+async fn whoami(principal: Principal) -> HttpResponse {
+    HttpResponse::Ok().json(UserView::from(&*principal.user))
 }
 
 async fn list_users(
@@ -233,8 +246,6 @@ async fn update_user(
         password::check_strength(p)?;
     }
     let ends_sessions = request.password.is_some() || request.is_active == Some(false);
-    let rights_change = request.is_active.is_some() || request.is_superuser.is_some();
-    let request_renames = request.username.is_some();
     // A user changing their own password keeps the session they did it from.
     let keep_session = if is_self && request.is_active != Some(false) {
         principal.session_id().map(str::to_string)
@@ -261,9 +272,8 @@ async fn update_user(
         Ok::<_, AppError>(user)
     })
     .await?;
-    if rights_change || request_renames {
-        state.bus.publish(Event::UserChanged(id));
-    }
+    // Every update moves `updated_at`, which cached principals show.
+    state.bus.publish(Event::UserChanged(id));
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 
@@ -292,6 +302,7 @@ async fn reset_password(
         Ok::<_, AppError>(user)
     })
     .await?;
+    state.bus.publish(Event::UserChanged(user.id.clone()));
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 

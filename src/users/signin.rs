@@ -8,9 +8,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::{password, store, UserView};
+use crate::bus::Event;
 use crate::db;
 use crate::error::AppError;
-use crate::identity::{Principal, Resolved, INVALID_SESSION};
+use crate::identity::{Principal, Resolved};
 use crate::sessions;
 use crate::state::AppState;
 use crate::token::SessionToken;
@@ -103,11 +104,14 @@ async fn login(
         return Err(AppError::unauthorized("Inactive user"));
     }
     let ttl = state.config.session_ttl;
-    let token = db::run(&state.pool, move |conn| {
-        store::record_login(conn, &user.id)?;
-        sessions::start(conn, &user.id, ttl)
+    let user_id = user.id;
+    let (user_id, token) = db::run(&state.pool, move |conn| {
+        store::record_login(conn, &user_id)?;
+        let token = sessions::start(conn, &user_id, ttl)?;
+        Ok::<_, AppError>((user_id, token))
     })
     .await?;
+    state.bus.publish(Event::UserChanged(user_id));
     Ok(session_response(&state, token))
 }
 
@@ -132,25 +136,18 @@ struct SessionView {
 
 /// The signed-in user and the session's CSRF token. Only for sessions: a
 /// request with an API key has no session to describe.
-async fn current_session(
-    state: web::Data<AppState>,
-    principal: Principal,
-) -> Result<HttpResponse, AppError> {
+async fn current_session(principal: Principal) -> Result<HttpResponse, AppError> {
     let csrf_token = principal
         .csrf_token()
         .ok_or_else(|| {
             AppError::bad_request("This route describes a sign-in session; an API key has none")
         })?
         .to_string();
-    let user_id = principal.user.id;
-    let user = db::run(&state.pool, move |conn| store::find_by_id(conn, &user_id))
-        .await?
-        .ok_or_else(|| AppError::unauthorized(INVALID_SESSION))?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(SessionView {
             csrf_token,
-            user: UserView::from(user),
+            user: UserView::from(&*principal.user),
         }))
 }
 
@@ -163,7 +160,7 @@ async fn auto_login(state: web::Data<AppState>) -> Result<HttpResponse, AppError
     }
     let username = state.config.superuser.clone();
     let ttl = state.config.session_ttl;
-    let token = db::run(&state.pool, move |conn| {
+    let (user_id, token) = db::run(&state.pool, move |conn| {
         let user = store::find_by_username(conn, username.trim())?
             .filter(|u| u.is_active && u.is_superuser)
             .ok_or_else(|| {
@@ -172,9 +169,12 @@ async fn auto_login(state: web::Data<AppState>) -> Result<HttpResponse, AppError
                 ))
             })?;
         store::record_login(conn, &user.id)?;
-        sessions::start(conn, &user.id, ttl)
+        let token = sessions::start(conn, &user.id, ttl)?;
+        Ok::<_, AppError>((user.id, token))
     })
     .await?;
+    // `last_login_at` changed: cached principals of this user are stale.
+    state.bus.publish(Event::UserChanged(user_id));
     Ok(session_response(&state, token))
 }
 
