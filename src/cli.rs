@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::bus::{Bus, Event};
 use crate::config::Config;
 use crate::crypto::{self, SecretBox, SecretSource};
 use crate::error::AppError;
@@ -257,6 +258,14 @@ fn rotate_secret(config: Config, new_secret: &str) -> Result<(), String> {
         "re-encrypted {} provider credential(s) and {} credential variable(s) under the new secret key",
         rotated.credentials, rotated.variables
     );
+    // Running instances drop every decrypted secret they hold; on SQLite
+    // there is no other instance to tell (the server restarts with the new
+    // secret before it can read the re-encrypted rows).
+    if let db::DatabaseUrl::Postgres(url) = &config.database_url {
+        let bus = Bus::postgres(url.clone(), config.notify_poll);
+        bus.publish(Event::SecretRotated);
+        bus.stop();
+    }
     match source {
         SecretSource::File(path) => {
             crypto::replace_secret_file(&path, new_secret.trim()).map_err(|e| {

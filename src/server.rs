@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::error::{extractors, AppError};
 use crate::flows::cache::FlowCache;
+use crate::gateway::SecretCache;
 use crate::identity::API_KEY_QUERY;
 use crate::keys::usage::UsageRecorder;
 use crate::keys::KeyVerifier;
@@ -30,6 +31,7 @@ pub struct Services {
     pub keys: Arc<KeyVerifier>,
     pub usage: Arc<UsageRecorder>,
     pub flows: Arc<FlowCache>,
+    pub secrets: Arc<SecretCache>,
 }
 
 impl Services {
@@ -37,11 +39,17 @@ impl Services {
     pub fn new(core: AppState) -> Self {
         let (keys, usage) = keys::services(&core);
         let flows = flows::services(&core);
+        let secrets = Arc::new(SecretCache::new(
+            core.config.key_cache_size,
+            core.config.key_cache_ttl,
+        ));
+        core.bus.subscribe(&secrets);
         Services {
             core,
             keys,
             usage,
             flows,
+            secrets,
         }
     }
 }
@@ -115,11 +123,13 @@ pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clon
     let keys = web::Data::from(services.keys.clone());
     let usage = web::Data::from(services.usage.clone());
     let flows = web::Data::from(services.flows.clone());
+    let secrets = web::Data::from(services.secrets.clone());
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(data.clone())
             .app_data(keys.clone())
             .app_data(usage.clone())
             .app_data(flows.clone())
+            .app_data(secrets.clone())
             .app_data(
                 web::JsonConfig::default()
                     .limit(max_body)

@@ -59,7 +59,7 @@ async fn run(app: &TestApp, flow: &str, key: Option<&str>) -> reqwest::Response 
     run_request(app, flow, key).send().await.unwrap()
 }
 
-async fn store_generic_secret(app: &TestApp, token: &str, secret: &str, public: Option<&str>) {
+pub async fn store_generic_secret(app: &TestApp, token: &str, secret: &str, public: Option<&str>) {
     let mut body = json!({"secret_key": secret});
     if let Some(public) = public {
         body["public_key"] = json!(public);

@@ -8,12 +8,201 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::common::upstream::FakeUpstream;
 use crate::common::{expect, Backend, RequestHelper, TestApp};
+use crate::gateway::{create_flow, store_generic_secret};
 
 crate::on_both_backends!(
     whoami_comes_from_the_cached_principal_and_a_rename_shows_at_once,
     a_sign_in_moves_last_login_in_whoami,
+    no_run_uses_an_old_secret_after_the_update_returned,
+    warm_public_runs_read_nothing_and_a_bound_key_closes_them_at_once,
 );
+
+const SETTINGS: [(&str, &str); 2] = [
+    ("KEYGATE_KEY_CACHE_TTL_SECS", "3600"),
+    ("KEYGATE_ALLOW_PRIVATE_UPSTREAMS", "true"),
+];
+
+/// Runs `flow` with `key` and returns the secret the upstream was given.
+async fn injected(app: &TestApp, upstream: &mut FakeUpstream, flow: &str, key: &str) -> String {
+    let res = app
+        .as_key(key)
+        .post_json(&format!("/api/v1/run/{flow}"), &json!({"inputs": {}}))
+        .await;
+    expect(res, StatusCode::OK).await;
+    let got = upstream.next_request().await;
+    got.header("authorization")
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn no_run_uses_an_old_secret_after_the_update_returned(backend: Backend) {
+    let mut upstream = FakeUpstream::start();
+    let app = TestApp::start_with(backend, &SETTINGS).await;
+    let admin = app.admin_token().await;
+    store_generic_secret(&app, &admin, "provider-secret-0", None).await;
+    let res = app
+        .as_session(&admin)
+        .post_json(
+            "/api/v1/variables/",
+            &json!({"name": "PROD_KEY", "value": "variable-secret-0", "type": "Credential"}),
+        )
+        .await;
+    let variable = expect(res, StatusCode::CREATED).await;
+    let variable_id = variable["id"].as_str().unwrap().to_string();
+    create_flow(&app, &admin, json!({"name": "p", "endpoint_name": "by-provider",
+        "upstream": {"url": upstream.url("/p"), "credential": {"provider": "generic", "as": "bearer"}}}))
+    .await;
+    create_flow(&app, &admin, json!({"name": "v", "endpoint_name": "by-variable",
+        "upstream": {"url": upstream.url("/v"), "credential": {"variable": "PROD_KEY", "as": "bearer"}}}))
+    .await;
+    let (_, key) = app.create_key(&admin, "script").await;
+
+    assert_eq!(
+        injected(&app, &mut upstream, "by-provider", &key).await,
+        "provider-secret-0"
+    );
+    assert_eq!(
+        injected(&app, &mut upstream, "by-variable", &key).await,
+        "variable-secret-0"
+    );
+    let (flows, secrets) = (
+        app.state().flows.database_lookups(),
+        app.state().secrets.database_lookups(),
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            injected(&app, &mut upstream, "by-provider", &key).await,
+            "provider-secret-0"
+        );
+        assert_eq!(
+            injected(&app, &mut upstream, "by-variable", &key).await,
+            "variable-secret-0"
+        );
+    }
+    assert_eq!(
+        app.state().flows.database_lookups(),
+        flows,
+        "warm runs read no flow"
+    );
+    assert_eq!(
+        app.state().secrets.database_lookups(),
+        secrets,
+        "warm runs read no secret"
+    );
+
+    for round in 1..=5 {
+        let provider_secret = format!("provider-secret-{round}");
+        store_generic_secret(&app, &admin, &provider_secret, None).await;
+        assert_eq!(
+            injected(&app, &mut upstream, "by-provider", &key).await,
+            provider_secret
+        );
+        let variable_secret = format!("variable-secret-{round}");
+        let res = app
+            .as_session(&admin)
+            .patch_json(
+                &format!("/api/v1/variables/{variable_id}"),
+                &json!({"value": variable_secret}),
+            )
+            .await;
+        expect(res, StatusCode::OK).await;
+        assert_eq!(
+            injected(&app, &mut upstream, "by-variable", &key).await,
+            variable_secret
+        );
+    }
+
+    // Gone is gone at once: the next run is refused, nothing reaches the upstream.
+    let res = app
+        .as_session(&admin)
+        .delete("/api/v1/providers/generic")
+        .await;
+    assert!(
+        res.status().is_success(),
+        "delete credential: {}",
+        res.status()
+    );
+    let res = app
+        .as_key(&key)
+        .post_json("/api/v1/run/by-provider", &json!({"inputs": {}}))
+        .await;
+    expect(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let res = app
+        .as_session(&admin)
+        .delete(&format!("/api/v1/variables/{variable_id}"))
+        .await;
+    assert!(
+        res.status().is_success(),
+        "delete variable: {}",
+        res.status()
+    );
+    let res = app
+        .as_key(&key)
+        .post_json("/api/v1/run/by-variable", &json!({"inputs": {}}))
+        .await;
+    expect(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(upstream.received_nothing());
+}
+
+async fn run_open(app: &TestApp) -> StatusCode {
+    app.anon()
+        .post_json("/api/v1/run/open", &json!({"inputs": {}}))
+        .await
+        .status()
+}
+
+async fn warm_public_runs_read_nothing_and_a_bound_key_closes_them_at_once(backend: Backend) {
+    let mut upstream = FakeUpstream::start();
+    let app = TestApp::start_with(backend, &SETTINGS).await;
+    let admin = app.admin_token().await;
+    let flow = create_flow(
+        &app,
+        &admin,
+        json!({"name": "open", "endpoint_name": "open",
+        "access": "public", "upstream": {"url": upstream.url("/open")}}),
+    )
+    .await;
+    assert_eq!(run_open(&app).await, StatusCode::OK);
+    upstream.next_request().await;
+    let lookups = app.state().flows.public_database_lookups();
+    for _ in 0..10 {
+        assert_eq!(run_open(&app).await, StatusCode::OK);
+        upstream.next_request().await;
+    }
+    assert_eq!(app.state().flows.public_database_lookups(), lookups);
+
+    let res = app
+        .as_session(&admin)
+        .post_json(
+            "/api/v1/api_key/",
+            &json!({"name": "bound", "flow_id": flow["id"]}),
+        )
+        .await;
+    let bound = expect(res, StatusCode::OK).await;
+    assert_eq!(
+        run_open(&app).await,
+        StatusCode::UNAUTHORIZED,
+        "the bound key closes it at once"
+    );
+    let res = app
+        .as_session(&admin)
+        .delete(&format!(
+            "/api/v1/api_key/{}",
+            bound["id"].as_str().unwrap()
+        ))
+        .await;
+    expect(res, StatusCode::OK).await;
+    assert_eq!(
+        run_open(&app).await,
+        StatusCode::OK,
+        "and its deletion opens it at once"
+    );
+    upstream.next_request().await;
+    assert!(upstream.received_nothing());
+}
 
 async fn whoami(app: &TestApp, key: &str) -> Value {
     expect(
@@ -108,4 +297,32 @@ async fn a_rename_on_one_instance_reaches_the_cached_principal_on_the_other() {
     expect(res, StatusCode::OK).await;
     assert_eq!(whoami(&first, &key).await["username"], "ivy-renamed");
     assert!(converges(&second, &key, |me| me["username"] == "ivy-renamed").await);
+}
+
+#[actix_web::test]
+async fn a_secret_update_on_one_instance_reaches_the_runs_of_the_other() {
+    let mut upstream = FakeUpstream::start();
+    let first = TestApp::start_with(Backend::Postgres, &SETTINGS).await;
+    let second = TestApp::start_on(first.db.alias(), &SETTINGS).await;
+    let admin = first.admin_token().await;
+    store_generic_secret(&first, &admin, "before-0123456789", None).await;
+    create_flow(&first, &admin, json!({"name": "p", "endpoint_name": "p",
+        "upstream": {"url": upstream.url("/p"), "credential": {"provider": "generic", "as": "bearer"}}}))
+    .await;
+    let (_, key) = first.create_key(&admin, "script").await;
+    assert_eq!(
+        injected(&second, &mut upstream, "p", &key).await,
+        "before-0123456789"
+    );
+    store_generic_secret(&first, &admin, "after-0123456789", None).await;
+    assert_eq!(
+        injected(&first, &mut upstream, "p", &key).await,
+        "after-0123456789"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = String::new();
+    while Instant::now() < deadline && seen != "after-0123456789" {
+        seen = injected(&second, &mut upstream, "p", &key).await;
+    }
+    assert_eq!(seen, "after-0123456789", "the second instance converges");
 }

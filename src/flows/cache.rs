@@ -1,45 +1,68 @@
 //! The flows a run may reach, as the gateway asks for them: one of the
-//! caller's own (kept in memory by owner and identifier, so a run costs no
-//! database read) or another user's public flow.
+//! caller's own (by owner and identifier) or another user's public flow
+//! (by identifier). Both are kept in memory with their upstream already
+//! parsed, found or not, so a warm run costs no database read.
 //!
 //! The cache subscribes to the invalidation bus: every flow write publishes
-//! `FlowsChanged(owner)` before the API answers, and a change of the owner
-//! (`UserChanged`) drops their entries too, here and on other instances.
+//! `FlowsChanged(owner)` before the API answers, which drops the owner's
+//! entries and every public answer; a change of the owner (`UserChanged`)
+//! does the same; a bound key appearing or going (`KeyCreated`,
+//! `KeyChanged`) drops the public answers, which depend on bound keys. A
+//! public flow guarded by expiring bound keys is looked up again once the
+//! last of them has expired.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use chrono::NaiveDateTime;
 
 use crate::bus::{Event, Subscriber};
 use crate::cache::GuardedCache;
 use crate::db::{self, DbPool};
 use crate::error::AppError;
 use crate::flows::store::{self, Flow, Identifier};
-use crate::keys::store as key_store;
+use crate::flows::upstream::Upstream;
+use crate::keys::store::{self as key_store, BoundKeyGuard};
 
-/// The parts of a flow a run uses.
+/// The parts of a flow a run uses, its upstream parsed once.
 #[derive(Debug, Clone)]
 pub struct RunnableFlow {
     pub id: String,
     pub user_id: String,
-    pub upstream: Option<String>,
+    pub upstream: Option<Upstream>,
 }
 
-impl From<Flow> for RunnableFlow {
-    fn from(flow: Flow) -> Self {
-        RunnableFlow {
+impl TryFrom<Flow> for RunnableFlow {
+    type Error = AppError;
+
+    fn try_from(flow: Flow) -> Result<Self, AppError> {
+        Ok(RunnableFlow {
+            upstream: flow
+                .upstream
+                .as_deref()
+                .map(Upstream::from_stored)
+                .transpose()?,
             id: flow.id,
             user_id: flow.user_id,
-            upstream: flow.upstream,
-        }
+        })
     }
 }
 
 /// (owner id, identifier as the caller wrote it).
-type CacheKey = (String, String);
+type OwnKey = (String, String);
+
+/// A public lookup's answer and, when bound keys with an expiry hide the
+/// flow, the moment the answer must be looked up again.
+#[derive(Clone)]
+struct PublicAnswer {
+    flow: Option<Arc<RunnableFlow>>,
+    recheck_at: Option<NaiveDateTime>,
+}
 
 pub struct FlowCache {
     pool: DbPool,
-    own: GuardedCache<CacheKey, Arc<RunnableFlow>>,
+    own: GuardedCache<OwnKey, Option<Arc<RunnableFlow>>>,
+    public: GuardedCache<String, PublicAnswer>,
 }
 
 impl FlowCache {
@@ -47,6 +70,7 @@ impl FlowCache {
         FlowCache {
             pool,
             own: GuardedCache::new(capacity, ttl),
+            public: GuardedCache::new(capacity, ttl),
         }
     }
 
@@ -57,8 +81,8 @@ impl FlowCache {
         identifier: &str,
     ) -> Result<Option<Arc<RunnableFlow>>, AppError> {
         let key = (owner.to_string(), identifier.to_string());
-        if let Some(flow) = self.own.get(&key) {
-            return Ok(Some(flow));
+        if let Some(found) = self.own.get(&key) {
+            return Ok(found);
         }
         let generation = self.own.begin_lookup();
         let (lookup_owner, lookup) = (owner.to_string(), Identifier::parse(identifier));
@@ -66,51 +90,81 @@ impl FlowCache {
             store::find_by_identifier_for_user(conn, &lookup_owner, &lookup)
         })
         .await?
-        .map(|flow| Arc::new(RunnableFlow::from(flow)));
-        if let Some(flow) = &found {
-            self.own.insert(key, flow.clone(), generation);
-        }
+        .map(RunnableFlow::try_from)
+        .transpose()?
+        .map(Arc::new);
+        self.own.insert(key, found.clone(), generation);
         Ok(found)
     }
 
     /// The public flow with this identifier, when exactly one exists and no
-    /// active flow-bound key guards it. Read from the database each time.
+    /// usable flow-bound key guards it.
     pub async fn public(&self, identifier: &str) -> Result<Option<Arc<RunnableFlow>>, AppError> {
-        let parsed = Identifier::parse(identifier);
         let now = db::now();
-        db::run(&self.pool, move |conn| {
+        if let Some(answer) = self.public.get(&identifier.to_string()) {
+            if answer.recheck_at.is_none_or(|at| now < at) {
+                return Ok(answer.flow);
+            }
+        }
+        let generation = self.public.begin_lookup();
+        let parsed = Identifier::parse(identifier);
+        let answer = db::run(&self.pool, move |conn| {
             let mut public = store::find_public(conn, &parsed)?;
             // An endpoint name is unique per user only: two users'
             // public flows with one name are run by id.
             if public.len() != 1 {
-                return Ok(None);
+                return Ok(PublicAnswer {
+                    flow: None,
+                    recheck_at: None,
+                });
             }
             let flow = public.remove(0);
-            if key_store::flow_has_usable_bound_key(conn, &flow.id, now)? {
-                return Ok(None);
-            }
-            Ok::<_, AppError>(Some(Arc::new(RunnableFlow::from(flow))))
+            Ok::<_, AppError>(match key_store::bound_key_guard(conn, &flow.id, now)? {
+                BoundKeyGuard::None => PublicAnswer {
+                    flow: Some(Arc::new(RunnableFlow::try_from(flow)?)),
+                    recheck_at: None,
+                },
+                BoundKeyGuard::Until(at) => PublicAnswer {
+                    flow: None,
+                    recheck_at: Some(at),
+                },
+                BoundKeyGuard::Forever => PublicAnswer {
+                    flow: None,
+                    recheck_at: None,
+                },
+            })
         })
-        .await
+        .await?;
+        self.public
+            .insert(identifier.to_string(), answer.clone(), generation);
+        Ok(answer.flow)
     }
 
     /// Lookups of own flows that reached the database since start.
     pub fn database_lookups(&self) -> u64 {
         self.own.lookups()
     }
+
+    /// Public lookups that reached the database since start.
+    pub fn public_database_lookups(&self) -> u64 {
+        self.public.lookups()
+    }
 }
 
 impl Subscriber for FlowCache {
     fn on_event(&self, event: &Event) {
         match event {
-            Event::FlowsChanged(owner) | Event::UserChanged(owner) => self
-                .own
-                .invalidate(|(flow_owner, _), _| flow_owner == owner),
-            Event::All => self.own.clear(),
-            Event::KeyChanged(_)
-            | Event::KeyCreated
-            | Event::SecretsChanged(_)
-            | Event::SecretRotated => {}
+            Event::FlowsChanged(owner) | Event::UserChanged(owner) => {
+                self.own
+                    .invalidate(|(flow_owner, _), _| flow_owner == owner);
+                self.public.clear();
+            }
+            Event::KeyChanged(_) | Event::KeyCreated => self.public.clear(),
+            Event::All => {
+                self.own.clear();
+                self.public.clear();
+            }
+            Event::SecretsChanged(_) | Event::SecretRotated => {}
         }
     }
 }

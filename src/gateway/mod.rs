@@ -35,7 +35,7 @@ use crate::flows::{Injection, Upstream};
 use crate::identity::{FlowCaller, Principal, API_KEY_QUERY};
 use crate::state::AppState;
 
-pub use secrets::Secret;
+pub use secrets::{Secret, SecretCache};
 
 pub const RUN_NEEDS_KEY: &str = "An API key must be passed as the x-api-key header \
     or the x-api-key query parameter";
@@ -58,6 +58,7 @@ fn flow_not_found(identifier: &str) -> AppError {
 async fn run(
     state: web::Data<AppState>,
     flows: web::Data<FlowCache>,
+    vault: web::Data<SecretCache>,
     caller: FlowCaller,
     req: HttpRequest,
     path: web::Path<String>,
@@ -65,8 +66,8 @@ async fn run(
 ) -> Result<HttpResponse, AppError> {
     let identifier = path.into_inner();
     let flow = resolve_flow(&flows, caller.0, &identifier).await?;
-    let upstream = match flow.upstream.as_deref() {
-        Some(text) => Upstream::from_stored(text)?,
+    let upstream = match &flow.upstream {
+        Some(upstream) => upstream,
         None => {
             return Err(AppError::unprocessable(format!(
                 "Flow {} has no upstream to run it; set \"upstream\" with PATCH /api/v1/flows/{}",
@@ -75,10 +76,10 @@ async fn run(
         }
     };
     let secret = match &upstream.credential {
-        Some(credential) => Some(secrets::fetch(&state, &flow.user_id, credential).await?),
+        Some(credential) => Some(vault.fetch(&state, &flow.user_id, credential).await?),
         None => None,
     };
-    forward(&state, &req, &upstream, secret.as_ref(), body).await
+    forward(&state, &req, upstream, secret.as_deref(), body).await
 }
 
 /// Finds the flow the caller may run (see the module doc).

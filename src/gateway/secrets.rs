@@ -4,8 +4,12 @@
 //! client with its SSRF policy (`state.outbound`). The gateway writes no
 //! crypto and no address check of its own.
 
+use std::sync::Arc;
+
 use secrecy::SecretString;
 
+use crate::bus::{Event, Subscriber};
+use crate::cache::GuardedCache;
 use crate::credentials::{self, Provider};
 use crate::db;
 use crate::error::AppError;
@@ -13,7 +17,8 @@ use crate::flows::{CredentialRef, SecretSource};
 use crate::state::AppState;
 use crate::variables::store as variable_store;
 
-/// A decrypted secret, held only for the time of one request.
+/// A decrypted secret. `SecretString` zeroizes it when the last holder
+/// (the cache or a run in flight) drops it, and never prints it.
 #[derive(Debug)]
 pub struct Secret {
     /// The public half, where the provider has one (Langfuse's public key).
@@ -21,16 +26,67 @@ pub struct Secret {
     pub secret: SecretString,
 }
 
-/// The owner's secret the flow's credential names, decrypted. A credential
-/// or variable that is not (or no longer) stored is a 422 naming it.
-pub async fn fetch(
-    state: &AppState,
-    owner_id: &str,
-    credential: &CredentialRef,
-) -> Result<Secret, AppError> {
-    match credential.source()? {
+/// (owner id, which of the owner's secrets).
+type SecretKey = (String, SecretSource);
+
+/// The owners' decrypted secrets a run injects, kept in memory so a warm
+/// run neither reads the database nor decrypts. Bounded; every write of a
+/// credential or variable publishes `SecretsChanged(owner)` before the API
+/// answers, a change of the owner `UserChanged`, `rotate-secret`
+/// `SecretRotated`: each drops what it names, here and on every instance.
+/// A secret that is not stored is not cached (the run is refused anyway).
+pub struct SecretCache {
+    entries: GuardedCache<SecretKey, Arc<Secret>>,
+}
+
+impl SecretCache {
+    pub fn new(capacity: usize, ttl: std::time::Duration) -> Self {
+        SecretCache {
+            entries: GuardedCache::new(capacity, ttl),
+        }
+    }
+
+    /// The owner's secret the flow's credential names, decrypted. A
+    /// credential or variable that is not (or no longer) stored is a 422
+    /// naming it.
+    pub async fn fetch(
+        &self,
+        state: &AppState,
+        owner_id: &str,
+        credential: &CredentialRef,
+    ) -> Result<Arc<Secret>, AppError> {
+        let key = (owner_id.to_string(), credential.source()?);
+        if let Some(secret) = self.entries.get(&key) {
+            return Ok(secret);
+        }
+        let generation = self.entries.begin_lookup();
+        let secret = Arc::new(load(state, owner_id, &key.1).await?);
+        self.entries.insert(key, secret.clone(), generation);
+        Ok(secret)
+    }
+
+    /// Reads of the database (and decryptions) since start.
+    pub fn database_lookups(&self) -> u64 {
+        self.entries.lookups()
+    }
+}
+
+impl Subscriber for SecretCache {
+    fn on_event(&self, event: &Event) {
+        match event {
+            Event::SecretsChanged(owner) | Event::UserChanged(owner) => self
+                .entries
+                .invalidate(|(secret_owner, _), _| secret_owner == owner),
+            Event::SecretRotated | Event::All => self.entries.clear(),
+            Event::KeyChanged(_) | Event::KeyCreated | Event::FlowsChanged(_) => {}
+        }
+    }
+}
+
+async fn load(state: &AppState, owner_id: &str, source: &SecretSource) -> Result<Secret, AppError> {
+    match source {
         SecretSource::Provider(name) => {
-            let provider = Provider::parse(&name)?;
+            let provider = Provider::parse(name)?;
             let stored = credentials::load_decrypted(state, owner_id, provider)
                 .await?
                 .ok_or_else(|| {

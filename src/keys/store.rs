@@ -190,14 +190,22 @@ pub fn find_by_hash(conn: &mut DbConnection, key_hash: &str) -> Result<Option<Ke
         .optional()?)
 }
 
-/// True when the flow has a bound key that could authenticate now (active,
-/// not expired). A public flow with one requires a key.
-pub fn flow_has_usable_bound_key(
+/// How long the flow's bound keys guard it: a public flow with a bound
+/// key that could authenticate (active, not expired) requires a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoundKeyGuard {
+    None,
+    /// Until the last of the bound keys expires.
+    Until(NaiveDateTime),
+    Forever,
+}
+
+pub fn bound_key_guard(
     conn: &mut DbConnection,
     flow_id: &str,
     now: NaiveDateTime,
-) -> Result<bool> {
-    let count: i64 = api_keys::table
+) -> Result<BoundKeyGuard> {
+    let expiries: Vec<Option<NaiveDateTime>> = api_keys::table
         .filter(api_keys::flow_id.eq(flow_id))
         .filter(api_keys::is_active.eq(true))
         .filter(
@@ -205,9 +213,15 @@ pub fn flow_has_usable_bound_key(
                 .is_null()
                 .or(api_keys::expires_at.gt(now)),
         )
-        .count()
-        .get_result(conn)?;
-    Ok(count > 0)
+        .select(api_keys::expires_at)
+        .load(conn)?;
+    Ok(expiries
+        .into_iter()
+        .fold(BoundKeyGuard::None, |guard, expiry| match (guard, expiry) {
+            (BoundKeyGuard::Forever, _) | (_, None) => BoundKeyGuard::Forever,
+            (BoundKeyGuard::Until(until), Some(at)) => BoundKeyGuard::Until(until.max(at)),
+            (BoundKeyGuard::None, Some(at)) => BoundKeyGuard::Until(at),
+        }))
 }
 
 /// The ids of the keys bound to a flow (to drop them from caches when the
