@@ -17,6 +17,7 @@ crate::on_both_backends!(
     a_sign_in_moves_last_login_in_whoami,
     no_run_uses_an_old_secret_after_the_update_returned,
     warm_public_runs_read_nothing_and_a_bound_key_closes_them_at_once,
+    the_key_list_counts_pending_uses_without_writing_them,
 );
 
 const SETTINGS: [(&str, &str); 2] = [
@@ -325,4 +326,34 @@ async fn a_secret_update_on_one_instance_reaches_the_runs_of_the_other() {
         seen = injected(&second, &mut upstream, "p", &key).await;
     }
     assert_eq!(seen, "after-0123456789", "the second instance converges");
+}
+
+async fn the_key_list_counts_pending_uses_without_writing_them(backend: Backend) {
+    // Usage is written once an hour here: only the list's own overlay can
+    // show the uses.
+    let app = TestApp::start_with(backend, &[("KEYGATE_USAGE_FLUSH_MS", "3600000")]).await;
+    let admin = app.admin_token().await;
+    let (key_id, key) = app.create_key(&admin, "script").await;
+    for _ in 0..3 {
+        whoami(&app, &key).await;
+    }
+    let list = expect(
+        app.as_key(&key).get("/api/v1/api_key/").await,
+        StatusCode::OK,
+    )
+    .await;
+    let listed = list["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == key_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(listed["total_uses"], 4, "three whoami and the list itself");
+    assert!(listed["last_used_at"].is_string());
+    assert_eq!(
+        app.state().usage.pending_keys(),
+        1,
+        "the list wrote nothing"
+    );
 }

@@ -67,19 +67,25 @@ pub fn list_for_user(
     user_id: &str,
     page: Option<(i64, i64)>,
 ) -> Result<(Vec<Flow>, i64)> {
-    let total: i64 = flows::table
-        .filter(flows::user_id.eq(user_id))
-        .count()
-        .get_result(conn)?;
     let query = flows::table
         .filter(flows::user_id.eq(user_id))
         .order((flows::created_at.asc(), flows::id.asc()))
         .select(Flow::as_select());
-    let items = match page {
-        Some((offset, limit)) => query.offset(offset).limit(limit).load(conn)?,
-        None => query.load(conn)?,
-    };
-    Ok((items, total))
+    // The whole list is one query; only a page needs the count besides.
+    match page {
+        Some((offset, limit)) => {
+            let total: i64 = flows::table
+                .filter(flows::user_id.eq(user_id))
+                .count()
+                .get_result(conn)?;
+            Ok((query.offset(offset).limit(limit).load(conn)?, total))
+        }
+        None => {
+            let items: Vec<Flow> = query.load(conn)?;
+            let total = i64::try_from(items.len()).unwrap_or(i64::MAX);
+            Ok((items, total))
+        }
+    }
 }
 
 pub fn find_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> Result<Option<Flow>> {

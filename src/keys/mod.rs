@@ -138,18 +138,31 @@ async fn list_keys(
     usage: web::Data<UsageRecorder>,
     principal: Principal,
 ) -> Result<HttpResponse, AppError> {
-    // Pending counts (including this very request's) are written first so
-    // the list shows exact usage.
-    usage.flush().await?;
+    // Exact usage without a write: the stored counts plus the pending
+    // ones (this very request's included), read with no flush between.
+    let _no_flush = usage.hold_flushes().await;
     let user_id = principal.user.id.clone();
     let keys = db::run(&state.pool, move |conn| {
         store::list_for_user(conn, &user_id)
     })
     .await?;
+    let api_keys: Vec<ApiKeyView> = keys
+        .into_iter()
+        .map(|key| {
+            let (uses, last_used) = usage.pending(&key.id);
+            let mut view = ApiKeyView::from(key);
+            view.total_uses += uses;
+            if let Some(last_used) = last_used {
+                let last_used = last_used.and_utc();
+                view.last_used_at = Some(view.last_used_at.map_or(last_used, |t| t.max(last_used)));
+            }
+            view
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(KeyList {
-        total_count: keys.len(),
+        total_count: api_keys.len(),
         user_id: principal.user.id.clone(),
-        api_keys: keys.into_iter().map(ApiKeyView::from).collect(),
+        api_keys,
     }))
 }
 

@@ -105,6 +105,29 @@ impl UsageRecorder {
         result.map(|()| count)
     }
 
+    /// Holds flushes off while a reader reads stored counts and then adds
+    /// [`UsageRecorder::pending`] to them: with no flush in between, every
+    /// use is counted exactly once and the reader writes nothing.
+    pub async fn hold_flushes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.flushing.lock().await
+    }
+
+    /// The uses of a key not yet written, and the latest of them.
+    pub fn pending(&self, key_id: &str) -> (i64, Option<NaiveDateTime>) {
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        match registry.get(key_id) {
+            Some(counters) => {
+                let uses = counters.uses.load(Ordering::Acquire);
+                let last = (uses > 0)
+                    .then(|| counters.last_used_micros.load(Ordering::Acquire))
+                    .and_then(DateTime::from_timestamp_micros)
+                    .map(|t| t.naive_utc());
+                (uses, last)
+            }
+            None => (0, None),
+        }
+    }
+
     /// Number of keys with counts not yet written.
     pub fn pending_keys(&self) -> usize {
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
