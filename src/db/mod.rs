@@ -287,20 +287,28 @@ where
     T: Send + 'static,
 {
     let pool = pool.clone();
-    actix_web::web::block(move || {
-        let mut pooled = pool.get().map_err(AppError::from)?;
-        let result = work(&mut pooled.conn).map_err(Into::into);
-        match &result {
-            Err(e) if e.is_database_outage() => {
-                pooled.failed = true;
-                pooled.last_success = None;
-            }
-            _ => pooled.last_success = Some(Instant::now()),
+    actix_web::web::block(move || run_blocking(&pool, work))
+        .await
+        .map_err(|_| AppError::internal("database task was cancelled"))?
+}
+
+/// [`run`] on the calling thread, for threads of keygate's own that may
+/// block (the key lookup workers).
+pub fn run_blocking<T, E, F>(pool: &DbPool, work: F) -> Result<T, AppError>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: Into<AppError>,
+{
+    let mut pooled = pool.get().map_err(AppError::from)?;
+    let result = work(&mut pooled.conn).map_err(Into::into);
+    match &result {
+        Err(e) if e.is_database_outage() => {
+            pooled.failed = true;
+            pooled.last_success = None;
         }
-        result
-    })
-    .await
-    .map_err(|_| AppError::internal("database task was cancelled"))?
+        _ => pooled.last_success = Some(Instant::now()),
+    }
+    result
 }
 
 /// Runs `work` in a write transaction. On SQLite it is `BEGIN IMMEDIATE`:

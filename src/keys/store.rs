@@ -60,7 +60,7 @@ pub struct KeyChanges {
 }
 
 /// What verification needs to know about a key and its owner, in the
-/// select order of [`find_by_hash`].
+/// select order of [`find_by_hashes`].
 #[derive(Debug, Clone, Queryable)]
 pub struct KeyWithOwner {
     pub key_id: String,
@@ -175,19 +175,26 @@ pub fn delete_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> Resu
     Ok(deleted > 0)
 }
 
-pub fn find_by_hash(conn: &mut DbConnection, key_hash: &str) -> Result<Option<KeyWithOwner>> {
+/// The keys (with owners) among `key_hashes`, each with its hash: one
+/// query for a whole batch of verification misses.
+pub fn find_by_hashes(
+    conn: &mut DbConnection,
+    key_hashes: &[String],
+) -> Result<Vec<(String, KeyWithOwner)>> {
     Ok(api_keys::table
         .inner_join(users::table)
-        .filter(api_keys::key_hash.eq(key_hash))
+        .filter(api_keys::key_hash.eq_any(key_hashes))
         .select((
-            api_keys::id,
-            api_keys::is_active,
-            api_keys::expires_at,
-            api_keys::flow_id,
-            db::AUTH_USER_COLUMNS,
+            api_keys::key_hash,
+            (
+                api_keys::id,
+                api_keys::is_active,
+                api_keys::expires_at,
+                api_keys::flow_id,
+                db::AUTH_USER_COLUMNS,
+            ),
         ))
-        .first(conn)
-        .optional()?)
+        .load(conn)?)
 }
 
 /// How long the flow's bound keys guard it: a public flow with a bound

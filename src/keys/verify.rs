@@ -8,11 +8,14 @@
 //!   bus before the API answers ([`crate::bus`]); this verifier subscribes
 //!   and evicts what the event names, here and on every other instance.
 //! - Unknown digests go to a separate, short-lived negative cache, cleared
-//!   when a key is created; misses that reach the database are bounded by a
-//!   semaphore so a flood of unknown keys cannot exhaust the pool, and
-//!   they can never evict cached valid keys.
+//!   when a key is created, so they can never evict cached valid keys.
+//! - Misses are answered in batches by a few lookup workers (half the
+//!   pool): one query for every miss queued meanwhile, so a flood of
+//!   unknown keys costs a handful of queries at a time and cannot exhaust
+//!   the pool (see [`KeyVerifier::verify`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
@@ -26,6 +29,7 @@ use crate::identity::{reject, AuthUser, Credential, Principal, INVALID_KEY};
 use crate::keys::store;
 use crate::keys::usage::{KeyCounters, UsageRecorder};
 use crate::token::{DigestHasherBuilder, PlainKey, TokenDigest};
+use tokio::sync::oneshot;
 
 #[derive(Debug, Clone)]
 pub struct VerifiedKey {
@@ -80,19 +84,40 @@ impl CacheSettings {
 
 type DigestCache<V> = GuardedCache<TokenDigest, V, DigestHasherBuilder>;
 
+/// The most misses one database query answers.
+const MAX_BATCH: usize = 512;
+
+type LookupReply = Result<Option<store::KeyWithOwner>, AppError>;
+
+/// A verification miss waiting for the lookup workers.
+struct Miss {
+    digest: TokenDigest,
+    reply: oneshot::Sender<LookupReply>,
+}
+
 pub struct KeyVerifier {
-    pool: DbPool,
     known: DigestCache<Arc<VerifiedKey>>,
     unknown: DigestCache<()>,
     usage: Arc<UsageRecorder>,
-    misses: tokio::sync::Semaphore,
+    /// To the lookup workers; they stop when the verifier is dropped.
+    misses: mpsc::Sender<Miss>,
 }
 
 impl KeyVerifier {
     pub fn new(pool: DbPool, settings: CacheSettings, usage: Arc<UsageRecorder>) -> Self {
+        let (misses, queue) = mpsc::channel();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..settings.max_concurrent_misses {
+            let (pool, queue) = (pool.clone(), queue.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("keygate-key-lookup-{n}"))
+                .spawn(move || lookup_worker(&pool, &queue));
+            if let Err(error) = spawned {
+                tracing::error!(%error, "cannot start a key lookup worker");
+            }
+        }
         Self {
-            pool,
-            misses: tokio::sync::Semaphore::new(settings.max_concurrent_misses),
+            misses,
             known: GuardedCache::with_hasher(
                 settings.capacity,
                 settings.ttl,
@@ -109,30 +134,31 @@ impl KeyVerifier {
 
     /// The key with this digest and its owner, usable or not; `None` when
     /// no such key exists.
+    ///
+    /// A miss (a new key, or a flood of unknown ones) joins the misses in
+    /// flight: a few workers each answer every miss queued meanwhile with
+    /// one query, so a flood costs a handful of queries at a time, never a
+    /// query or a pooled connection per request, and cannot push cached
+    /// valid keys out (unknown digests have their own cache). Every miss
+    /// reaches the database, so a key created a moment ago on another
+    /// instance is always found.
     pub async fn verify(&self, digest: TokenDigest) -> Result<Option<Arc<VerifiedKey>>, AppError> {
-        if let Some(hit) = self.cached(&digest) {
-            return Ok(hit);
-        }
-        let _permit = self
-            .misses
-            .acquire()
-            .await
-            .map_err(|_| AppError::unavailable("key verification is shutting down"))?;
-        // Another request may have filled the cache while this one waited.
         if let Some(hit) = self.cached(&digest) {
             return Ok(hit);
         }
         let known_generation = self.known.begin_lookup();
         let unknown_generation = self.unknown.begin_lookup();
-        let hash = digest.to_hash();
-        let found = db::run(&self.pool, move |conn| {
-            store::find_by_hash(conn, hash.as_str())
-        })
-        .await?
-        .map(|row| {
-            let usage = self.usage.counters(&row.key_id);
-            Arc::new(VerifiedKey::new(row, usage))
-        });
+        let (reply, answer) = oneshot::channel();
+        self.misses
+            .send(Miss { digest, reply })
+            .map_err(|_| AppError::unavailable("key verification is shutting down"))?;
+        let found = answer
+            .await
+            .map_err(|_| AppError::unavailable("key verification is shutting down"))??
+            .map(|row| {
+                let usage = self.usage.counters(&row.key_id);
+                Arc::new(VerifiedKey::new(row, usage))
+            });
         match &found {
             Some(key) => self.known.insert(digest, key.clone(), known_generation),
             None => self.unknown.insert(digest, (), unknown_generation),
@@ -148,7 +174,7 @@ impl KeyVerifier {
         self.unknown.get(digest).map(|()| None)
     }
 
-    /// Lookups that reached the database since start.
+    /// Misses that reached the database since start.
     pub fn database_lookups(&self) -> u64 {
         self.known.lookups()
     }
@@ -156,6 +182,44 @@ impl KeyVerifier {
     /// Number of cached existing keys (for tests and metrics).
     pub fn cached_keys(&self) -> usize {
         self.known.len()
+    }
+}
+
+/// Takes the first miss queued and every one behind it (up to
+/// [`MAX_BATCH`]), answers them with one query, and again, until the
+/// verifier is dropped.
+fn lookup_worker(pool: &DbPool, queue: &Mutex<mpsc::Receiver<Miss>>) {
+    loop {
+        let batch = {
+            let queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+            let Ok(first) = queue.recv() else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(miss) => batch.push(miss),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let hashes: Vec<String> = batch
+            .iter()
+            .map(|miss| miss.digest.to_hash().as_str().to_string())
+            .collect();
+        let lookup = hashes.clone();
+        match db::run_blocking(pool, move |conn| store::find_by_hashes(conn, &lookup)) {
+            Ok(rows) => {
+                let found: HashMap<String, store::KeyWithOwner> = rows.into_iter().collect();
+                for (miss, hash) in batch.into_iter().zip(&hashes) {
+                    let _ = miss.reply.send(Ok(found.get(hash).cloned()));
+                }
+            }
+            Err(error) => {
+                for miss in batch {
+                    let _ = miss.reply.send(Err(error.clone()));
+                }
+            }
+        }
     }
 }
 
