@@ -85,7 +85,7 @@ pub async fn load_decrypted(
 ) -> Result<Option<DecryptedCredential>, AppError> {
     let user_id = user_id.to_string();
     let stored = db::run(&state.pool, move |conn| {
-        store::find(conn, &user_id, provider.as_str())
+        store::find_for_user(conn, &user_id, provider.as_str())
     })
     .await?;
     stored
@@ -255,7 +255,7 @@ async fn read(
     let provider = Provider::parse(&path)?;
     let user_id = principal.user.id.clone();
     let stored = db::run(&state.pool, move |conn| {
-        store::find(conn, &user_id, provider.as_str())
+        store::find_for_user(conn, &user_id, provider.as_str())
     })
     .await?
     .ok_or_else(|| AppError::not_found(NOT_FOUND))?;
@@ -313,7 +313,7 @@ async fn remove(
     let provider = Provider::parse(&path)?;
     let user_id = principal.user.id.clone();
     let deleted = db::run(&state.pool, move |conn| {
-        store::delete(conn, &user_id, provider.as_str())
+        store::delete_for_user(conn, &user_id, provider.as_str())
     })
     .await?;
     if !deleted {

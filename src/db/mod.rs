@@ -350,6 +350,77 @@ pub fn truncate_to_micros(t: chrono::NaiveDateTime) -> chrono::NaiveDateTime {
     t.with_nanosecond(nanos).unwrap_or(t)
 }
 
+/// The owner-scoped queries of a table whose rows each belong to one user
+/// (its `user_id`) and are named by a column unique per user (`$key`: an
+/// id, or a credential's provider), written once for every such store:
+///
+/// - `owned(user_id, key)`: the user's row named `key` and nobody else's,
+///   the filter every owner-scoped read and write of the store starts from;
+/// - `find_for_user(conn, user_id, key)`: that row, `None` when it is not
+///   the user's.
+///
+/// With `listed by ORDER`, also `list_for_user(conn, user_id)` (the user's
+/// rows in that order) and `delete_for_user(conn, user_id, key)` (false
+/// when the row is not the user's). A store whose list or delete does more
+/// (a flow's delete takes its bound keys along) writes its own on `owned`.
+macro_rules! owner_scoped {
+    ($table:ident: $row:ty, by $key:ident) => {
+        /// The user's row named `key`, nobody else's.
+        fn owned<'a>(
+            user_id: &'a str,
+            key: &'a str,
+        ) -> diesel::dsl::Filter<
+            diesel::dsl::Filter<$table::table, diesel::dsl::Eq<$table::user_id, &'a str>>,
+            diesel::dsl::Eq<$table::$key, &'a str>,
+        > {
+            use diesel::prelude::*;
+            $table::table
+                .filter($table::user_id.eq(user_id))
+                .filter($table::$key.eq(key))
+        }
+
+        /// The user's row named `key`; `None` when it is not theirs.
+        pub fn find_for_user(
+            conn: &mut $crate::db::DbConnection,
+            user_id: &str,
+            key: &str,
+        ) -> ::std::result::Result<Option<$row>, $crate::error::AppError> {
+            use diesel::prelude::*;
+            Ok(owned(user_id, key)
+                .select(<$row>::as_select())
+                .first(conn)
+                .optional()?)
+        }
+    };
+    ($table:ident: $row:ty, by $key:ident, listed by $order:expr) => {
+        $crate::db::owner_scoped!($table: $row, by $key);
+
+        /// The user's rows, in the store's listing order.
+        pub fn list_for_user(
+            conn: &mut $crate::db::DbConnection,
+            user_id: &str,
+        ) -> ::std::result::Result<Vec<$row>, $crate::error::AppError> {
+            use diesel::prelude::*;
+            Ok($table::table
+                .filter($table::user_id.eq(user_id))
+                .order($order)
+                .select(<$row>::as_select())
+                .load(conn)?)
+        }
+
+        /// Deletes the user's row named `key`; false when it is not theirs.
+        pub fn delete_for_user(
+            conn: &mut $crate::db::DbConnection,
+            user_id: &str,
+            key: &str,
+        ) -> ::std::result::Result<bool, $crate::error::AppError> {
+            use diesel::prelude::*;
+            Ok(diesel::delete(owned(user_id, key)).execute(conn)? > 0)
+        }
+    };
+}
+pub(crate) use owner_scoped;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,15 +82,7 @@ pub fn list_for_user(
     Ok((items, total))
 }
 
-pub fn find_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> Result<Option<Flow>> {
-    flows::table
-        .filter(flows::id.eq(id))
-        .filter(flows::user_id.eq(user_id))
-        .select(Flow::as_select())
-        .first(conn)
-        .optional()
-        .map_err(AppError::from)
-}
+db::owner_scoped!(flows: Flow, by id);
 
 /// One of the user's flows by id (a UUID) or endpoint name.
 pub fn find_by_identifier_for_user(
@@ -153,14 +145,10 @@ pub fn update_for_user(
     changes.updated_at = Some(db::now());
     let taken = endpoint_taken(changes.endpoint_name.clone().flatten().as_deref());
     db::transaction(conn, |conn| {
-        let updated = diesel::update(
-            flows::table
-                .filter(flows::id.eq(id))
-                .filter(flows::user_id.eq(user_id)),
-        )
-        .set(&changes)
-        .execute(conn)
-        .map_err(db::conflict_on_duplicate(taken))?;
+        let updated = diesel::update(owned(user_id, id))
+            .set(&changes)
+            .execute(conn)
+            .map_err(db::conflict_on_duplicate(taken))?;
         if updated == 0 {
             return Ok(None);
         }

@@ -96,24 +96,11 @@ pub fn insert(conn: &mut DbConnection, new: NewVariable<'_>) -> Result<Variable>
     })
 }
 
-pub fn list_for_user(conn: &mut DbConnection, user_id: &str) -> Result<Vec<Variable>> {
-    variables::table
-        .filter(variables::user_id.eq(user_id))
-        .order((variables::name.asc(), variables::id.asc()))
-        .select(Variable::as_select())
-        .load(conn)
-        .map_err(AppError::from)
-}
-
-pub fn find_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> Result<Option<Variable>> {
-    variables::table
-        .filter(variables::id.eq(id))
-        .filter(variables::user_id.eq(user_id))
-        .select(Variable::as_select())
-        .first(conn)
-        .optional()
-        .map_err(AppError::from)
-}
+db::owner_scoped!(
+    variables: Variable,
+    by id,
+    listed by (variables::name.asc(), variables::id.asc())
+);
 
 /// The user's variable by name (for the gateway's use).
 pub fn find_by_name(
@@ -140,27 +127,12 @@ pub fn update_for_user(
     changes.updated_at = Some(db::now());
     let taken = changes.name.as_deref().map(name_taken).unwrap_or_default();
     db::transaction(conn, |conn| {
-        diesel::update(
-            variables::table
-                .filter(variables::id.eq(id))
-                .filter(variables::user_id.eq(user_id)),
-        )
-        .set(&changes)
-        .execute(conn)
-        .map_err(db::conflict_on_duplicate(taken))?;
+        diesel::update(owned(user_id, id))
+            .set(&changes)
+            .execute(conn)
+            .map_err(db::conflict_on_duplicate(taken))?;
         find_for_user(conn, user_id, id)
     })
-}
-
-/// Deletes one of the user's variables; false when it is not theirs.
-pub fn delete_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> Result<bool> {
-    let deleted = diesel::delete(
-        variables::table
-            .filter(variables::id.eq(id))
-            .filter(variables::user_id.eq(user_id)),
-    )
-    .execute(conn)?;
-    Ok(deleted > 0)
 }
 
 /// Re-encrypts every Credential value from `old` to `new`; call inside the
