@@ -15,7 +15,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use crate::bus::Event;
-use crate::db;
+use crate::db::{self, DbConnection};
 use crate::error::AppError;
 use crate::identity::Principal;
 use crate::routing;
@@ -312,16 +312,10 @@ async fn remove(
 ) -> Result<HttpResponse, AppError> {
     let provider = Provider::parse(&path)?;
     let user_id = principal.user.id.clone();
-    let deleted = db::run(&state.pool, move |conn| {
-        store::delete_for_user(conn, &user_id, provider.as_str())
-    })
-    .await?;
-    if !deleted {
-        return Err(AppError::not_found(NOT_FOUND));
-    }
-    state
-        .bus
-        .publish(Event::SecretsChanged(principal.user.id.clone()));
+    let event = Event::SecretsChanged(user_id.clone());
+    let delete =
+        move |conn: &mut DbConnection| store::delete_for_user(conn, &user_id, provider.as_str());
+    state.delete_or_404(delete, NOT_FOUND, event).await?;
     Ok(HttpResponse::Ok().json(true))
 }
 
