@@ -6,7 +6,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 
-use crate::crypto::SecretBox;
+use crate::crypto::{self, SecretBox};
 use crate::db::schema::provider_credentials;
 use crate::db::{self, DbConnection};
 use crate::error::AppError;
@@ -95,14 +95,5 @@ db::owner_scoped!(
 /// Re-encrypts every stored secret from `old` to `new`; call inside the
 /// rotation's transaction. Returns the number of rows.
 pub fn reencrypt_all(conn: &mut DbConnection, old: &SecretBox, new: &SecretBox) -> Result<usize> {
-    let rows: Vec<(String, String)> = provider_credentials::table
-        .select((provider_credentials::id, provider_credentials::secret_enc))
-        .load(conn)?;
-    for (id, secret_enc) in &rows {
-        let plain = old.decrypt(secret_enc)?;
-        diesel::update(provider_credentials::table.find(id))
-            .set(provider_credentials::secret_enc.eq(new.encrypt(&plain)?))
-            .execute(conn)?;
-    }
-    Ok(rows.len())
+    crypto::reencrypt_column!(conn, old, new, provider_credentials.secret_enc)
 }

@@ -361,10 +361,19 @@ pub fn truncate_to_micros(t: chrono::NaiveDateTime) -> chrono::NaiveDateTime {
 ///
 /// With `listed by ORDER`, also `list_for_user(conn, user_id)` (the user's
 /// rows in that order) and `delete_for_user(conn, user_id, key)` (false
-/// when the row is not the user's). A store whose list or delete does more
+/// when the row is not the user's). With `changed by CHANGES, taken by
+/// TAKEN`, also `update_for_user(conn, user_id, key, changes)`: the changes
+/// stamped with `updated_at` and the row read back, in one transaction;
+/// `None` when it is not the user's, 409 `TAKEN(&changes)` when a unique
+/// constraint refuses them. A store whose list, delete or update does more
 /// (a flow's delete takes its bound keys along) writes its own on `owned`.
 macro_rules! owner_scoped {
-    ($table:ident: $row:ty, by $key:ident) => {
+    (
+        $table:ident: $row:ty,
+        by $key:ident
+        $(, listed by $order:expr)?
+        $(, changed by $changes:ty, taken by $taken:path)?
+    ) => {
         /// The user's row named `key`, nobody else's.
         fn owned<'a>(
             user_id: &'a str,
@@ -391,32 +400,55 @@ macro_rules! owner_scoped {
                 .first(conn)
                 .optional()?)
         }
-    };
-    ($table:ident: $row:ty, by $key:ident, listed by $order:expr) => {
-        $crate::db::owner_scoped!($table: $row, by $key);
 
-        /// The user's rows, in the store's listing order.
-        pub fn list_for_user(
-            conn: &mut $crate::db::DbConnection,
-            user_id: &str,
-        ) -> ::std::result::Result<Vec<$row>, $crate::error::AppError> {
-            use diesel::prelude::*;
-            Ok($table::table
-                .filter($table::user_id.eq(user_id))
-                .order($order)
-                .select(<$row>::as_select())
-                .load(conn)?)
-        }
+        $(
+            /// The user's rows, in the store's listing order.
+            pub fn list_for_user(
+                conn: &mut $crate::db::DbConnection,
+                user_id: &str,
+            ) -> ::std::result::Result<Vec<$row>, $crate::error::AppError> {
+                use diesel::prelude::*;
+                Ok($table::table
+                    .filter($table::user_id.eq(user_id))
+                    .order($order)
+                    .select(<$row>::as_select())
+                    .load(conn)?)
+            }
 
-        /// Deletes the user's row named `key`; false when it is not theirs.
-        pub fn delete_for_user(
-            conn: &mut $crate::db::DbConnection,
-            user_id: &str,
-            key: &str,
-        ) -> ::std::result::Result<bool, $crate::error::AppError> {
-            use diesel::prelude::*;
-            Ok(diesel::delete(owned(user_id, key)).execute(conn)? > 0)
-        }
+            /// Deletes the user's row named `key`; false when it is not theirs.
+            pub fn delete_for_user(
+                conn: &mut $crate::db::DbConnection,
+                user_id: &str,
+                key: &str,
+            ) -> ::std::result::Result<bool, $crate::error::AppError> {
+                use diesel::prelude::*;
+                Ok(diesel::delete(owned(user_id, key)).execute(conn)? > 0)
+            }
+        )?
+
+        $(
+            /// Updates the user's row named `key`; `None` when it is not theirs.
+            pub fn update_for_user(
+                conn: &mut $crate::db::DbConnection,
+                user_id: &str,
+                key: &str,
+                mut changes: $changes,
+            ) -> ::std::result::Result<Option<$row>, $crate::error::AppError> {
+                use diesel::prelude::*;
+                changes.updated_at = Some($crate::db::now());
+                let taken = $taken(&changes);
+                $crate::db::transaction(conn, |conn| {
+                    let updated = diesel::update(owned(user_id, key))
+                        .set(&changes)
+                        .execute(conn)
+                        .map_err($crate::db::conflict_on_duplicate(taken))?;
+                    if updated == 0 {
+                        return Ok(None);
+                    }
+                    find_for_user(conn, user_id, key)
+                })
+            }
+        )?
     };
 }
 pub(crate) use owner_scoped;

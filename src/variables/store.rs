@@ -4,7 +4,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::crypto::SecretBox;
+use crate::crypto::{self, SecretBox};
 use crate::db::schema::variables;
 use crate::db::{self, DbConnection};
 use crate::error::AppError;
@@ -13,6 +13,11 @@ type Result<T> = std::result::Result<T, AppError>;
 
 fn name_taken(name: &str) -> String {
     format!("A variable named {name:?} already exists")
+}
+
+/// The 409 of an update that renames a variable to a taken name.
+fn taken(changes: &VariableChanges) -> String {
+    changes.name.as_deref().map(name_taken).unwrap_or_default()
 }
 
 /// Stored `var_type` of an encrypted variable.
@@ -99,7 +104,9 @@ pub fn insert(conn: &mut DbConnection, new: NewVariable<'_>) -> Result<Variable>
 db::owner_scoped!(
     variables: Variable,
     by id,
-    listed by (variables::name.asc(), variables::id.asc())
+    listed by (variables::name.asc(), variables::id.asc()),
+    changed by VariableChanges,
+    taken by taken
 );
 
 /// The user's variable by name (for the gateway's use).
@@ -117,36 +124,13 @@ pub fn find_by_name(
         .map_err(AppError::from)
 }
 
-/// Updates one of the user's variables; `None` when it is not theirs.
-pub fn update_for_user(
-    conn: &mut DbConnection,
-    user_id: &str,
-    id: &str,
-    mut changes: VariableChanges,
-) -> Result<Option<Variable>> {
-    changes.updated_at = Some(db::now());
-    let taken = changes.name.as_deref().map(name_taken).unwrap_or_default();
-    db::transaction(conn, |conn| {
-        diesel::update(owned(user_id, id))
-            .set(&changes)
-            .execute(conn)
-            .map_err(db::conflict_on_duplicate(taken))?;
-        find_for_user(conn, user_id, id)
-    })
-}
-
 /// Re-encrypts every Credential value from `old` to `new`; call inside the
 /// rotation's transaction. Returns the number of rows.
 pub fn reencrypt_all(conn: &mut DbConnection, old: &SecretBox, new: &SecretBox) -> Result<usize> {
-    let rows: Vec<(String, String)> = variables::table
-        .filter(variables::var_type.eq(CREDENTIAL))
-        .select((variables::id, variables::value))
-        .load(conn)?;
-    for (id, value) in &rows {
-        let plain = old.decrypt(value)?;
-        diesel::update(variables::table.find(id))
-            .set(variables::value.eq(new.encrypt(&plain)?))
-            .execute(conn)?;
-    }
-    Ok(rows.len())
+    crypto::reencrypt_column!(
+        conn,
+        old,
+        new,
+        variables.value where variables::var_type.eq(CREDENTIAL)
+    )
 }
