@@ -181,10 +181,9 @@ async fn save(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<String>,
-    body: web::Json<SaveRequest>,
+    web::Json(request): web::Json<SaveRequest>,
 ) -> Result<HttpResponse, AppError> {
     let provider = Provider::parse(&path)?;
-    let request = body.into_inner();
     let secret_key = required_text("secret_key", request.secret_key, MAX_KEY_LEN)?;
     let (host, public_key, project) = match provider {
         Provider::Langfuse => {
@@ -242,9 +241,7 @@ async fn save(
         project_name: Some(p.name),
         project_error: None,
     });
-    Ok(HttpResponse::Ok()
-        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
-        .json(view))
+    Ok(routing::no_store_json(view))
 }
 
 async fn read(

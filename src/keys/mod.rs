@@ -153,13 +153,12 @@ async fn list_keys(
     }))
 }
 
+/// An empty body is accepted like `{}` (Langflow creates an unnamed key).
 async fn create_key(
     state: web::Data<AppState>,
     principal: Principal,
-    body: LenientJson<CreateKeyRequest>,
+    LenientJson(request): LenientJson<CreateKeyRequest>,
 ) -> Result<HttpResponse, AppError> {
-    // An empty body is accepted like `{}` (Langflow creates an unnamed key).
-    let request = body.0;
     let name = check_name(request.name)?;
     let expires_at = match request
         .expires_at
@@ -209,17 +208,14 @@ async fn create_key(
     state.bus.publish(Event::KeyCreated);
     let mut view = ApiKeyView::from(created);
     view.api_key = plain.into_string();
-    Ok(HttpResponse::Ok()
-        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
-        .json(view))
+    Ok(routing::no_store_json(view))
 }
 
 async fn update_key(
     state: web::Data<AppState>,
     key: ById,
-    body: web::Json<UpdateKeyRequest>,
+    web::Json(request): web::Json<UpdateKeyRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let request = body.into_inner();
     let changes = store::KeyChanges {
         name: request.name.map(check_name).transpose()?,
         is_active: request.is_active,

@@ -146,9 +146,8 @@ fn stored_value(state: &AppState, var_type: &str, value: &str) -> Result<String,
 async fn create(
     state: web::Data<AppState>,
     principal: Principal,
-    body: web::Json<CreateRequest>,
+    web::Json(request): web::Json<CreateRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let request = body.into_inner();
     let name = check_name(request.name)?;
     let var_type = check_type(request.var_type)?;
     let value = stored_value(&state, var_type, &check_value(request.value)?)?;
@@ -185,9 +184,8 @@ async fn list(state: web::Data<AppState>, principal: Principal) -> Result<HttpRe
 async fn update(
     state: web::Data<AppState>,
     variable: ById,
-    body: web::Json<UpdateRequest>,
+    web::Json(request): web::Json<UpdateRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let request = body.into_inner();
     if let Some(body_id) = request.id.as_deref() {
         let body_id = Uuid::parse_str(body_id)
             .map_err(|_| AppError::unprocessable("Invalid variable id: expected a UUID"))?;
