@@ -269,6 +269,33 @@ pub fn replace_canary(conn: &mut DbConnection, new_box: &SecretBox) -> Result<()
     Ok(())
 }
 
+/// Re-encrypts every value of an encrypted text column from the box `old`
+/// to the box `new`, row by row through the table's `id`, and gives the
+/// number of rows: the part of a rotation each table with secrets takes
+/// (call it inside the rotation's transaction). `where FILTER` limits it to
+/// the rows that hold a secret.
+///
+/// ```text
+/// crypto::reencrypt_column!(conn, old, new, variables.value where variables::var_type.eq(CREDENTIAL))
+/// ```
+macro_rules! reencrypt_column {
+    ($conn:expr, $old:expr, $new:expr, $table:ident . $column:ident $(where $filter:expr)?) => {{
+        use diesel::prelude::*;
+        let rows: Vec<(String, String)> = $table::table
+            $(.filter($filter))?
+            .select(($table::id, $table::$column))
+            .load($conn)?;
+        for (id, value) in &rows {
+            let plain = $old.decrypt(value)?;
+            diesel::update($table::table.find(id))
+                .set($table::$column.eq($new.encrypt(&plain)?))
+                .execute($conn)?;
+        }
+        Ok(rows.len())
+    }};
+}
+pub(crate) use reencrypt_column;
+
 /// A new operator secret: 32 bytes from the OS, base64url (43 characters).
 pub fn generate_secret() -> Result<String, String> {
     crate::random::url_safe::<32>().map_err(|e| format!("OS random source failed: {e}"))

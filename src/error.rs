@@ -31,6 +31,19 @@ struct ErrorBody<'a> {
     detail: &'a str,
 }
 
+/// One constructor per plain status, `name => STATUS`: each takes the
+/// detail and is [`AppError::new`] with that status.
+macro_rules! status_constructors {
+    ($($name:ident => $status:ident),* $(,)?) => {
+        $(
+            #[doc = concat!("`", stringify!($status), "` with `detail`.")]
+            pub fn $name(detail: impl Into<Cow<'static, str>>) -> Self {
+                Self::new(StatusCode::$status, detail)
+            }
+        )*
+    };
+}
+
 impl AppError {
     pub fn new(status: StatusCode, detail: impl Into<Cow<'static, str>>) -> Self {
         Self {
@@ -59,36 +72,15 @@ impl AppError {
         self.database_outage
     }
 
-    pub fn bad_request(detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, detail)
-    }
-
-    pub fn unauthorized(detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, detail)
-    }
-
-    pub fn forbidden(detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, detail)
-    }
-
-    pub fn not_found(detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, detail)
-    }
-
-    pub fn conflict(detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::CONFLICT, detail)
-    }
-
-    pub fn payload_too_large(detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, detail)
-    }
-
-    pub fn unprocessable(detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
-    }
-
-    pub fn unavailable(detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+    status_constructors! {
+        bad_request => BAD_REQUEST,
+        unauthorized => UNAUTHORIZED,
+        forbidden => FORBIDDEN,
+        not_found => NOT_FOUND,
+        conflict => CONFLICT,
+        payload_too_large => PAYLOAD_TOO_LARGE,
+        unprocessable => UNPROCESSABLE_ENTITY,
+        unavailable => SERVICE_UNAVAILABLE,
     }
 
     /// The one 422 for a body that is not the JSON a route takes (Langflow's

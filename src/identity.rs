@@ -16,8 +16,9 @@
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use chrono::NaiveDateTime;
+use uuid::Uuid;
 
 use crate::error::AppError;
 
@@ -164,19 +165,24 @@ fn resolved_unbound(req: &HttpRequest) -> Result<Option<Principal>, AppError> {
     Ok(principal)
 }
 
+/// The outcome for [`Principal`] and [`ById`]: credentials are required.
+fn resolved_principal(req: &HttpRequest) -> Result<Principal, AppError> {
+    resolved_unbound(req).and_then(|principal| {
+        principal.ok_or_else(|| {
+            reject(
+                "missing credentials",
+                AppError::unauthorized(MISSING_CREDENTIALS),
+            )
+        })
+    })
+}
+
 impl FromRequest for Principal {
     type Error = AppError;
     type Future = std::future::Ready<Result<Self, AppError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(resolved_unbound(req).and_then(|principal| {
-            principal.ok_or_else(|| {
-                reject(
-                    "missing credentials",
-                    AppError::unauthorized(MISSING_CREDENTIALS),
-                )
-            })
-        }))
+        std::future::ready(resolved_principal(req))
     }
 }
 
@@ -195,5 +201,39 @@ impl FromRequest for FlowCaller {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         std::future::ready(Resolved::take(req).map(FlowCaller))
+    }
+}
+
+/// The caller and the `{id}` of the one resource a route addresses: the
+/// start of every route on a resource by id. The id is a UUID, given back
+/// as text; the route's `PathConfig` words a malformed one. The caller is
+/// checked first, as when the two were separate extractors.
+pub struct ById {
+    pub principal: Principal,
+    pub id: String,
+}
+
+impl ById {
+    /// The caller's user id, to move into database work.
+    pub fn user_id(&self) -> String {
+        self.principal.user.id.clone()
+    }
+}
+
+impl FromRequest for ById {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let by_id = resolved_principal(req)
+            .map_err(actix_web::Error::from)
+            .and_then(|principal| {
+                let id = web::Path::<Uuid>::from_request(req, payload).into_inner()?;
+                Ok(ById {
+                    principal,
+                    id: id.into_inner().to_string(),
+                })
+            });
+        std::future::ready(by_id)
     }
 }

@@ -23,3 +23,11 @@ macro_rules! resources {
     };
 }
 pub(crate) use resources;
+
+/// A 200 with `body` as JSON that no cache may keep: the answer that shows
+/// a secret once (a new key, a just-saved credential).
+pub fn no_store_json(body: impl serde::Serialize) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(body)
+}

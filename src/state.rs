@@ -6,10 +6,11 @@
 
 use std::sync::Arc;
 
-use crate::bus::Bus;
+use crate::bus::{Bus, Event};
 use crate::config::Config;
 use crate::crypto::SecretBox;
-use crate::db::{DatabaseUrl, DbPool};
+use crate::db::{self, DatabaseUrl, DbConnection, DbPool};
+use crate::error::AppError;
 use crate::outbound::Outbound;
 
 #[derive(Clone)]
@@ -37,6 +38,26 @@ impl AppState {
             config: Arc::new(config),
             pool,
         }
+    }
+
+    /// Deletes one of the caller's rows the way every such route does:
+    /// `delete` (a store's `delete_for_user`) runs off the async workers;
+    /// when it removed nothing the answer is 404 `not_found`, otherwise
+    /// `event` announces the change.
+    pub async fn delete_or_404<F>(
+        &self,
+        delete: F,
+        not_found: &'static str,
+        event: Event,
+    ) -> Result<(), AppError>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<bool, AppError> + Send + 'static,
+    {
+        if !db::run(&self.pool, delete).await? {
+            return Err(AppError::not_found(not_found));
+        }
+        self.bus.publish(event);
+        Ok(())
     }
 
     /// Stops background work after the server has stopped.

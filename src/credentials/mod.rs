@@ -15,7 +15,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use crate::bus::Event;
-use crate::db;
+use crate::db::{self, DbConnection};
 use crate::error::AppError;
 use crate::identity::Principal;
 use crate::routing;
@@ -85,7 +85,7 @@ pub async fn load_decrypted(
 ) -> Result<Option<DecryptedCredential>, AppError> {
     let user_id = user_id.to_string();
     let stored = db::run(&state.pool, move |conn| {
-        store::find(conn, &user_id, provider.as_str())
+        store::find_for_user(conn, &user_id, provider.as_str())
     })
     .await?;
     stored
@@ -181,10 +181,9 @@ async fn save(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<String>,
-    body: web::Json<SaveRequest>,
+    web::Json(request): web::Json<SaveRequest>,
 ) -> Result<HttpResponse, AppError> {
     let provider = Provider::parse(&path)?;
-    let request = body.into_inner();
     let secret_key = required_text("secret_key", request.secret_key, MAX_KEY_LEN)?;
     let (host, public_key, project) = match provider {
         Provider::Langfuse => {
@@ -242,9 +241,7 @@ async fn save(
         project_name: Some(p.name),
         project_error: None,
     });
-    Ok(HttpResponse::Ok()
-        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
-        .json(view))
+    Ok(routing::no_store_json(view))
 }
 
 async fn read(
@@ -255,7 +252,7 @@ async fn read(
     let provider = Provider::parse(&path)?;
     let user_id = principal.user.id.clone();
     let stored = db::run(&state.pool, move |conn| {
-        store::find(conn, &user_id, provider.as_str())
+        store::find_for_user(conn, &user_id, provider.as_str())
     })
     .await?
     .ok_or_else(|| AppError::not_found(NOT_FOUND))?;
@@ -312,16 +309,10 @@ async fn remove(
 ) -> Result<HttpResponse, AppError> {
     let provider = Provider::parse(&path)?;
     let user_id = principal.user.id.clone();
-    let deleted = db::run(&state.pool, move |conn| {
-        store::delete(conn, &user_id, provider.as_str())
-    })
-    .await?;
-    if !deleted {
-        return Err(AppError::not_found(NOT_FOUND));
-    }
-    state
-        .bus
-        .publish(Event::SecretsChanged(principal.user.id.clone()));
+    let event = Event::SecretsChanged(user_id.clone());
+    let delete =
+        move |conn: &mut DbConnection| store::delete_for_user(conn, &user_id, provider.as_str());
+    state.delete_or_404(delete, NOT_FOUND, event).await?;
     Ok(HttpResponse::Ok().json(true))
 }
 

@@ -67,6 +67,29 @@ fn host_of(url: &Url) -> String {
     }
 }
 
+/// Sends a check's `GET {path}` to the provider at `host`, asking for JSON,
+/// and turns anything but a 200 into the error it means for the
+/// credential (`provider` names the provider in it).
+async fn send_check(
+    outbound: &Outbound,
+    request: reqwest::RequestBuilder,
+    provider: &str,
+    host: &Url,
+    path: &str,
+) -> Result<reqwest::Response, AppError> {
+    let response = request
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| outbound.error(&e, provider))?;
+    let status = StatusCode::from_u16(response.status().as_u16())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status != StatusCode::OK {
+        return Err(unexpected_status(provider, &host_of(host), path, status));
+    }
+    Ok(response)
+}
+
 /// Langfuse's own auth check: `GET {host}/api/public/projects` with HTTP
 /// Basic auth (public key as user, secret key as password) must answer 200
 /// with a non-empty `data` array. Returns the first project.
@@ -78,18 +101,8 @@ pub async fn check_langfuse(
 ) -> Result<ProjectInfo, AppError> {
     const PATH: &str = "/api/public/projects";
     let url = endpoint(host, PATH.trim_start_matches('/'))?;
-    let response = outbound
-        .get(url)
-        .basic_auth(public_key, Some(secret_key))
-        .header(reqwest::header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|e| outbound.error(&e, "Langfuse"))?;
-    let status = StatusCode::from_u16(response.status().as_u16())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if status != StatusCode::OK {
-        return Err(unexpected_status("Langfuse", &host_of(host), PATH, status));
-    }
+    let request = outbound.get(url).basic_auth(public_key, Some(secret_key));
+    let response = send_check(outbound, request, "Langfuse", host, PATH).await?;
     let body = read_body_limited(outbound, response, MAX_ANSWER_BYTES, "Langfuse").await?;
     let projects: LangfuseProjects = serde_json::from_slice(&body).map_err(|_| {
         AppError::bad_request(format!(
@@ -125,23 +138,15 @@ pub async fn check_openai(
 ) -> Result<(), AppError> {
     let url = openai_models_url(host)?;
     let path = url.path().to_string();
-    let response = outbound
-        .get(url)
-        .bearer_auth(secret_key)
-        .header(reqwest::header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|e| outbound.error(&e, "The OpenAI-compatible provider"))?;
-    let status = StatusCode::from_u16(response.status().as_u16())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if status != StatusCode::OK {
-        return Err(unexpected_status(
-            "The OpenAI-compatible provider",
-            &host_of(host),
-            &path,
-            status,
-        ));
-    }
+    let request = outbound.get(url).bearer_auth(secret_key);
+    send_check(
+        outbound,
+        request,
+        "The OpenAI-compatible provider",
+        host,
+        &path,
+    )
+    .await?;
     Ok(())
 }
 

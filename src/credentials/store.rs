@@ -6,7 +6,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 
-use crate::crypto::SecretBox;
+use crate::crypto::{self, SecretBox};
 use crate::db::schema::provider_credentials;
 use crate::db::{self, DbConnection};
 use crate::error::AppError;
@@ -81,56 +81,19 @@ pub fn upsert(conn: &mut DbConnection, new: Upsert<'_>) -> Result<StoredCredenti
             provider_credentials::updated_at.eq(excluded(provider_credentials::updated_at)),
         ))
         .execute(backend))?;
-        find(conn, new.user_id, new.provider)?
+        find_for_user(conn, new.user_id, new.provider)?
             .ok_or_else(|| AppError::internal("upserted credential not found"))
     })
 }
 
-pub fn find(
-    conn: &mut DbConnection,
-    user_id: &str,
-    provider: &str,
-) -> Result<Option<StoredCredential>> {
-    provider_credentials::table
-        .filter(provider_credentials::user_id.eq(user_id))
-        .filter(provider_credentials::provider.eq(provider))
-        .select(StoredCredential::as_select())
-        .first(conn)
-        .optional()
-        .map_err(AppError::from)
-}
-
-pub fn list_for_user(conn: &mut DbConnection, user_id: &str) -> Result<Vec<StoredCredential>> {
-    provider_credentials::table
-        .filter(provider_credentials::user_id.eq(user_id))
-        .order(provider_credentials::provider.asc())
-        .select(StoredCredential::as_select())
-        .load(conn)
-        .map_err(AppError::from)
-}
-
-/// Deletes the user's credential for a provider; false when none.
-pub fn delete(conn: &mut DbConnection, user_id: &str, provider: &str) -> Result<bool> {
-    let deleted = diesel::delete(
-        provider_credentials::table
-            .filter(provider_credentials::user_id.eq(user_id))
-            .filter(provider_credentials::provider.eq(provider)),
-    )
-    .execute(conn)?;
-    Ok(deleted > 0)
-}
+db::owner_scoped!(
+    provider_credentials: StoredCredential,
+    by provider,
+    listed by provider_credentials::provider.asc()
+);
 
 /// Re-encrypts every stored secret from `old` to `new`; call inside the
 /// rotation's transaction. Returns the number of rows.
 pub fn reencrypt_all(conn: &mut DbConnection, old: &SecretBox, new: &SecretBox) -> Result<usize> {
-    let rows: Vec<(String, String)> = provider_credentials::table
-        .select((provider_credentials::id, provider_credentials::secret_enc))
-        .load(conn)?;
-    for (id, secret_enc) in &rows {
-        let plain = old.decrypt(secret_enc)?;
-        diesel::update(provider_credentials::table.find(id))
-            .set(provider_credentials::secret_enc.eq(new.encrypt(&plain)?))
-            .execute(conn)?;
-    }
-    Ok(rows.len())
+    crypto::reencrypt_column!(conn, old, new, provider_credentials.secret_enc)
 }

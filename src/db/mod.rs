@@ -378,6 +378,109 @@ pub fn truncate_to_micros(t: chrono::NaiveDateTime) -> chrono::NaiveDateTime {
     t.with_nanosecond(nanos).unwrap_or(t)
 }
 
+/// The owner-scoped queries of a table whose rows each belong to one user
+/// (its `user_id`) and are named by a column unique per user (`$key`: an
+/// id, or a credential's provider), written once for every such store:
+///
+/// - `owned(user_id, key)`: the user's row named `key` and nobody else's,
+///   the filter every owner-scoped read and write of the store starts from;
+/// - `find_for_user(conn, user_id, key)`: that row, `None` when it is not
+///   the user's.
+///
+/// With `listed by ORDER`, also `list_for_user(conn, user_id)` (the user's
+/// rows in that order) and `delete_for_user(conn, user_id, key)` (false
+/// when the row is not the user's). With `changed by CHANGES, taken by
+/// TAKEN`, also `update_for_user(conn, user_id, key, changes)`: the changes
+/// stamped with `updated_at` and the row read back, in one transaction;
+/// `None` when it is not the user's, 409 `TAKEN(&changes)` when a unique
+/// constraint refuses them. A store whose list, delete or update does more
+/// (a flow's delete takes its bound keys along) writes its own on `owned`.
+macro_rules! owner_scoped {
+    (
+        $table:ident: $row:ty,
+        by $key:ident
+        $(, listed by $order:expr)?
+        $(, changed by $changes:ty, taken by $taken:path)?
+    ) => {
+        /// The user's row named `key`, nobody else's.
+        fn owned<'a>(
+            user_id: &'a str,
+            key: &'a str,
+        ) -> diesel::dsl::Filter<
+            diesel::dsl::Filter<$table::table, diesel::dsl::Eq<$table::user_id, &'a str>>,
+            diesel::dsl::Eq<$table::$key, &'a str>,
+        > {
+            use diesel::prelude::*;
+            $table::table
+                .filter($table::user_id.eq(user_id))
+                .filter($table::$key.eq(key))
+        }
+
+        /// The user's row named `key`; `None` when it is not theirs.
+        pub fn find_for_user(
+            conn: &mut $crate::db::DbConnection,
+            user_id: &str,
+            key: &str,
+        ) -> ::std::result::Result<Option<$row>, $crate::error::AppError> {
+            use diesel::prelude::*;
+            Ok(owned(user_id, key)
+                .select(<$row>::as_select())
+                .first(conn)
+                .optional()?)
+        }
+
+        $(
+            /// The user's rows, in the store's listing order.
+            pub fn list_for_user(
+                conn: &mut $crate::db::DbConnection,
+                user_id: &str,
+            ) -> ::std::result::Result<Vec<$row>, $crate::error::AppError> {
+                use diesel::prelude::*;
+                Ok($table::table
+                    .filter($table::user_id.eq(user_id))
+                    .order($order)
+                    .select(<$row>::as_select())
+                    .load(conn)?)
+            }
+
+            /// Deletes the user's row named `key`; false when it is not theirs.
+            pub fn delete_for_user(
+                conn: &mut $crate::db::DbConnection,
+                user_id: &str,
+                key: &str,
+            ) -> ::std::result::Result<bool, $crate::error::AppError> {
+                use diesel::prelude::*;
+                Ok(diesel::delete(owned(user_id, key)).execute(conn)? > 0)
+            }
+        )?
+
+        $(
+            /// Updates the user's row named `key`; `None` when it is not theirs.
+            pub fn update_for_user(
+                conn: &mut $crate::db::DbConnection,
+                user_id: &str,
+                key: &str,
+                mut changes: $changes,
+            ) -> ::std::result::Result<Option<$row>, $crate::error::AppError> {
+                use diesel::prelude::*;
+                changes.updated_at = Some($crate::db::now());
+                let taken = $taken(&changes);
+                $crate::db::transaction(conn, |conn| {
+                    let updated = diesel::update(owned(user_id, key))
+                        .set(&changes)
+                        .execute(conn)
+                        .map_err($crate::db::conflict_on_duplicate(taken))?;
+                    if updated == 0 {
+                        return Ok(None);
+                    }
+                    find_for_user(conn, user_id, key)
+                })
+            }
+        )?
+    };
+}
+pub(crate) use owner_scoped;
+
 #[cfg(test)]
 mod tests {
     use super::*;

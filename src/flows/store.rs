@@ -20,6 +20,11 @@ fn endpoint_taken(endpoint_name: Option<&str>) -> String {
     )
 }
 
+/// The 409 of an update that gives a flow a taken endpoint name.
+fn taken(changes: &FlowChanges) -> String {
+    endpoint_taken(changes.endpoint_name.clone().flatten().as_deref())
+}
+
 /// A stored flow, as its owner sees it (and as it is inserted). `data` and
 /// `upstream` are JSON text.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -88,15 +93,7 @@ pub fn list_for_user(
     }
 }
 
-pub fn find_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> Result<Option<Flow>> {
-    flows::table
-        .filter(flows::id.eq(id))
-        .filter(flows::user_id.eq(user_id))
-        .select(Flow::as_select())
-        .first(conn)
-        .optional()
-        .map_err(AppError::from)
-}
+db::owner_scoped!(flows: Flow, by id, changed by FlowChanges, taken by taken);
 
 /// One of the user's flows by id (a UUID) or endpoint name.
 pub fn find_by_identifier_for_user(
@@ -147,31 +144,6 @@ impl Identifier {
             Err(_) => Identifier::EndpointName(text.to_string()),
         }
     }
-}
-
-/// Updates one of the user's flows; `None` when it is not theirs.
-pub fn update_for_user(
-    conn: &mut DbConnection,
-    user_id: &str,
-    id: &str,
-    mut changes: FlowChanges,
-) -> Result<Option<Flow>> {
-    changes.updated_at = Some(db::now());
-    let taken = endpoint_taken(changes.endpoint_name.clone().flatten().as_deref());
-    db::transaction(conn, |conn| {
-        let updated = diesel::update(
-            flows::table
-                .filter(flows::id.eq(id))
-                .filter(flows::user_id.eq(user_id)),
-        )
-        .set(&changes)
-        .execute(conn)
-        .map_err(db::conflict_on_duplicate(taken))?;
-        if updated == 0 {
-            return Ok(None);
-        }
-        find_for_user(conn, user_id, id)
-    })
 }
 
 /// Deletes one of the user's flows and the keys bound to it, in one

@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::bus::Event;
-use crate::db;
+use crate::db::{self, DbConnection};
 use crate::error::AppError;
-use crate::identity::Principal;
+use crate::identity::{ById, Principal};
 use crate::routing;
 use crate::state::AppState;
 use crate::token::PlainKey;
@@ -166,13 +166,12 @@ async fn list_keys(
     }))
 }
 
+/// An empty body is accepted like `{}` (Langflow creates an unnamed key).
 async fn create_key(
     state: web::Data<AppState>,
     principal: Principal,
-    body: LenientJson<CreateKeyRequest>,
+    LenientJson(request): LenientJson<CreateKeyRequest>,
 ) -> Result<HttpResponse, AppError> {
-    // An empty body is accepted like `{}` (Langflow creates an unnamed key).
-    let request = body.0;
     let name = check_name(request.name)?;
     let expires_at = match request
         .expires_at
@@ -222,50 +221,33 @@ async fn create_key(
     state.bus.publish(Event::KeyCreated);
     let mut view = ApiKeyView::from(created);
     view.api_key = plain.into_string();
-    Ok(HttpResponse::Ok()
-        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
-        .json(view))
+    Ok(routing::no_store_json(view))
 }
 
 async fn update_key(
     state: web::Data<AppState>,
-    principal: Principal,
-    path: web::Path<Uuid>,
-    body: web::Json<UpdateKeyRequest>,
+    key: ById,
+    web::Json(request): web::Json<UpdateKeyRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let id = path.into_inner().to_string();
-    let request = body.into_inner();
     let changes = store::KeyChanges {
         name: request.name.map(check_name).transpose()?,
         is_active: request.is_active,
     };
-    let user_id = principal.user.id.clone();
-    let key_id = id.clone();
+    let (user_id, id) = (key.user_id(), key.id.clone());
     let updated = db::run(&state.pool, move |conn| {
-        store::update_for_user(conn, &user_id, &key_id, &changes)
+        store::update_for_user(conn, &user_id, &id, &changes)
     })
     .await?
     .ok_or_else(|| AppError::not_found(KEY_NOT_FOUND))?;
-    state.bus.publish(Event::KeyChanged(id));
+    state.bus.publish(Event::KeyChanged(key.id));
     Ok(HttpResponse::Ok().json(ApiKeyView::from(updated)))
 }
 
-async fn delete_key(
-    state: web::Data<AppState>,
-    principal: Principal,
-    path: web::Path<Uuid>,
-) -> Result<HttpResponse, AppError> {
-    let id = path.into_inner().to_string();
-    let user_id = principal.user.id.clone();
-    let key_id = id.clone();
-    let deleted = db::run(&state.pool, move |conn| {
-        store::delete_for_user(conn, &user_id, &key_id)
-    })
-    .await?;
-    if !deleted {
-        return Err(AppError::not_found(KEY_NOT_FOUND));
-    }
-    state.bus.publish(Event::KeyChanged(id));
+async fn delete_key(state: web::Data<AppState>, key: ById) -> Result<HttpResponse, AppError> {
+    let (user_id, id) = (key.user_id(), key.id.clone());
+    let delete = move |conn: &mut DbConnection| store::delete_for_user(conn, &user_id, &id);
+    let event = Event::KeyChanged(key.id);
+    state.delete_or_404(delete, KEY_NOT_FOUND, event).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"detail": "API Key deleted"})))
 }
 

@@ -124,24 +124,11 @@ fn insert_row(conn: &mut DbConnection, new: NewKey<'_>) -> diesel::QueryResult<A
     })
 }
 
-pub fn list_for_user(conn: &mut DbConnection, user_id: &str) -> Result<Vec<ApiKey>> {
-    api_keys::table
-        .filter(api_keys::user_id.eq(user_id))
-        .order((api_keys::created_at.asc(), api_keys::id.asc()))
-        .select(ApiKey::as_select())
-        .load(conn)
-        .map_err(AppError::from)
-}
-
-pub fn find_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> Result<Option<ApiKey>> {
-    api_keys::table
-        .filter(api_keys::id.eq(id))
-        .filter(api_keys::user_id.eq(user_id))
-        .select(ApiKey::as_select())
-        .first(conn)
-        .optional()
-        .map_err(AppError::from)
-}
+db::owner_scoped!(
+    api_keys: ApiKey,
+    by id,
+    listed by (api_keys::created_at.asc(), api_keys::id.asc())
+);
 
 /// Updates one of the user's keys; `None` when it is not theirs.
 pub fn update_for_user(
@@ -152,27 +139,12 @@ pub fn update_for_user(
 ) -> Result<Option<ApiKey>> {
     db::transaction(conn, |conn| {
         if changes.name.is_some() || changes.is_active.is_some() {
-            diesel::update(
-                api_keys::table
-                    .filter(api_keys::id.eq(id))
-                    .filter(api_keys::user_id.eq(user_id)),
-            )
-            .set(changes)
-            .execute(conn)?;
+            diesel::update(owned(user_id, id))
+                .set(changes)
+                .execute(conn)?;
         }
         find_for_user(conn, user_id, id)
     })
-}
-
-/// Deletes one of the user's keys; false when it is not theirs.
-pub fn delete_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> Result<bool> {
-    let deleted = diesel::delete(
-        api_keys::table
-            .filter(api_keys::id.eq(id))
-            .filter(api_keys::user_id.eq(user_id)),
-    )
-    .execute(conn)?;
-    Ok(deleted > 0)
 }
 
 /// The keys (with owners) among `key_hashes`, each with its hash: one

@@ -9,14 +9,13 @@ pub mod store;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::bus::Event;
 use crate::config::Config;
 use crate::db::{self, DbConnection};
 use crate::error::{extractors, AppError};
 use crate::identity::{
-    AuthUser, MaybePrincipal, Principal, MISSING_CREDENTIALS, NOT_ENOUGH_PRIVILEGES,
+    AuthUser, ById, MaybePrincipal, Principal, MISSING_CREDENTIALS, NOT_ENOUGH_PRIVILEGES,
 };
 use crate::routing;
 use crate::sessions;
@@ -183,7 +182,7 @@ async fn list_users(
 async fn create_user(
     state: web::Data<AppState>,
     principal: MaybePrincipal,
-    body: web::Json<CreateUserRequest>,
+    web::Json(request): web::Json<CreateUserRequest>,
 ) -> Result<HttpResponse, AppError> {
     let by_superuser = principal.0.as_ref().is_some_and(|p| p.user.is_superuser);
     if !by_superuser && !state.config.enable_signup {
@@ -192,7 +191,6 @@ async fn create_user(
             None => AppError::unauthorized(MISSING_CREDENTIALS),
         });
     }
-    let request = body.into_inner();
     let username = check_username(&request.username)?;
     password::check_strength(&request.password)?;
     let (is_active, is_superuser) = if by_superuser {
@@ -221,12 +219,9 @@ async fn create_user(
 
 async fn update_user(
     state: web::Data<AppState>,
-    principal: Principal,
-    path: web::Path<Uuid>,
-    body: web::Json<UpdateUserRequest>,
+    ById { principal, id }: ById,
+    web::Json(request): web::Json<UpdateUserRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let id = path.into_inner().to_string();
-    let request = body.into_inner();
     let is_self = principal.user.id == id;
     if !principal.user.is_superuser {
         // A user may change their own password, nothing else.
@@ -279,15 +274,12 @@ async fn update_user(
 
 async fn reset_password(
     state: web::Data<AppState>,
-    principal: Principal,
-    path: web::Path<Uuid>,
-    body: web::Json<ResetPasswordRequest>,
+    ById { principal, id }: ById,
+    web::Json(request): web::Json<ResetPasswordRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let id = path.into_inner().to_string();
     if principal.user.id != id && !principal.user.is_superuser {
         return Err(AppError::forbidden(NOT_ENOUGH_PRIVILEGES));
     }
-    let request = body.into_inner();
     password::check_strength(&request.password)?;
     let keep_session = principal.session_id().map(str::to_string);
     let password_hash = password::hash_off_pool(request.password).await?;
@@ -308,11 +300,9 @@ async fn reset_password(
 
 async fn delete_user(
     state: web::Data<AppState>,
-    principal: Principal,
-    path: web::Path<Uuid>,
+    ById { principal, id }: ById,
 ) -> Result<HttpResponse, AppError> {
     principal.require_superuser()?;
-    let id = path.into_inner().to_string();
     if principal.user.id == id {
         return Err(AppError::bad_request(
             "You can't delete your own user account",

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::bus::Event;
-use crate::db;
+use crate::db::{self, DbConnection};
 use crate::error::AppError;
-use crate::identity::Principal;
+use crate::identity::{ById, Principal};
 use crate::routing;
 use crate::state::AppState;
 use crate::validate;
@@ -146,9 +146,8 @@ fn stored_value(state: &AppState, var_type: &str, value: &str) -> Result<String,
 async fn create(
     state: web::Data<AppState>,
     principal: Principal,
-    body: web::Json<CreateRequest>,
+    web::Json(request): web::Json<CreateRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let request = body.into_inner();
     let name = check_name(request.name)?;
     let var_type = check_type(request.var_type)?;
     let value = stored_value(&state, var_type, &check_value(request.value)?)?;
@@ -184,22 +183,19 @@ async fn list(state: web::Data<AppState>, principal: Principal) -> Result<HttpRe
 
 async fn update(
     state: web::Data<AppState>,
-    principal: Principal,
-    path: web::Path<Uuid>,
-    body: web::Json<UpdateRequest>,
+    variable: ById,
+    web::Json(request): web::Json<UpdateRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let id = path.into_inner().to_string();
-    let request = body.into_inner();
     if let Some(body_id) = request.id.as_deref() {
         let body_id = Uuid::parse_str(body_id)
             .map_err(|_| AppError::unprocessable("Invalid variable id: expected a UUID"))?;
-        if body_id.to_string() != id {
+        if body_id.to_string() != variable.id {
             return Err(AppError::unprocessable(
                 "the id in the body does not match the id in the path",
             ));
         }
     }
-    let user_id = principal.user.id.clone();
+    let (user_id, id) = (variable.user_id(), variable.id);
     let (lookup_user, lookup_id) = (user_id.clone(), id.clone());
     let current = db::run(&state.pool, move |conn| {
         store::find_for_user(conn, &lookup_user, &lookup_id)
@@ -243,26 +239,14 @@ async fn update(
     .ok_or_else(|| AppError::not_found(NOT_FOUND))?;
     state
         .bus
-        .publish(Event::SecretsChanged(principal.user.id.clone()));
+        .publish(Event::SecretsChanged(variable.principal.user.id.clone()));
     Ok(HttpResponse::Ok().json(VariableView::from(updated)))
 }
 
-async fn remove(
-    state: web::Data<AppState>,
-    principal: Principal,
-    path: web::Path<Uuid>,
-) -> Result<HttpResponse, AppError> {
-    let id = path.into_inner().to_string();
-    let user_id = principal.user.id.clone();
-    let deleted = db::run(&state.pool, move |conn| {
-        store::delete_for_user(conn, &user_id, &id)
-    })
-    .await?;
-    if !deleted {
-        return Err(AppError::not_found(NOT_FOUND));
-    }
-    state
-        .bus
-        .publish(Event::SecretsChanged(principal.user.id.clone()));
+async fn remove(state: web::Data<AppState>, variable: ById) -> Result<HttpResponse, AppError> {
+    let (user_id, id) = (variable.user_id(), variable.id);
+    let event = Event::SecretsChanged(user_id.clone());
+    let delete = move |conn: &mut DbConnection| store::delete_for_user(conn, &user_id, &id);
+    state.delete_or_404(delete, NOT_FOUND, event).await?;
     Ok(HttpResponse::build(StatusCode::NO_CONTENT).finish())
 }

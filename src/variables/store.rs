@@ -4,7 +4,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::crypto::SecretBox;
+use crate::crypto::{self, SecretBox};
 use crate::db::schema::variables;
 use crate::db::{self, DbConnection};
 use crate::error::AppError;
@@ -13,6 +13,11 @@ type Result<T> = std::result::Result<T, AppError>;
 
 fn name_taken(name: &str) -> String {
     format!("A variable named {name:?} already exists")
+}
+
+/// The 409 of an update that renames a variable to a taken name.
+fn taken(changes: &VariableChanges) -> String {
+    changes.name.as_deref().map(name_taken).unwrap_or_default()
 }
 
 /// Stored `var_type` of an encrypted variable.
@@ -96,24 +101,13 @@ pub fn insert(conn: &mut DbConnection, new: NewVariable<'_>) -> Result<Variable>
     })
 }
 
-pub fn list_for_user(conn: &mut DbConnection, user_id: &str) -> Result<Vec<Variable>> {
-    variables::table
-        .filter(variables::user_id.eq(user_id))
-        .order((variables::name.asc(), variables::id.asc()))
-        .select(Variable::as_select())
-        .load(conn)
-        .map_err(AppError::from)
-}
-
-pub fn find_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> Result<Option<Variable>> {
-    variables::table
-        .filter(variables::id.eq(id))
-        .filter(variables::user_id.eq(user_id))
-        .select(Variable::as_select())
-        .first(conn)
-        .optional()
-        .map_err(AppError::from)
-}
+db::owner_scoped!(
+    variables: Variable,
+    by id,
+    listed by (variables::name.asc(), variables::id.asc()),
+    changed by VariableChanges,
+    taken by taken
+);
 
 /// The user's variable by name (for the gateway's use).
 pub fn find_by_name(
@@ -130,51 +124,13 @@ pub fn find_by_name(
         .map_err(AppError::from)
 }
 
-/// Updates one of the user's variables; `None` when it is not theirs.
-pub fn update_for_user(
-    conn: &mut DbConnection,
-    user_id: &str,
-    id: &str,
-    mut changes: VariableChanges,
-) -> Result<Option<Variable>> {
-    changes.updated_at = Some(db::now());
-    let taken = changes.name.as_deref().map(name_taken).unwrap_or_default();
-    db::transaction(conn, |conn| {
-        diesel::update(
-            variables::table
-                .filter(variables::id.eq(id))
-                .filter(variables::user_id.eq(user_id)),
-        )
-        .set(&changes)
-        .execute(conn)
-        .map_err(db::conflict_on_duplicate(taken))?;
-        find_for_user(conn, user_id, id)
-    })
-}
-
-/// Deletes one of the user's variables; false when it is not theirs.
-pub fn delete_for_user(conn: &mut DbConnection, user_id: &str, id: &str) -> Result<bool> {
-    let deleted = diesel::delete(
-        variables::table
-            .filter(variables::id.eq(id))
-            .filter(variables::user_id.eq(user_id)),
-    )
-    .execute(conn)?;
-    Ok(deleted > 0)
-}
-
 /// Re-encrypts every Credential value from `old` to `new`; call inside the
 /// rotation's transaction. Returns the number of rows.
 pub fn reencrypt_all(conn: &mut DbConnection, old: &SecretBox, new: &SecretBox) -> Result<usize> {
-    let rows: Vec<(String, String)> = variables::table
-        .filter(variables::var_type.eq(CREDENTIAL))
-        .select((variables::id, variables::value))
-        .load(conn)?;
-    for (id, value) in &rows {
-        let plain = old.decrypt(value)?;
-        diesel::update(variables::table.find(id))
-            .set(variables::value.eq(new.encrypt(&plain)?))
-            .execute(conn)?;
-    }
-    Ok(rows.len())
+    crypto::reencrypt_column!(
+        conn,
+        old,
+        new,
+        variables.value where variables::var_type.eq(CREDENTIAL)
+    )
 }
