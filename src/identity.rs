@@ -34,7 +34,7 @@ pub const FLOW_BOUND_KEY: &str = "This API key is bound to one flow and can only
 
 /// The authenticated user, as every handler sees it: every field an answer
 /// that only describes the caller (`whoami`) shows, so such answers are
-/// served from the cached principal. Read with `db::AUTH_USER_COLUMNS`
+/// served from the cached principal. Read with `db::auth_user_columns`
 /// (the field order here is that tuple's); kept current by the
 /// invalidation bus (`UserChanged`).
 #[derive(Debug, Clone, PartialEq, Eq, diesel::Queryable)]

@@ -30,16 +30,9 @@ pub enum DbConnection {
 pub type DbPool = r2d2::Pool<ConnectionManager>;
 
 /// The user columns an authenticated principal carries, in the field order
-/// of `identity::AuthUser`; every query that authenticates selects them.
-pub const AUTH_USER_COLUMNS: (
-    schema::users::id,
-    schema::users::username,
-    schema::users::is_superuser,
-    schema::users::is_active,
-    schema::users::created_at,
-    schema::users::updated_at,
-    schema::users::last_login_at,
-) = (
+/// of `identity::AuthUser`; every query that authenticates selects
+/// [`auth_user_columns`].
+pub type AuthUserColumns = (
     schema::users::id,
     schema::users::username,
     schema::users::is_superuser,
@@ -48,6 +41,11 @@ pub const AUTH_USER_COLUMNS: (
     schema::users::updated_at,
     schema::users::last_login_at,
 );
+
+/// Diesel's columns are unit values: the default is the one value.
+pub fn auth_user_columns() -> AuthUserColumns {
+    AuthUserColumns::default()
+}
 
 /// Runs one body on the concrete connection of either backend, for the
 /// few queries diesel cannot build on the multi-backend connection (`ON

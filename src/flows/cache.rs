@@ -37,11 +37,7 @@ impl TryFrom<Flow> for RunnableFlow {
 
     fn try_from(flow: Flow) -> Result<Self, AppError> {
         Ok(RunnableFlow {
-            upstream: flow
-                .upstream
-                .as_deref()
-                .map(Upstream::from_stored)
-                .transpose()?,
+            upstream: Upstream::from_column(flow.upstream.as_deref())?,
             id: flow.id,
             user_id: flow.user_id,
         })

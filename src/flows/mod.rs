@@ -10,16 +10,16 @@ pub mod upstream;
 
 pub use upstream::{CredentialRef, Injection, SecretSource, Upstream};
 
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use uuid::Uuid;
 
 use crate::bus::Event;
 use crate::db;
 use crate::error::AppError;
-use crate::identity::Principal;
+use crate::identity::{ById, Principal};
 use crate::routing;
 use crate::state::AppState;
 use crate::validate::{self, LenientJson};
@@ -80,11 +80,7 @@ impl TryFrom<store::Flow> for FlowView {
             })
             .transpose()?;
         Ok(FlowView {
-            upstream: flow
-                .upstream
-                .as_deref()
-                .map(Upstream::from_stored)
-                .transpose()?,
+            upstream: Upstream::from_column(flow.upstream.as_deref())?,
             id: flow.id,
             name: flow.name,
             description: flow.description,
@@ -233,8 +229,17 @@ async fn create_flow(
         updated_at: now,
     };
     let flow = db::run(&state.pool, move |conn| store::insert(conn, new)).await?;
+    written(&state, StatusCode::CREATED, flow)
+}
+
+/// Announces a written flow on the bus and answers with it.
+fn written(
+    state: &AppState,
+    status: StatusCode,
+    flow: store::Flow,
+) -> Result<HttpResponse, AppError> {
     state.bus.publish(Event::FlowsChanged(flow.user_id.clone()));
-    Ok(HttpResponse::Created().json(FlowView::try_from(flow)?))
+    Ok(HttpResponse::build(status).json(FlowView::try_from(flow)?))
 }
 
 async fn list_flows(
@@ -275,10 +280,8 @@ async fn list_flows(
 
 async fn get_flow(
     state: web::Data<AppState>,
-    principal: Principal,
-    path: web::Path<Uuid>,
+    ById { principal, id }: ById,
 ) -> Result<HttpResponse, AppError> {
-    let id = path.into_inner().to_string();
     let user_id = principal.user.id.clone();
     let flow = db::run(&state.pool, move |conn| {
         store::find_for_user(conn, &user_id, &id)
@@ -290,12 +293,9 @@ async fn get_flow(
 
 async fn update_flow(
     state: web::Data<AppState>,
-    principal: Principal,
-    path: web::Path<Uuid>,
-    body: LenientJson<UpdateFlowRequest>,
+    ById { principal, id }: ById,
+    LenientJson(request): LenientJson<UpdateFlowRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let id = path.into_inner().to_string();
-    let request = body.0;
     let changes = store::FlowChanges {
         name: request.name.as_deref().map(check_name).transpose()?,
         description: request.description.map(check_description).transpose()?,
@@ -314,18 +314,18 @@ async fn update_flow(
         store::update_for_user(conn, &user_id, &id, changes)
     })
     .await;
-    // Evict even on failure: the cache must never outlive a change.
-    state.bus.publish(Event::FlowsChanged(owner));
+    if flow.is_err() {
+        // Evict even on failure: the cache must never outlive a change.
+        state.bus.publish(Event::FlowsChanged(owner));
+    }
     let flow = flow?.ok_or_else(|| AppError::not_found(FLOW_NOT_FOUND))?;
-    Ok(HttpResponse::Ok().json(FlowView::try_from(flow)?))
+    written(&state, StatusCode::OK, flow)
 }
 
 async fn delete_flow(
     state: web::Data<AppState>,
-    principal: Principal,
-    path: web::Path<Uuid>,
+    ById { principal, id }: ById,
 ) -> Result<HttpResponse, AppError> {
-    let id = path.into_inner().to_string();
     let user_id = principal.user.id.clone();
     let owner = user_id.clone();
     let deleted_keys = db::run(&state.pool, move |conn| {

@@ -176,6 +176,11 @@ impl Upstream {
         Ok(self)
     }
 
+    /// Reads a flow's stored upstream column, when it has one.
+    pub fn from_column(text: Option<&str>) -> Result<Option<Self>, AppError> {
+        text.map(Self::from_stored).transpose()
+    }
+
     /// Reads the stored JSON (written by [`Upstream::validated`]).
     pub fn from_stored(text: &str) -> Result<Self, AppError> {
         serde_json::from_str(text)

@@ -163,7 +163,7 @@ pub fn find_by_hashes(
                 api_keys::is_active,
                 api_keys::expires_at,
                 api_keys::flow_id,
-                db::AUTH_USER_COLUMNS,
+                db::auth_user_columns(),
             ),
         ))
         .load(conn)?)

@@ -53,7 +53,7 @@ pub fn find_active(
         .filter(sessions::token_hash.eq(token_hash))
         .filter(sessions::expires_at.gt(now))
         .filter(users::is_active.eq(true))
-        .select((sessions::id, db::AUTH_USER_COLUMNS))
+        .select((sessions::id, db::auth_user_columns()))
         .first(conn)
         .optional()?)
 }

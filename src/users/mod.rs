@@ -71,17 +71,7 @@ impl From<&AuthUser> for UserView {
 
 impl From<store::User> for UserView {
     fn from(user: store::User) -> Self {
-        UserView {
-            id: user.id,
-            username: user.username,
-            profile_image: None,
-            is_active: user.is_active,
-            is_superuser: user.is_superuser,
-            create_at: user.created_at.and_utc(),
-            created_at: user.created_at.and_utc(),
-            updated_at: user.updated_at.and_utc(),
-            last_login_at: user.last_login_at.map(|t| t.and_utc()),
-        }
+        UserView::from(&AuthUser::from(user))
     }
 }
 
@@ -267,9 +257,14 @@ async fn update_user(
         Ok::<_, AppError>(user)
     })
     .await?;
-    // Every update moves `updated_at`, which cached principals show.
-    state.bus.publish(Event::UserChanged(id));
-    Ok(HttpResponse::Ok().json(UserView::from(user)))
+    Ok(updated(&state, user))
+}
+
+/// Announces an updated user on the bus (every update moves `updated_at`,
+/// which cached principals show) and answers with it.
+fn updated(state: &AppState, user: store::User) -> HttpResponse {
+    state.bus.publish(Event::UserChanged(user.id.clone()));
+    HttpResponse::Ok().json(UserView::from(user))
 }
 
 async fn reset_password(
@@ -294,8 +289,7 @@ async fn reset_password(
         Ok::<_, AppError>(user)
     })
     .await?;
-    state.bus.publish(Event::UserChanged(user.id.clone()));
-    Ok(HttpResponse::Ok().json(UserView::from(user)))
+    Ok(updated(&state, user))
 }
 
 async fn delete_user(

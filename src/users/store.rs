@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use crate::db::schema::users;
 use crate::db::{self, DbConnection};
 use crate::error::AppError;
+use crate::identity::AuthUser;
 
 type Result<T> = std::result::Result<T, AppError>;
 
@@ -22,6 +23,20 @@ pub struct User {
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub last_login_at: Option<NaiveDateTime>,
+}
+
+impl From<User> for AuthUser {
+    fn from(user: User) -> Self {
+        AuthUser {
+            id: user.id,
+            username: user.username,
+            is_superuser: user.is_superuser,
+            is_active: user.is_active,
+            created_at: user.created_at,
+            updated_at: user.updated_at,
+            last_login_at: user.last_login_at,
+        }
+    }
 }
 
 #[derive(Insertable)]
