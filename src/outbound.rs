@@ -305,7 +305,9 @@ impl Resolve for GuardedResolver {
 /// True for addresses on the public internet; false for loopback, private,
 /// link-local, unspecified, multicast, broadcast, shared (100.64/10),
 /// documentation, benchmarking and reserved ranges, IPv6 ULA and
-/// link-local, and IPv4-mapped, -compatible or NAT64 forms of those.
+/// link-local, and every IPv6 form that carries an IPv4 address (mapped,
+/// translated, compatible, NAT64, 6to4, Teredo) when that address is one
+/// of those.
 pub fn is_public_ip(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
@@ -340,9 +342,25 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         return is_public_v4(v4);
     }
     let segments = ip.segments();
-    // NAT64 well-known prefix 64:ff9b::/96 carries an IPv4 address.
-    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+    // Forms that carry an IPv4 address are judged by it: NAT64's
+    // well-known prefix 64:ff9b::/96, IPv4-translated ::ffff:0:a.b.c.d
+    // (::ffff:0:0/96) and the local-use NAT64 prefix 64:ff9b:1::/48.
+    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+        || segments[..6] == [0, 0, 0, 0, 0xffff, 0]
+        || segments[..3] == [0x64, 0xff9b, 1]
+    {
         return is_public_v4(embedded_v4(segments));
+    }
+    // 6to4 2002:a.b.c.d::/48 routes to the IPv4 address in bits 16-47.
+    if segments[0] == 0x2002 {
+        return is_public_v4(embedded_v4([0, 0, 0, 0, 0, 0, segments[1], segments[2]]));
+    }
+    // Teredo 2001:0::/32: the server's IPv4 address in bits 32-63, the
+    // client's inverted in the last 32; both must be public.
+    if segments[0] == 0x2001 && segments[1] == 0 {
+        let server = embedded_v4([0, 0, 0, 0, 0, 0, segments[2], segments[3]]);
+        let client = embedded_v4([0, 0, 0, 0, 0, 0, !segments[6], !segments[7]]);
+        return is_public_v4(server) && is_public_v4(client);
     }
     // Deprecated IPv4-compatible form ::a.b.c.d.
     if segments[..6] == [0; 6] {
@@ -386,10 +404,25 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "64:ff9b::a9fe:a9fe",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a00:1",
+            "64:ff9b:1::a00:1",
+            "2002:7f00:1::1",
+            "2002:c0a8:101::",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:0:7f00:1::1",
         ] {
             assert!(!is_public_ip(blocked.parse().unwrap()), "{blocked}");
         }
-        for public in ["1.1.1.1", "8.8.8.8", "2606:4700::1111", "::ffff:1.1.1.1"] {
+        for public in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "::ffff:1.1.1.1",
+            "::ffff:0:101:101",
+            "2002:101:101::1",
+            "2001:0:4136:e378:8000:63bf:f7f7:f7f7",
+        ] {
             assert!(is_public_ip(public.parse().unwrap()), "{public}");
         }
     }
@@ -406,6 +439,8 @@ mod tests {
             "http://[::1]/",
             "http://169.254.169.254/latest",
             "http://[::ffff:7f00:1]/",
+            "http://[::ffff:0:7f00:1]/",
+            "http://[2002:7f00:1::1]/",
             "https://user:pass@example.com",
         ] {
             let error = strict.check_url(bad).unwrap_err();

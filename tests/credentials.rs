@@ -133,7 +133,7 @@ async fn openai_compatible_credentials_are_checked_with_bearer(backend: Backend)
         StatusCode::OK,
     )
     .await;
-    assert_eq!(saved["secret_key"], "sk-pro…6789");
+    assert_eq!(saved["secret_key"], "sk-proj-…6789");
     assert_eq!(saved["public_key"], Value::Null);
     assert!(saved.get("project_id").is_none());
     // A base URL that already ends in /v1 works too.
@@ -159,7 +159,7 @@ async fn openai_compatible_credentials_are_checked_with_bearer(backend: Backend)
     assert!(refused["detail"].as_str().unwrap().contains("rejected"));
     // The refused key did not replace the stored one.
     let read = expect(app.as_session(&token).get(path).await, StatusCode::OK).await;
-    assert_eq!(read["secret_key"], "sk-pro…6789");
+    assert_eq!(read["secret_key"], "sk-proj-…6789");
     assert_eq!(read["host"], with_v1);
 }
 
@@ -173,7 +173,7 @@ async fn generic_secrets_are_stored_without_validation(backend: Backend) {
         StatusCode::OK,
     )
     .await;
-    assert_eq!(saved["secret_key"], "generi…ghij");
+    assert_eq!(saved["secret_key"], "…ghij");
     assert_eq!(saved["host"], Value::Null);
     let short = expect(
         app.as_session(&token)

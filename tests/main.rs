@@ -7,6 +7,7 @@ mod common;
 mod credentials;
 mod flows;
 mod gateway;
+mod hardening;
 mod hot_paths;
 mod keys;
 mod layers;

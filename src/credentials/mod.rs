@@ -100,16 +100,28 @@ pub async fn load_decrypted(
         .transpose()
 }
 
-/// `first 6 … last 4`, as the issue specifies; a secret under 12 characters
-/// is masked entirely (10 of 12 characters showing is the most revealed).
+/// Prefixes providers put in front of every secret: showing them reveals
+/// nothing. Longest first.
+const PUBLIC_PREFIXES: [&str; 4] = ["sk-proj-", "sk-lf-", "pk-lf-", "sk-"];
+
+/// Characters after the prefix a secret needs before its last 4 are shown.
+const MIN_LEN_FOR_TAIL: usize = 16;
+
+/// The known prefix, then at most the last 4 characters: `sk-lf-…0001`.
+/// A secret with fewer than 16 characters after its prefix shows none of
+/// them (`sk-********`, `********`).
 pub fn mask(secret: &str) -> String {
-    let chars: Vec<char> = secret.chars().collect();
-    if chars.len() < 12 {
-        return "********".to_string();
+    let prefix = PUBLIC_PREFIXES
+        .iter()
+        .find(|prefix| secret.starts_with(*prefix))
+        .copied()
+        .unwrap_or_default();
+    let rest: Vec<char> = secret[prefix.len()..].chars().collect();
+    if rest.len() < MIN_LEN_FOR_TAIL {
+        return format!("{prefix}********");
     }
-    let head: String = chars[..6].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}…{tail}")
+    let tail: String = rest[rest.len() - 4..].iter().collect();
+    format!("{prefix}…{tail}")
 }
 
 #[derive(Deserialize)]
@@ -323,10 +335,13 @@ mod tests {
     #[test]
     fn masks_long_secrets_and_hides_short_ones() {
         assert_eq!(mask("sk-lf-1234567890abcdefWXYZ"), "sk-lf-…WXYZ");
-        assert_eq!(mask("short-secr"), "********");
-        assert_eq!(mask("01234567890"), "********");
-        assert_eq!(mask("012345678901"), "012345…8901");
-        assert_eq!(mask("sk-generic-12345"), "sk-gen…2345");
+        assert_eq!(mask("sk-proj-abcdefghijklmnop6789"), "sk-proj-…6789");
+        assert_eq!(mask("pk-lf-abcdefghijklmnopq"), "pk-lf-…nopq");
+        assert_eq!(mask("Q7x9Lm2Pz4Kt"), "********");
+        assert_eq!(mask("sk-Q7x9Lm2Pz4Kt"), "sk-********");
+        assert_eq!(mask("0123456789abcdef"), "…cdef");
+        assert_eq!(mask("0123456789abcde"), "********");
+        assert_eq!(mask("sk-gén…ériqué-ñandú-12345"), "sk-…2345");
     }
 
     #[test]

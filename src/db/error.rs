@@ -85,7 +85,9 @@ impl From<DbError> for AppError {
                 tracing::warn!(%cause, "database unavailable");
                 AppError::database_outage(DATABASE_UNAVAILABLE)
             }
-            DbError::Busy => AppError::unavailable(DATABASE_BUSY).retry_after(1),
+            // After the busy timeout's retries: another change holds the
+            // database, which is a conflict to retry, not an outage.
+            DbError::Busy => AppError::conflict(DATABASE_BUSY).retry_after(1),
             DbError::Conflict => {
                 AppError::conflict("A concurrent change conflicted with this one; try again")
                     .retry_after(1)
@@ -132,9 +134,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn busy_and_outage_answer_503_with_retry_after() {
+    fn busy_is_a_409_and_an_outage_a_503_both_with_retry_after() {
         let busy = AppError::from(DbError::Busy);
-        assert_eq!(busy.status().as_u16(), 503);
+        assert_eq!(busy.status().as_u16(), 409);
         assert!(!busy.is_database_outage());
         let down = AppError::from(DbError::Unavailable("gone".into()));
         assert_eq!(down.status().as_u16(), 503);

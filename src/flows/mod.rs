@@ -311,7 +311,7 @@ async fn update_flow(
     let user_id = principal.user.id.clone();
     let owner = user_id.clone();
     let flow = db::run(&state.pool, move |conn| {
-        store::update_for_user(conn, &user_id, &id, changes)
+        store::update(conn, &user_id, &id, changes)
     })
     .await;
     if flow.is_err() {

@@ -56,13 +56,57 @@ pub struct FlowChanges {
 }
 
 pub fn insert(conn: &mut DbConnection, new: Flow) -> Result<Flow> {
-    diesel::insert_into(flows::table)
-        .values(&new)
-        .execute(conn)
-        .map_err(db::conflict_on_duplicate(endpoint_taken(
-            new.endpoint_name.as_deref(),
-        )))?;
-    Ok(new)
+    db::serializable_transaction(conn, |conn| {
+        diesel::insert_into(flows::table)
+            .values(&new)
+            .execute(conn)
+            .map_err(db::conflict_on_duplicate(endpoint_taken(
+                new.endpoint_name.as_deref(),
+            )))?;
+        public_name_is_free(conn, &new)?;
+        Ok(new)
+    })
+}
+
+/// [`update_for_user`], refused (409) when it would give two public flows
+/// one endpoint name.
+pub fn update(
+    conn: &mut DbConnection,
+    user_id: &str,
+    id: &str,
+    changes: FlowChanges,
+) -> Result<Option<Flow>> {
+    db::serializable_transaction(conn, |conn| {
+        let flow = update_for_user(conn, user_id, id, changes)?;
+        if let Some(flow) = &flow {
+            public_name_is_free(conn, flow)?;
+        }
+        Ok(flow)
+    })
+}
+
+/// An endpoint name is unique among public flows, whoever owns them, so an
+/// anonymous run by name has exactly one flow to go to and no other user
+/// can squat or inherit the name. Checked after the write, inside its
+/// (serializable) transaction.
+fn public_name_is_free(conn: &mut DbConnection, flow: &Flow) -> Result<()> {
+    let Some(name) = flow.endpoint_name.as_deref() else {
+        return Ok(());
+    };
+    if flow.access != ACCESS_PUBLIC {
+        return Ok(());
+    }
+    let holders: i64 = flows::table
+        .filter(flows::access.eq(ACCESS_PUBLIC))
+        .filter(flows::endpoint_name.eq(name))
+        .count()
+        .get_result(conn)?;
+    if holders > 1 {
+        return Err(AppError::conflict(format!(
+            "Another public flow already has the endpoint name {name:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// The user's flows, oldest first, and how many there are in all. `page`

@@ -112,10 +112,17 @@ fn check_name(name: Option<String>) -> Result<Option<String>, AppError> {
     validate::optional_text("name", name, MAX_NAME_LEN)
 }
 
+/// The years a timestamp may have: what RFC 3339 can write back.
+const YEARS: std::ops::RangeInclusive<i32> = 1970..=9999;
+
 /// Accepts RFC 3339 (`2030-01-01T00:00:00Z`, with an offset) or a naive
-/// ISO date-time taken as UTC, as Langflow's clients send it.
+/// ISO date-time taken as UTC, as Langflow's clients send it, in the years
+/// 1970 to 9999.
 pub fn parse_timestamp(text: &str) -> Option<NaiveDateTime> {
-    let text = text.trim();
+    parse_any_timestamp(text.trim()).filter(|t| YEARS.contains(&chrono::Datelike::year(t)))
+}
+
+fn parse_any_timestamp(text: &str) -> Option<NaiveDateTime> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Some(t.with_timezone(&Utc).naive_utc());
     }
@@ -182,7 +189,7 @@ async fn create_key(
         Some(text) => {
             let at = parse_timestamp(text).ok_or_else(|| {
                 AppError::unprocessable(
-                    "expires_at must be an ISO 8601 date-time, e.g. 2030-01-31T00:00:00Z",
+                    "expires_at must be an ISO 8601 date-time in the years 1970 to 9999, e.g. 2030-01-31T00:00:00Z",
                 )
             })?;
             if at <= Utc::now().naive_utc() {
@@ -263,6 +270,14 @@ mod tests {
         assert_eq!(offset, z);
         assert_eq!(parse_timestamp("2030-01-02T03:04:05").unwrap(), z);
         assert!(parse_timestamp("2030-01-02").is_some());
+        assert!(parse_timestamp("9999-12-31T23:59:59Z").is_some());
+        for out_of_range in [
+            "+10000-01-01T00:00:00",
+            "10000-01-01",
+            "1969-12-31T23:59:59Z",
+        ] {
+            assert!(parse_timestamp(out_of_range).is_none(), "{out_of_range}");
+        }
         assert!(parse_timestamp("next tuesday").is_none());
     }
 }
