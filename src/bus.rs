@@ -16,17 +16,42 @@
 //!
 //! Worst-case propagation while connected: the receiver's poll interval
 //! (`KEYGATE_NOTIFY_POLL_MS`, default 25 ms) plus one database round trip.
+//!
+//! **Changes that take something away are final when the API answers.**
+//! Such an event ([`Event::needs_confirmation`]: a key revoked, a user
+//! changed, a flow or secret changed) is sent with a sequence number; every
+//! other instance applies it and answers on [`ACK_CHANNEL`]. The request
+//! that published it waits (in [`await_confirmations`], a middleware) until
+//! every live instance, i.e. every session PostgreSQL lists with the
+//! listener's `application_name`, has acknowledged, for at most
+//! [`CONFIRM_WAIT`]. And an instance whose listener is not connected does
+//! not answer from its caches at all ([`Bus::current`]): after a
+//! reconnect it clears them (`All`) before trusting them again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use diesel::sql_types::Text;
 use diesel::{Connection, PgConnection, RunQueryDsl};
+use tokio::sync::oneshot;
 
 pub const CHANNEL: &str = "keygate_invalidation";
+/// Where instances acknowledge the events that need it: `<origin pid>:<seq>`.
+pub const ACK_CHANNEL: &str = "keygate_invalidation_ack";
+/// The `application_name` of every listener session: the live instances.
+const LISTENER_NAME: &str = "keygate-listener";
+/// How long a request waits for the other instances' acknowledgements.
+pub const CONFIRM_WAIT: Duration = Duration::from_millis(250);
+/// The listener's poll interval while acknowledgements are awaited.
+const CONFIRM_POLL: Duration = Duration::from_millis(1);
 const PING_EVERY: Duration = Duration::from_secs(5);
 const RECONNECT_AFTER: Duration = Duration::from_millis(500);
 const MAX_UNSENT: usize = 10_000;
@@ -52,6 +77,18 @@ pub enum Event {
 }
 
 impl Event {
+    /// Events after which a cached answer on another instance would grant
+    /// what was just taken away (or serve what was just replaced).
+    pub fn needs_confirmation(&self) -> bool {
+        matches!(
+            self,
+            Event::KeyChanged(_)
+                | Event::UserChanged(_)
+                | Event::FlowsChanged(_)
+                | Event::SecretsChanged(_)
+        )
+    }
+
     fn payload(&self) -> String {
         match self {
             Event::KeyChanged(id) => format!("key:{id}"),
@@ -102,8 +139,24 @@ impl Subscribers {
 /// The bus: publish here, subscribe here.
 pub struct Bus {
     subscribers: Arc<Subscribers>,
-    outgoing: Option<Sender<Event>>,
+    outgoing: Option<Sender<Outgoing>>,
     listener: Option<Listener>,
+    /// False while the listener is not connected: caches gated on it answer
+    /// nothing (see [`Bus::current`]).
+    current: Arc<AtomicBool>,
+}
+
+/// An event on its way to the other instances, with whom to tell once they
+/// all have applied it.
+struct Outgoing {
+    event: Event,
+    confirmed: Option<oneshot::Sender<()>>,
+}
+
+tokio::task_local! {
+    /// The confirmations the current request waits for (see
+    /// [`await_confirmations`]).
+    static CONFIRMATIONS: RefCell<Vec<oneshot::Receiver<()>>>;
 }
 
 impl Bus {
@@ -113,6 +166,7 @@ impl Bus {
             subscribers: Arc::default(),
             outgoing: None,
             listener: None,
+            current: Arc::new(AtomicBool::new(true)),
         }
     }
 
@@ -121,13 +175,23 @@ impl Bus {
     /// (or after a few seconds; it keeps trying in the background).
     pub fn postgres(url: String, poll: Duration) -> Self {
         let subscribers = Arc::<Subscribers>::default();
+        let current = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
-        let listener = Listener::spawn(url, Arc::downgrade(&subscribers), rx, poll);
+        let listener =
+            Listener::spawn(url, Arc::downgrade(&subscribers), rx, poll, current.clone());
         Bus {
             subscribers,
             outgoing: Some(tx),
             listener: Some(listener),
+            current,
         }
+    }
+
+    /// True while this instance hears every other instance's changes:
+    /// always on SQLite, while the listener is connected on PostgreSQL.
+    /// Caches answer only while it holds (`GuardedCache::gated`).
+    pub fn current(&self) -> Arc<AtomicBool> {
+        self.current.clone()
     }
 
     /// Delivers every event to `subscriber` from now on, for as long as it
@@ -143,12 +207,24 @@ impl Bus {
     }
 
     /// Applies `event` to this instance's subscribers at once, then sends
-    /// it to the other instances.
+    /// it to the other instances. Inside a request (see
+    /// [`await_confirmations`]) an event that needs it is confirmed by the
+    /// other instances before the answer leaves.
     pub fn publish(&self, event: Event) {
         self.subscribers.deliver(&event);
-        if let Some(outgoing) = &self.outgoing {
-            let _ = outgoing.send(event);
-        }
+        let Some(outgoing) = &self.outgoing else {
+            return;
+        };
+        let confirmed = if event.needs_confirmation() {
+            let (confirmed, awaited) = oneshot::channel();
+            let in_request = CONFIRMATIONS
+                .try_with(|waits| waits.borrow_mut().push(awaited))
+                .is_ok();
+            in_request.then_some(confirmed)
+        } else {
+            None
+        };
+        let _ = outgoing.send(Outgoing { event, confirmed });
     }
 
     /// Stops the listener thread after it has sent what is queued.
@@ -157,6 +233,28 @@ impl Bus {
             listener.stop();
         }
     }
+}
+
+/// Middleware on the whole app: the answer to a request that published
+/// events needing confirmation leaves only once every live instance has
+/// applied them (or [`CONFIRM_WAIT`] has passed), so a revocation is final
+/// everywhere when its DELETE returns.
+pub async fn await_confirmations<B: MessageBody>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<B>, actix_web::Error> {
+    CONFIRMATIONS
+        .scope(RefCell::new(Vec::new()), async move {
+            let response = next.call(req).await;
+            let awaited = CONFIRMATIONS.with(|waits| std::mem::take(&mut *waits.borrow_mut()));
+            for confirmation in awaited {
+                // A dropped sender (listener gone) counts as answered: the
+                // listener enforces the deadline.
+                let _ = confirmation.await;
+            }
+            response
+        })
+        .await
 }
 
 /// The running notification thread; stopped with [`Listener::stop`].
@@ -169,15 +267,25 @@ impl Listener {
     fn spawn(
         url: String,
         subscribers: Weak<Subscribers>,
-        outgoing: Receiver<Event>,
+        outgoing: Receiver<Outgoing>,
         poll: Duration,
+        current: Arc<AtomicBool>,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
         let (ready, listening) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("keygate-notify".into())
-            .spawn(move || run(&url, &subscribers, &outgoing, poll, &thread_stop, ready))
+            .spawn(move || {
+                let link = Link {
+                    subscribers,
+                    outgoing,
+                    poll,
+                    stop: thread_stop,
+                    current,
+                };
+                run(&url, &link, ready)
+            })
             .map_err(|e| tracing::error!(error = %e, "cannot start the invalidation thread"))
             .ok();
         // Serve only once this instance hears other instances' changes (or
@@ -213,52 +321,66 @@ fn apply(subscribers: &Weak<Subscribers>, event: &Event) -> bool {
     }
 }
 
-fn run(
-    url: &str,
-    subscribers: &Weak<Subscribers>,
-    outgoing: &Receiver<Event>,
+/// What the listener thread works with.
+struct Link {
+    subscribers: Weak<Subscribers>,
+    outgoing: Receiver<Outgoing>,
     poll: Duration,
-    stop: &AtomicBool,
-    ready: std::sync::mpsc::SyncSender<()>,
-) {
-    let mut unsent: Vec<Event> = Vec::new();
-    while !stop.load(Ordering::SeqCst) {
-        let mut conn = match PgConnection::establish(url) {
+    stop: Arc<AtomicBool>,
+    current: Arc<AtomicBool>,
+}
+
+/// An event sent with a sequence number, waiting for the instances that
+/// were listening to acknowledge it.
+struct Awaited {
+    seq: u64,
+    expected: HashSet<i32>,
+    deadline: Instant,
+    reply: oneshot::Sender<()>,
+}
+
+fn run(url: &str, link: &Link, ready: std::sync::mpsc::SyncSender<()>) {
+    let mut unsent: Vec<Outgoing> = Vec::new();
+    let seq = AtomicU64::new(0);
+    while !link.stop.load(Ordering::SeqCst) {
+        link.current.store(false, Ordering::SeqCst);
+        let mut conn = match connect(url) {
             Ok(conn) => conn,
             Err(error) => {
                 tracing::warn!(%error, "invalidation listener cannot connect; retrying");
-                if !wait(outgoing, &mut unsent, RECONNECT_AFTER) {
+                if !wait(&link.outgoing, &mut unsent, RECONNECT_AFTER) {
                     return;
                 }
                 continue;
             }
         };
-        if let Err(error) = diesel::sql_query(format!("LISTEN {CHANNEL}")).execute(&mut conn) {
-            tracing::warn!(%error, "LISTEN failed; reconnecting");
-            if !wait(outgoing, &mut unsent, RECONNECT_AFTER) {
-                return;
-            }
-            continue;
-        }
         // Anything may have changed while this instance was not listening.
-        if !apply(subscribers, &Event::All) {
+        if !apply(&link.subscribers, &Event::All) {
             return;
         }
+        link.current.store(true, Ordering::SeqCst);
         let _ = ready.try_send(());
         let own_pid = backend_pid(&mut conn);
         tracing::debug!("invalidation listener connected");
-        if serve_connection(
-            &mut conn,
-            own_pid,
-            subscribers,
-            outgoing,
-            poll,
-            stop,
-            &mut unsent,
-        ) {
+        if serve_connection(&mut conn, own_pid, link, &seq, &mut unsent) {
             return;
         }
     }
+}
+
+/// A listening session, named so other instances can count it as live.
+fn connect(url: &str) -> Result<PgConnection, String> {
+    let mut conn = PgConnection::establish(url).map_err(|e| e.to_string())?;
+    for statement in [
+        format!("SET application_name TO '{LISTENER_NAME}'"),
+        format!("LISTEN {CHANNEL}"),
+        format!("LISTEN {ACK_CHANNEL}"),
+    ] {
+        diesel::sql_query(statement)
+            .execute(&mut conn)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(conn)
 }
 
 /// Relays on one connection; returns true when told to stop (or when
@@ -266,43 +388,63 @@ fn run(
 fn serve_connection(
     conn: &mut PgConnection,
     own_pid: Option<i32>,
-    subscribers: &Weak<Subscribers>,
-    outgoing: &Receiver<Event>,
-    poll: Duration,
-    stop: &AtomicBool,
-    unsent: &mut Vec<Event>,
+    link: &Link,
+    seq: &AtomicU64,
+    unsent: &mut Vec<Outgoing>,
 ) -> bool {
     let mut last_ping = Instant::now();
+    let mut awaited: Vec<Awaited> = Vec::new();
     loop {
-        let stopping = stop.load(Ordering::SeqCst);
-        match outgoing.recv_timeout(if stopping { Duration::ZERO } else { poll }) {
-            Ok(invalidation) => unsent.push(invalidation),
+        let stopping = link.stop.load(Ordering::SeqCst);
+        let pause = match () {
+            _ if stopping => Duration::ZERO,
+            _ if awaited.is_empty() => link.poll,
+            _ => CONFIRM_POLL,
+        };
+        match link.outgoing.recv_timeout(pause) {
+            Ok(outgoing) => unsent.push(outgoing),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return true,
         }
-        unsent.extend(outgoing.try_iter());
-        while let Some(invalidation) = unsent.first() {
-            let sent = diesel::sql_query("SELECT pg_notify($1, $2)")
-                .bind::<Text, _>(CHANNEL)
-                .bind::<Text, _>(invalidation.payload())
-                .execute(conn);
-            if let Err(error) = sent {
-                tracing::warn!(%error, "NOTIFY failed; reconnecting");
-                return false;
+        unsent.extend(link.outgoing.try_iter());
+        if !unsent.is_empty() {
+            match send_all(conn, unsent, seq, &mut awaited) {
+                Ok(()) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "NOTIFY failed; reconnecting");
+                    return false;
+                }
             }
-            unsent.remove(0);
         }
         if stopping {
             return true;
         }
-        for notification in conn.notifications_iter() {
+        let received: Vec<_> = conn.notifications_iter().collect();
+        for notification in received {
             match notification {
                 // This instance applied its own changes before sending them.
                 Ok(n) if Some(n.process_id) == own_pid => {}
+                Ok(n) if n.channel == ACK_CHANNEL => {
+                    acknowledged(&mut awaited, own_pid, n.process_id, &n.payload)
+                }
                 Ok(n) => {
-                    if let Some(invalidation) = Event::parse(&n.payload) {
-                        if !apply(subscribers, &invalidation) {
+                    let (payload, ack) = match n.payload.rsplit_once('#') {
+                        Some((payload, seq)) => (payload, Some(seq)),
+                        None => (n.payload.as_str(), None),
+                    };
+                    if let Some(invalidation) = Event::parse(payload) {
+                        if !apply(&link.subscribers, &invalidation) {
                             return true;
+                        }
+                    }
+                    if let Some(seq) = ack {
+                        let sent = diesel::sql_query("SELECT pg_notify($1, $2)")
+                            .bind::<Text, _>(ACK_CHANNEL)
+                            .bind::<Text, _>(format!("{}:{seq}", n.process_id))
+                            .execute(conn);
+                        if let Err(error) = sent {
+                            tracing::warn!(%error, "acknowledgement failed; reconnecting");
+                            return false;
                         }
                     }
                 }
@@ -312,6 +454,20 @@ fn serve_connection(
                 }
             }
         }
+        let now = Instant::now();
+        let (settled, waiting) = std::mem::take(&mut awaited)
+            .into_iter()
+            .partition(|wait: &Awaited| wait.expected.is_empty() || now >= wait.deadline);
+        awaited = waiting;
+        for wait in settled {
+            if !wait.expected.is_empty() {
+                tracing::warn!(
+                    missing = wait.expected.len(),
+                    "instances did not acknowledge an invalidation in time"
+                );
+            }
+            let _ = wait.reply.send(());
+        }
         if last_ping.elapsed() >= PING_EVERY {
             if let Err(error) = diesel::sql_query("SELECT 1").execute(conn) {
                 tracing::warn!(%error, "invalidation connection lost; reconnecting");
@@ -320,6 +476,72 @@ fn serve_connection(
             last_ping = Instant::now();
         }
     }
+}
+
+/// NOTIFYs everything queued, in order; an event that needs confirmation
+/// carries `#<seq>` and is awaited from every other live listener.
+fn send_all(
+    conn: &mut PgConnection,
+    unsent: &mut Vec<Outgoing>,
+    seq: &AtomicU64,
+    awaited: &mut Vec<Awaited>,
+) -> diesel::QueryResult<()> {
+    while let Some(outgoing) = unsent.first_mut() {
+        let number = outgoing
+            .confirmed
+            .is_some()
+            .then(|| seq.fetch_add(1, Ordering::Relaxed));
+        let payload = match number {
+            Some(number) => format!("{}#{number}", outgoing.event.payload()),
+            None => outgoing.event.payload(),
+        };
+        diesel::sql_query("SELECT pg_notify($1, $2)")
+            .bind::<Text, _>(CHANNEL)
+            .bind::<Text, _>(payload)
+            .execute(conn)?;
+        let outgoing = unsent.remove(0);
+        if let (Some(number), Some(reply)) = (number, outgoing.confirmed) {
+            let expected = live_listeners(conn)?;
+            awaited.push(Awaited {
+                seq: number,
+                expected,
+                deadline: Instant::now() + CONFIRM_WAIT,
+                reply,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Records `from`'s acknowledgement of one of this instance's events.
+fn acknowledged(awaited: &mut [Awaited], own_pid: Option<i32>, from: i32, payload: &str) {
+    let Some((origin, seq)) = payload.split_once(':') else {
+        return;
+    };
+    if origin.parse::<i32>().ok() != own_pid {
+        return;
+    }
+    if let Ok(seq) = seq.parse::<u64>() {
+        for wait in awaited.iter_mut().filter(|wait| wait.seq == seq) {
+            wait.expected.remove(&from);
+        }
+    }
+}
+
+/// The other instances' listener sessions on this database.
+fn live_listeners(conn: &mut PgConnection) -> diesel::QueryResult<HashSet<i32>> {
+    #[derive(diesel::QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    let rows: Vec<Pid> = diesel::sql_query(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+         AND application_name = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind::<Text, _>(LISTENER_NAME)
+    .load(conn)?;
+    Ok(rows.into_iter().map(|row| row.pid).collect())
 }
 
 /// The server process id of this connection, which PostgreSQL puts on the
@@ -338,7 +560,7 @@ fn backend_pid(conn: &mut PgConnection) -> Option<i32> {
 
 /// Waits before reconnecting while still collecting what to publish;
 /// false when nothing can publish any more (the app is gone).
-fn wait(outgoing: &Receiver<Event>, unsent: &mut Vec<Event>, pause: Duration) -> bool {
+fn wait(outgoing: &Receiver<Outgoing>, unsent: &mut Vec<Outgoing>, pause: Duration) -> bool {
     match outgoing.recv_timeout(pause) {
         Ok(invalidation) => unsent.push(invalidation),
         Err(RecvTimeoutError::Timeout) => {}
@@ -348,7 +570,10 @@ fn wait(outgoing: &Receiver<Event>, unsent: &mut Vec<Event>, pause: Duration) ->
     // A long outage: one "clear everything" says as much as all of them.
     if unsent.len() > MAX_UNSENT {
         unsent.clear();
-        unsent.push(Event::All);
+        unsent.push(Outgoing {
+            event: Event::All,
+            confirmed: None,
+        });
     }
     true
 }

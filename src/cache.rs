@@ -10,8 +10,8 @@
 //! safety net should an invalidation ever be lost).
 
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quick_cache::sync::Cache;
@@ -34,6 +34,9 @@ pub struct GuardedCache<K, V, S = DefaultHashBuilder> {
     writes: Mutex<()>,
     ttl: Duration,
     lookups: AtomicU64,
+    /// While false the cache answers nothing and keeps nothing (see
+    /// [`GuardedCache::gated`]).
+    gate: Option<Arc<AtomicBool>>,
 }
 
 impl<K, V> GuardedCache<K, V>
@@ -66,11 +69,29 @@ where
             writes: Mutex::new(()),
             ttl,
             lookups: AtomicU64::new(0),
+            gate: None,
         }
+    }
+
+    /// Serves and keeps entries only while `open` holds: the bus's
+    /// "this instance hears every change" flag, so a cache whose
+    /// invalidations may be missed is bypassed rather than trusted.
+    pub fn gated(mut self, open: Arc<AtomicBool>) -> Self {
+        self.gate = Some(open);
+        self
+    }
+
+    fn is_open(&self) -> bool {
+        self.gate
+            .as_ref()
+            .is_none_or(|open| open.load(Ordering::SeqCst))
     }
 
     /// A fresh entry, if any.
     pub fn get(&self, key: &K) -> Option<V> {
+        if !self.is_open() {
+            return None;
+        }
         self.entries
             .get(key)
             .filter(|entry| entry.at.elapsed() < self.ttl)
@@ -88,7 +109,7 @@ where
     /// was invalidated since.
     pub fn insert(&self, key: K, value: V, generation: Generation) {
         let _writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        if self.generation.load(Ordering::SeqCst) != generation.0 {
+        if self.generation.load(Ordering::SeqCst) != generation.0 || !self.is_open() {
             return;
         }
         self.entries.insert(

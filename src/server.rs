@@ -21,7 +21,7 @@ use crate::keys::usage::UsageRecorder;
 use crate::keys::KeyVerifier;
 use crate::state::AppState;
 use crate::token::{ApiKeyKind, TokenKind};
-use crate::{auth, credentials, db, flows, gateway, keys, ui, users, variables};
+use crate::{auth, bus, credentials, db, flows, gateway, keys, ui, users, variables};
 
 /// The core state and the domain services built on it, each one app data
 /// of its own.
@@ -42,6 +42,7 @@ impl Services {
         let secrets = Arc::new(SecretCache::new(
             core.config.key_cache_size,
             core.config.key_cache_ttl,
+            core.bus.current(),
         ));
         core.bus.subscribe(&secrets);
         Services {
@@ -289,6 +290,7 @@ pub async fn start(core: AppState) -> Result<RunningServer, String> {
     let app_config = configure(&state);
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(bus::await_confirmations))
             .wrap(actix_web::middleware::from_fn(auth::resolve))
             .wrap(ErrorHandlers::new().default_handler(json_error_body))
             .wrap_fn(|req, srv| {

@@ -357,3 +357,80 @@ async fn the_key_list_counts_pending_uses_without_writing_them(backend: Backend)
         "the list wrote nothing"
     );
 }
+
+/// Sends `whoami` with `key` to `instance` until `stop` is set; returns
+/// (when each request was sent, its status).
+async fn hammer(
+    instance: &TestApp,
+    key: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Vec<(Instant, StatusCode)> {
+    let mut seen = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let sent = Instant::now();
+        seen.push((sent, instance.whoami_status(key).await));
+    }
+    seen
+}
+
+#[actix_web::test]
+async fn revocation_and_deactivation_are_final_on_every_instance_when_the_api_answers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let settings = [("KEYGATE_KEY_CACHE_TTL_SECS", "3600")];
+    let first = TestApp::start_with(Backend::Postgres, &settings).await;
+    let second = TestApp::start_on(first.db.alias(), &settings).await;
+    let admin = first.admin_token().await;
+    for round in 0..3 {
+        let (key_id, key) = first.create_key(&admin, "doomed").await;
+        assert_eq!(
+            second.whoami_status(&key).await,
+            StatusCode::OK,
+            "cached on the second"
+        );
+        let stop = AtomicBool::new(false);
+        let revoke = async {
+            // Let the hammer run against the cached key first.
+            while second.state().keys.cached_keys() == 0 {
+                tokio::task::yield_now().await;
+            }
+            let res = first
+                .as_session(&admin)
+                .delete(&format!("/api/v1/api_key/{key_id}"))
+                .await;
+            expect(res, StatusCode::OK).await;
+            let returned = Instant::now();
+            // Keep hammering a little after the DELETE returned.
+            for _ in 0..20 {
+                assert_eq!(second.whoami_status(&key).await, StatusCode::UNAUTHORIZED);
+            }
+            stop.store(true, Ordering::SeqCst);
+            returned
+        };
+        let (seen, returned) = tokio::join!(hammer(&second, &key, &stop), revoke);
+        let accepted_after: Vec<_> = seen
+            .iter()
+            .filter(|(sent, status)| *sent > returned && *status == StatusCode::OK)
+            .collect();
+        assert!(
+            accepted_after.is_empty(),
+            "round {round}: {accepted_after:?}"
+        );
+    }
+
+    // Deactivating a user is final everywhere when the PATCH returns too.
+    let (ivy_id, ivy) = first.create_user(&admin, "ivy").await;
+    let (_, ivy_key) = first.create_key(&ivy, "ivy").await;
+    assert_eq!(second.whoami_status(&ivy_key).await, StatusCode::OK);
+    let res = first
+        .as_session(&admin)
+        .patch_json(
+            &format!("/api/v1/users/{ivy_id}"),
+            &json!({"is_active": false}),
+        )
+        .await;
+    expect(res, StatusCode::OK).await;
+    assert_eq!(
+        second.whoami_status(&ivy_key).await,
+        StatusCode::UNAUTHORIZED
+    );
+}

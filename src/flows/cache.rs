@@ -11,6 +11,7 @@
 //! public flow guarded by expiring bound keys is looked up again once the
 //! last of them has expired.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,11 +63,13 @@ pub struct FlowCache {
 }
 
 impl FlowCache {
-    pub fn new(pool: DbPool, capacity: usize, ttl: Duration) -> Self {
+    /// `current`: the bus's flag; the cache is bypassed while this
+    /// instance may be missing invalidations.
+    pub fn new(pool: DbPool, capacity: usize, ttl: Duration, current: Arc<AtomicBool>) -> Self {
         FlowCache {
             pool,
-            own: GuardedCache::new(capacity, ttl),
-            public: GuardedCache::new(capacity, ttl),
+            own: GuardedCache::new(capacity, ttl).gated(current.clone()),
+            public: GuardedCache::new(capacity, ttl).gated(current),
         }
     }
 

@@ -39,6 +39,7 @@ pub fn services(state: &AppState) -> std::sync::Arc<cache::FlowCache> {
         state.pool.clone(),
         state.config.key_cache_size,
         state.config.key_cache_ttl,
+        state.bus.current(),
     ));
     state.bus.subscribe(&flows);
     flows

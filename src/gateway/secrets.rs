@@ -40,9 +40,15 @@ pub struct SecretCache {
 }
 
 impl SecretCache {
-    pub fn new(capacity: usize, ttl: std::time::Duration) -> Self {
+    /// `current`: the bus's flag; the cache is bypassed while this
+    /// instance may be missing invalidations.
+    pub fn new(
+        capacity: usize,
+        ttl: std::time::Duration,
+        current: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
         SecretCache {
-            entries: GuardedCache::new(capacity, ttl),
+            entries: GuardedCache::new(capacity, ttl).gated(current),
         }
     }
 

@@ -43,6 +43,7 @@ pub fn services(state: &AppState) -> (Arc<KeyVerifier>, Arc<UsageRecorder>) {
         state.pool.clone(),
         verify::CacheSettings::from_config(&state.config),
         usage.clone(),
+        state.bus.current(),
     ));
     state.bus.subscribe(&verifier);
     (verifier, usage)

@@ -15,6 +15,7 @@
 //!   the pool (see [`KeyVerifier::verify`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -104,7 +105,14 @@ pub struct KeyVerifier {
 }
 
 impl KeyVerifier {
-    pub fn new(pool: DbPool, settings: CacheSettings, usage: Arc<UsageRecorder>) -> Self {
+    /// `current`: the bus's flag (`Bus::current`); the caches are bypassed
+    /// while this instance may be missing invalidations.
+    pub fn new(
+        pool: DbPool,
+        settings: CacheSettings,
+        usage: Arc<UsageRecorder>,
+        current: Arc<AtomicBool>,
+    ) -> Self {
         let (misses, queue) = mpsc::channel();
         let queue = Arc::new(Mutex::new(queue));
         for n in 0..settings.max_concurrent_misses {
@@ -122,12 +130,14 @@ impl KeyVerifier {
                 settings.capacity,
                 settings.ttl,
                 DigestHasherBuilder::default(),
-            ),
+            )
+            .gated(current.clone()),
             unknown: GuardedCache::with_hasher(
                 settings.negative_capacity,
                 settings.negative_ttl,
                 DigestHasherBuilder::default(),
-            ),
+            )
+            .gated(current),
             usage,
         }
     }
