@@ -419,7 +419,17 @@ fn serve_connection(
         if stopping {
             return true;
         }
-        let received: Vec<_> = conn.notifications_iter().collect();
+        // Taken out first (answering needs the connection); the iterator
+        // repeats an error forever once the connection is gone, so stop at
+        // the first.
+        let mut received = Vec::new();
+        for notification in conn.notifications_iter() {
+            let failed = notification.is_err();
+            received.push(notification);
+            if failed {
+                break;
+            }
+        }
         for notification in received {
             match notification {
                 // This instance applied its own changes before sending them.
