@@ -5,6 +5,9 @@
 pub mod password;
 pub mod signin;
 pub mod store;
+pub mod throttle;
+
+use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -36,6 +39,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .app_data(extractors::uuid_path("user"))
             .route(web::patch().to(reset_password)),
     );
+}
+
+/// The account domain's long-lived parts: the sign-in throttle and the
+/// queue in front of the password hashing thread, each app data of its own.
+pub fn services(config: &Config) -> (Arc<throttle::SigninThrottle>, Arc<password::HashQueue>) {
+    (
+        Arc::new(throttle::SigninThrottle::new(config.login_limits)),
+        Arc::new(password::HashQueue::new(config.password_queue)),
+    )
 }
 
 /// A user as the API shows it (Langflow's `UserRead`, including its
@@ -171,6 +183,7 @@ async fn list_users(
 /// `KEYGATE_NEW_USER_IS_ACTIVE`.
 async fn create_user(
     state: web::Data<AppState>,
+    hashing: web::Data<password::HashQueue>,
     principal: MaybePrincipal,
     web::Json(request): web::Json<CreateUserRequest>,
 ) -> Result<HttpResponse, AppError> {
@@ -191,7 +204,7 @@ async fn create_user(
     } else {
         (state.config.new_user_is_active, false)
     };
-    let password_hash = password::hash_off_pool(request.password).await?;
+    let password_hash = hashing.hash(request.password).await?;
     let user = db::run(&state.pool, move |conn| {
         store::insert(
             conn,
@@ -209,6 +222,7 @@ async fn create_user(
 
 async fn update_user(
     state: web::Data<AppState>,
+    hashing: web::Data<password::HashQueue>,
     ById { principal, id }: ById,
     web::Json(request): web::Json<UpdateUserRequest>,
 ) -> Result<HttpResponse, AppError> {
@@ -239,7 +253,7 @@ async fn update_user(
     };
     let user_id = id.clone();
     let password_hash = match request.password {
-        Some(new_password) => Some(password::hash_off_pool(new_password).await?),
+        Some(new_password) => Some(hashing.hash(new_password).await?),
         None => None,
     };
     let user = db::run(&state.pool, move |conn| {
@@ -269,6 +283,7 @@ fn updated(state: &AppState, user: store::User) -> HttpResponse {
 
 async fn reset_password(
     state: web::Data<AppState>,
+    hashing: web::Data<password::HashQueue>,
     ById { principal, id }: ById,
     web::Json(request): web::Json<ResetPasswordRequest>,
 ) -> Result<HttpResponse, AppError> {
@@ -277,7 +292,7 @@ async fn reset_password(
     }
     password::check_strength(&request.password)?;
     let keep_session = principal.session_id().map(str::to_string);
-    let password_hash = password::hash_off_pool(request.password).await?;
+    let password_hash = hashing.hash(request.password).await?;
     let user = db::run(&state.pool, move |conn| {
         let changes = store::UserChanges {
             password_hash: Some(password_hash),

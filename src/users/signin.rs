@@ -3,11 +3,15 @@
 //! (`GET /api/v1/session`) and `GET /api/v1/auto_login` when
 //! `KEYGATE_AUTO_LOGIN` is on. Sessions themselves belong to `sessions`.
 
+use std::net::IpAddr;
+
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::{password, store, UserView};
+use super::password::HashQueue;
+use super::throttle::SigninThrottle;
+use super::{store, UserView};
 use crate::bus::Event;
 use crate::db;
 use crate::error::AppError;
@@ -67,8 +71,16 @@ fn parse_login(req: &HttpRequest, body: &[u8]) -> Result<LoginRequest, AppError>
     }
 }
 
+/// The address sign-in failures are counted under: the peer address of
+/// the connection (one place, so a proxy-aware rule can replace it).
+pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
+    req.peer_addr().map(|addr| addr.ip())
+}
+
 async fn login(
     state: web::Data<AppState>,
+    throttle: web::Data<SigninThrottle>,
+    hashing: web::Data<HashQueue>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
@@ -81,24 +93,23 @@ async fn login(
         .password
         .filter(|p| !p.is_empty())
         .ok_or_else(|| AppError::unprocessable("password is required"))?;
+    let username = username.trim().to_string();
 
-    // The password is checked between two short database calls, so a flood
-    // of sign-ins waits for the hashing thread without holding connections.
-    let lookup = username.trim().to_string();
-    let user = db::run(&state.pool, move |conn| {
-        store::find_by_username(conn, &lookup)
-    })
-    .await?;
-    let stored_hash = user.as_ref().map_or_else(
-        || password::dummy_hash().to_string(),
-        |u| u.password_hash.clone(),
-    );
-    let matches = web::block(move || password::verify(&password_text, &stored_hash))
-        .await
-        .map_err(|_| AppError::internal("password check was cancelled"))?;
-    let user = match user {
-        Some(user) if matches => user,
-        _ => return Err(AppError::unauthorized(WRONG_CREDENTIALS)),
+    // Counted before anything else, so a throttled attempt costs no
+    // database call and no hash; see `throttle`.
+    let attempt = throttle.begin(&username, client_ip(&req))?;
+    let checked = check_password(&state, &hashing, username, password_text).await;
+    let user = match checked {
+        Err(error) => {
+            throttle.not_checked(attempt);
+            return Err(error);
+        }
+        // Unknown user or wrong password: one answer, one failure.
+        Ok(None) => return Err(AppError::unauthorized(WRONG_CREDENTIALS)),
+        Ok(Some(user)) => {
+            throttle.succeeded(attempt);
+            user
+        }
     };
     if !user.is_active {
         return Err(AppError::unauthorized("Inactive user"));
@@ -113,6 +124,26 @@ async fn login(
     .await?;
     state.bus.publish(Event::UserChanged(user_id));
     Ok(session_response(&state, token))
+}
+
+/// The user whose password this is, `None` for an unknown username or a
+/// wrong password (both cost one hash). The password is checked between
+/// two short database calls, so a flood of sign-ins waits in the hashing
+/// queue without holding connections; a full queue is an error at once.
+pub(super) async fn check_password(
+    state: &AppState,
+    hashing: &HashQueue,
+    username: String,
+    password: String,
+) -> Result<Option<store::User>, AppError> {
+    let place = hashing.enter()?;
+    let user = db::run(&state.pool, move |conn| {
+        store::find_by_username(conn, &username)
+    })
+    .await?;
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let matches = place.verify(password, stored).await?;
+    Ok(user.filter(|_| matches))
 }
 
 /// The answer that hands a new session to the client: the cookie, and the
