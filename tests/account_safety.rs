@@ -12,6 +12,7 @@ crate::on_both_backends!(
     failed_sign_ins_are_throttled_per_username,
     a_successful_sign_in_resets_the_username,
     failed_sign_ins_are_throttled_per_address,
+    cross_site_sign_in_and_sign_out_are_refused,
 );
 
 const LOGIN: &str = "/api/v1/login";
@@ -117,4 +118,57 @@ async fn failed_sign_ins_are_throttled_per_address(backend: Backend) {
         .post_form(LOGIN, &[("username", ADMIN), ("password", ADMIN_PASSWORD)])
         .await;
     expect_throttled(res).await;
+}
+
+async fn cross_site_sign_in_and_sign_out_are_refused(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let form = [("username", ADMIN), ("password", ADMIN_PASSWORD)];
+    let own_origin = app.base.clone();
+    for (name, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "https://attacker.example"),
+        ("origin", "null"),
+    ] {
+        let res = app
+            .anon()
+            .request(reqwest::Method::POST, LOGIN)
+            .header(name, value)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        let body = expect(res, StatusCode::FORBIDDEN).await;
+        assert_eq!(
+            body["detail"],
+            "Signing in or out from another site is not allowed; use keygate's own page"
+        );
+    }
+    // The page itself (same origin) and scripts (no such headers) sign in.
+    let res = app
+        .anon()
+        .request(reqwest::Method::POST, LOGIN)
+        .header("origin", &own_origin)
+        .header("sec-fetch-site", "same-origin")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let token = expect(res, StatusCode::OK).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = app
+        .as_cookie(&token)
+        .request(reqwest::Method::POST, "/api/v1/logout")
+        .header("origin", "https://attacker.example")
+        .send()
+        .await
+        .unwrap();
+    expect(res, StatusCode::FORBIDDEN).await;
+    let whoami = app.as_session(&token).get("/api/v1/users/whoami").await;
+    expect(whoami, StatusCode::OK).await;
+    let res = app.as_cookie(&token).post("/api/v1/logout").await;
+    expect(res, StatusCode::OK).await;
+    let whoami = app.as_session(&token).get("/api/v1/users/whoami").await;
+    expect(whoami, StatusCode::UNAUTHORIZED).await;
 }
