@@ -13,6 +13,9 @@ crate::on_both_backends!(
     a_successful_sign_in_resets_the_username,
     failed_sign_ins_are_throttled_per_address,
     cross_site_sign_in_and_sign_out_are_refused,
+    keys_cannot_change_passwords_or_accounts,
+    changing_ones_own_password_needs_the_current_one,
+    a_wrong_current_password_counts_as_a_failed_sign_in,
 );
 
 const LOGIN: &str = "/api/v1/login";
@@ -171,4 +174,195 @@ async fn cross_site_sign_in_and_sign_out_are_refused(backend: Backend) {
     expect(res, StatusCode::OK).await;
     let whoami = app.as_session(&token).get("/api/v1/users/whoami").await;
     expect(whoami, StatusCode::UNAUTHORIZED).await;
+}
+
+async fn keys_cannot_change_passwords_or_accounts(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let admin = app.admin_token().await;
+    let (kim_id, kim) = app.create_user(&admin, "kim").await;
+    let (_, kim_key) = app.create_key(&kim, "script").await;
+    let (_, admin_key) = app.create_key(&admin, "admin script").await;
+    let password_detail = "Changing a password needs a signed-in session, not an API key";
+
+    let own_reset = app
+        .as_key(&kim_key)
+        .patch_json(
+            &format!("/api/v1/users/{kim_id}/reset-password"),
+            &json!({"password": "taken-over-1", "current_password": "kim-password"}),
+        )
+        .await;
+    assert_eq!(
+        expect(own_reset, StatusCode::FORBIDDEN).await["detail"],
+        password_detail
+    );
+    let own_patch = app
+        .as_key(&kim_key)
+        .patch_json(
+            &format!("/api/v1/users/{kim_id}"),
+            &json!({"password": "taken-over-2", "current_password": "kim-password"}),
+        )
+        .await;
+    assert_eq!(
+        expect(own_patch, StatusCode::FORBIDDEN).await["detail"],
+        password_detail
+    );
+    // A superuser's key may not reset someone else's password either.
+    let other_reset = app
+        .as_key(&admin_key)
+        .patch_json(
+            &format!("/api/v1/users/{kim_id}/reset-password"),
+            &json!({"password": "taken-over-3"}),
+        )
+        .await;
+    assert_eq!(
+        expect(other_reset, StatusCode::FORBIDDEN).await["detail"],
+        password_detail
+    );
+    for change in [
+        json!({"password": "taken-over-4"}),
+        json!({"username": "kim2"}),
+        json!({"is_superuser": true}),
+        json!({"is_active": true}),
+    ] {
+        let res = app
+            .as_key(&admin_key)
+            .patch_json(&format!("/api/v1/users/{kim_id}"), &change)
+            .await;
+        expect(res, StatusCode::FORBIDDEN).await;
+    }
+    let superuser = app
+        .as_key(&admin_key)
+        .post_json(
+            "/api/v1/users/",
+            &json!({"username": "mallory", "password": "mallory-password", "is_superuser": true}),
+        )
+        .await;
+    assert_eq!(
+        expect(superuser, StatusCode::FORBIDDEN).await["detail"],
+        "Creating a superuser needs a signed-in session, not an API key"
+    );
+    // Nothing changed: kim signs in with the old password as kim.
+    app.login("kim", "kim-password").await;
+    // A key may still provision ordinary users and deactivate (the brake).
+    let ordinary = app
+        .as_key(&admin_key)
+        .post_json(
+            "/api/v1/users/",
+            &json!({"username": "ned", "password": "ned-password"}),
+        )
+        .await;
+    expect(ordinary, StatusCode::CREATED).await;
+    let deactivate = app
+        .as_key(&admin_key)
+        .patch_json(
+            &format!("/api/v1/users/{kim_id}"),
+            &json!({"is_active": false}),
+        )
+        .await;
+    assert_eq!(expect(deactivate, StatusCode::OK).await["is_active"], false);
+    assert_eq!(app.whoami_status(&kim_key).await, StatusCode::UNAUTHORIZED);
+}
+
+async fn changing_ones_own_password_needs_the_current_one(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let admin = app.admin_token().await;
+    let (kim_id, kim) = app.create_user(&admin, "kim").await;
+    let (_, kim_key) = app.create_key(&kim, "script").await;
+    let reset = format!("/api/v1/users/{kim_id}/reset-password");
+    let missing = app
+        .as_session(&kim)
+        .patch_json(&reset, &json!({"password": "kim-new-password"}))
+        .await;
+    assert_eq!(
+        expect(missing, StatusCode::UNPROCESSABLE_ENTITY).await["detail"],
+        "current_password is required to change your own password"
+    );
+    let wrong = app
+        .as_session(&kim)
+        .patch_json(
+            &reset,
+            &json!({"password": "kim-new-password", "current_password": "not-it-at-all"}),
+        )
+        .await;
+    assert_eq!(
+        expect(wrong, StatusCode::FORBIDDEN).await["detail"],
+        "Current password is wrong"
+    );
+    // The superuser's own password is no exception, through either route.
+    let admin_id = expect(
+        app.as_session(&admin).get("/api/v1/users/whoami").await,
+        StatusCode::OK,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = app
+        .as_session(&admin)
+        .patch_json(
+            &format!("/api/v1/users/{admin_id}"),
+            &json!({"password": "admin-new-password"}),
+        )
+        .await;
+    expect(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+
+    let right = app
+        .as_session(&kim)
+        .patch_json(
+            &reset,
+            &json!({"password": "kim-new-password", "current_password": "kim-password"}),
+        )
+        .await;
+    expect(right, StatusCode::OK).await;
+    app.login("kim", "kim-new-password").await;
+    // Keys are not tied to the password: they keep working (revoke them
+    // with DELETE /api/v1/api_key/ {"all": true}).
+    assert_eq!(app.whoami_status(&kim_key).await, StatusCode::OK);
+    let by_patch = app
+        .as_session(&kim)
+        .patch_json(
+            &format!("/api/v1/users/{kim_id}"),
+            &json!({"password": "kim-third-password", "current_password": "kim-new-password"}),
+        )
+        .await;
+    expect(by_patch, StatusCode::OK).await;
+    app.login("kim", "kim-third-password").await;
+    // A superuser resetting someone else's password (with a session) needs
+    // only the new one.
+    let by_admin = app
+        .as_session(&admin)
+        .patch_json(&reset, &json!({"password": "kim-fourth-password"}))
+        .await;
+    expect(by_admin, StatusCode::OK).await;
+    app.login("kim", "kim-fourth-password").await;
+}
+
+async fn a_wrong_current_password_counts_as_a_failed_sign_in(backend: Backend) {
+    let app = TestApp::start_with(backend, &[("KEYGATE_LOGIN_MAX_FAILURES", "2")]).await;
+    let admin = app.admin_token().await;
+    let (kim_id, kim) = app.create_user(&admin, "kim").await;
+    let reset = format!("/api/v1/users/{kim_id}/reset-password");
+    for _ in 0..2 {
+        let res = app
+            .as_session(&kim)
+            .patch_json(
+                &reset,
+                &json!({"password": "kim-new-password", "current_password": "a-guess-at-it"}),
+            )
+            .await;
+        expect(res, StatusCode::FORBIDDEN).await;
+    }
+    let right = app
+        .as_session(&kim)
+        .patch_json(
+            &reset,
+            &json!({"password": "kim-new-password", "current_password": "kim-password"}),
+        )
+        .await;
+    expect_throttled(right).await;
+    let res = app
+        .anon()
+        .post_form(LOGIN, &[("username", "kim"), ("password", "kim-password")])
+        .await;
+    expect_throttled(res).await;
 }

@@ -3,12 +3,11 @@
 //! (`GET /api/v1/session`) and `GET /api/v1/auto_login` when
 //! `KEYGATE_AUTO_LOGIN` is on. Sessions themselves belong to `sessions`.
 
-use std::net::IpAddr;
-
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
+use super::check::PasswordCheck;
 use super::password::HashQueue;
 use super::throttle::SigninThrottle;
 use super::{store, UserView};
@@ -118,12 +117,6 @@ fn same_host(origin: &str, req: &HttpRequest) -> bool {
     normalise(authority) == normalise(req.connection_info().host())
 }
 
-/// The address sign-in failures are counted under: the peer address of
-/// the connection (one place, so a proxy-aware rule can replace it).
-pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
-    req.peer_addr().map(|addr| addr.ip())
-}
-
 async fn login(
     state: web::Data<AppState>,
     throttle: web::Data<SigninThrottle>,
@@ -141,24 +134,16 @@ async fn login(
         .password
         .filter(|p| !p.is_empty())
         .ok_or_else(|| AppError::unprocessable("password is required"))?;
-    let username = username.trim().to_string();
-
-    // Counted before anything else, so a throttled attempt costs no
-    // database call and no hash; see `throttle`.
-    let attempt = throttle.begin(&username, client_ip(&req))?;
-    let checked = check_password(&state, &hashing, username, password_text).await;
-    let user = match checked {
-        Err(error) => {
-            throttle.not_checked(attempt);
-            return Err(error);
-        }
-        // Unknown user or wrong password: one answer, one failure.
-        Ok(None) => return Err(AppError::unauthorized(WRONG_CREDENTIALS)),
-        Ok(Some(user)) => {
-            throttle.succeeded(attempt);
-            user
-        }
+    let check = PasswordCheck {
+        state: &state,
+        throttle: &throttle,
+        hashing: &hashing,
     };
+    // Unknown user or wrong password: one answer, one counted failure.
+    let user = check
+        .user(&req, username.trim().to_string(), password_text)
+        .await?
+        .ok_or_else(|| AppError::unauthorized(WRONG_CREDENTIALS))?;
     if !user.is_active {
         return Err(AppError::unauthorized("Inactive user"));
     }
@@ -172,26 +157,6 @@ async fn login(
     .await?;
     state.bus.publish(Event::UserChanged(user_id));
     Ok(session_response(&state, token))
-}
-
-/// The user whose password this is, `None` for an unknown username or a
-/// wrong password (both cost one hash). The password is checked between
-/// two short database calls, so a flood of sign-ins waits in the hashing
-/// queue without holding connections; a full queue is an error at once.
-pub(super) async fn check_password(
-    state: &AppState,
-    hashing: &HashQueue,
-    username: String,
-    password: String,
-) -> Result<Option<store::User>, AppError> {
-    let place = hashing.enter()?;
-    let user = db::run(&state.pool, move |conn| {
-        store::find_by_username(conn, &username)
-    })
-    .await?;
-    let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let matches = place.verify(password, stored).await?;
-    Ok(user.filter(|_| matches))
 }
 
 /// The answer that hands a new session to the client: the cookie, and the
