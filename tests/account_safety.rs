@@ -3,7 +3,7 @@
 //! all of one's keys, a superuser's incident response, and cross-site
 //! sign-in refused.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::common::{expect, Backend, RequestHelper, TestApp, ADMIN, ADMIN_PASSWORD};
@@ -16,6 +16,8 @@ crate::on_both_backends!(
     keys_cannot_change_passwords_or_accounts,
     changing_ones_own_password_needs_the_current_one,
     a_wrong_current_password_counts_as_a_failed_sign_in,
+    all_of_ones_keys_are_revoked_at_once_with_a_session,
+    a_superuser_lists_and_revokes_anyones_keys,
 );
 
 const LOGIN: &str = "/api/v1/login";
@@ -365,4 +367,156 @@ async fn a_wrong_current_password_counts_as_a_failed_sign_in(backend: Backend) {
         .post_form(LOGIN, &[("username", "kim"), ("password", "kim-password")])
         .await;
     expect_throttled(res).await;
+}
+
+const KEYS: &str = "/api/v1/api_key/";
+
+async fn all_of_ones_keys_are_revoked_at_once_with_a_session(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let admin = app.admin_token().await;
+    let (_, kim) = app.create_user(&admin, "kim").await;
+    let (_, ann) = app.create_user(&admin, "ann").await;
+    let mut kims = Vec::new();
+    for name in ["one", "two", "three"] {
+        kims.push(app.create_key(&kim, name).await.1);
+    }
+    let (_, anns) = app.create_key(&ann, "ann's").await;
+    for key in &kims {
+        assert_eq!(app.whoami_status(key).await, StatusCode::OK);
+    }
+
+    let unconfirmed = app.as_session(&kim).delete(KEYS).await;
+    let detail =
+        "Send {\"all\": true} to revoke every key at once; one key is DELETE /api/v1/api_key/{id}";
+    assert_eq!(
+        expect(unconfirmed, StatusCode::UNPROCESSABLE_ENTITY).await["detail"],
+        detail
+    );
+    let not_all = app
+        .as_session(&kim)
+        .send_json(Method::DELETE, KEYS, &json!({"all": false}))
+        .await;
+    expect(not_all, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let by_key = app
+        .as_key(&kims[0])
+        .send_json(Method::DELETE, KEYS, &json!({"all": true}))
+        .await;
+    assert_eq!(
+        expect(by_key, StatusCode::FORBIDDEN).await["detail"],
+        "Revoking all keys at once needs a signed-in session, not an API key"
+    );
+    assert_eq!(app.whoami_status(&kims[0]).await, StatusCode::OK);
+
+    let revoked = app
+        .as_session(&kim)
+        .send_json(Method::DELETE, KEYS, &json!({"all": true}))
+        .await;
+    assert_eq!(expect(revoked, StatusCode::OK).await["revoked"], 3);
+    for key in &kims {
+        assert_eq!(app.whoami_status(key).await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(app.whoami_status(&anns).await, StatusCode::OK);
+    let list = expect(app.as_session(&kim).get(KEYS).await, StatusCode::OK).await;
+    assert_eq!(list["total_count"], 0);
+    let again = app
+        .as_session(&kim)
+        .send_json(Method::DELETE, "/api/v1/api_key", &json!({"all": true}))
+        .await;
+    assert_eq!(expect(again, StatusCode::OK).await["revoked"], 0);
+}
+
+async fn a_superuser_lists_and_revokes_anyones_keys(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let admin = app.admin_token().await;
+    let (kim_id, kim) = app.create_user(&admin, "kim").await;
+    let (_, ann) = app.create_user(&admin, "ann").await;
+    let (first_id, first) = app.create_key(&kim, "first").await;
+    let (_, second) = app.create_key(&kim, "second").await;
+    let (_, admin_key) = app.create_key(&admin, "admin script").await;
+
+    let listed = expect(
+        app.as_session(&admin)
+            .get(&format!("{KEYS}?user_id={kim_id}"))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(listed["user_id"], kim_id.as_str());
+    assert_eq!(listed["total_count"], 2);
+    assert_eq!(listed["api_keys"][0]["id"], first_id.as_str());
+    assert_ne!(listed["api_keys"][0]["api_key"], first.as_str(), "masked");
+    // A superuser's key may look too (reading changes nothing).
+    let by_key = app
+        .as_key(&admin_key)
+        .get(&format!("{KEYS}?user_id={kim_id}"))
+        .await;
+    assert_eq!(expect(by_key, StatusCode::OK).await["total_count"], 2);
+    let unknown = app
+        .as_session(&admin)
+        .get(&format!("{KEYS}?user_id={}", uuid::Uuid::new_v4()))
+        .await;
+    assert_eq!(
+        expect(unknown, StatusCode::NOT_FOUND).await["detail"],
+        "User not found"
+    );
+    let malformed = app
+        .as_session(&admin)
+        .get(&format!("{KEYS}?user_id=kim"))
+        .await;
+    expect(malformed, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let admin_id = listed_owner(&app, &admin).await;
+    let nosy = app
+        .as_session(&ann)
+        .get(&format!("{KEYS}?user_id={admin_id}"))
+        .await;
+    expect(nosy, StatusCode::FORBIDDEN).await;
+    let own = app
+        .as_session(&kim)
+        .get(&format!("{KEYS}?user_id={kim_id}"))
+        .await;
+    assert_eq!(expect(own, StatusCode::OK).await["total_count"], 2);
+
+    // Revoking one key: only a superuser may reach another user's.
+    let by_ann = app
+        .as_session(&ann)
+        .delete(&format!("{KEYS}{first_id}"))
+        .await;
+    assert_eq!(
+        expect(by_ann, StatusCode::NOT_FOUND).await["detail"],
+        "API Key not found"
+    );
+    assert_eq!(app.whoami_status(&first).await, StatusCode::OK);
+    let by_admin = app
+        .as_session(&admin)
+        .delete(&format!("{KEYS}{first_id}"))
+        .await;
+    expect(by_admin, StatusCode::OK).await;
+    assert_eq!(app.whoami_status(&first).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.whoami_status(&second).await, StatusCode::OK);
+    let gone = app
+        .as_session(&admin)
+        .delete(&format!("{KEYS}{first_id}"))
+        .await;
+    expect(gone, StatusCode::NOT_FOUND).await;
+
+    // And all of a user's keys at once.
+    let all = app
+        .as_session(&admin)
+        .send_json(
+            Method::DELETE,
+            &format!("{KEYS}?user_id={kim_id}"),
+            &json!({"all": true}),
+        )
+        .await;
+    let all = expect(all, StatusCode::OK).await;
+    assert_eq!(all["revoked"], 1);
+    assert_eq!(all["user_id"], kim_id.as_str());
+    assert_eq!(app.whoami_status(&second).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.whoami_status(&admin_key).await, StatusCode::OK);
+}
+
+/// The caller's own id, as the key list names it.
+async fn listed_owner(app: &TestApp, token: &str) -> String {
+    let list = expect(app.as_session(token).get(KEYS).await, StatusCode::OK).await;
+    list["user_id"].as_str().unwrap().to_string()
 }
