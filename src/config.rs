@@ -97,6 +97,22 @@ struct Settings {
     /// PostgreSQL: how often the invalidation listener polls (ms, 1 to 1000).
     #[serde(default = "default_notify_poll_ms")]
     notify_poll_ms: u64,
+    /// Failed sign-ins per username before back-off (at least 1).
+    #[serde(default = "default_login_max_failures")]
+    login_max_failures: u32,
+    /// Failed sign-ins per client address before back-off (at least 1).
+    #[serde(default = "default_login_max_address_failures")]
+    login_max_address_failures: u32,
+    /// Seconds failures are remembered after the last one (at least 1).
+    #[serde(default = "default_login_window_secs")]
+    login_window_secs: u64,
+    /// First back-off once the limit is reached, doubled per further
+    /// failure up to the window (seconds, at least 1).
+    #[serde(default = "default_login_backoff_secs")]
+    login_backoff_secs: u64,
+    /// Password checks that may wait for the hashing thread; past it, 503.
+    #[serde(default = "default_password_queue")]
+    password_queue: usize,
 }
 
 fn default_host() -> String {
@@ -143,6 +159,21 @@ fn default_negative_cache_ttl_secs() -> u64 {
 }
 fn default_notify_poll_ms() -> u64 {
     25
+}
+fn default_login_max_failures() -> u32 {
+    5
+}
+fn default_login_max_address_failures() -> u32 {
+    20
+}
+fn default_login_window_secs() -> u64 {
+    15 * 60
+}
+fn default_login_backoff_secs() -> u64 {
+    30
+}
+fn default_password_queue() -> usize {
+    32
 }
 
 /// Booleans as operators write them: true/false, 1/0, yes/no, on/off.
@@ -203,6 +234,25 @@ pub struct Config {
     pub negative_cache_ttl: Duration,
     /// How often the PostgreSQL invalidation listener polls.
     pub notify_poll: Duration,
+    /// How sign-in failures are throttled (see `users::throttle`).
+    pub login_limits: LoginLimits,
+    /// `KEYGATE_PASSWORD_QUEUE`: password checks and hashes that may wait
+    /// for the hashing thread before new ones are refused with 503.
+    pub password_queue: usize,
+}
+
+/// `KEYGATE_LOGIN_*`: how many failed sign-ins a username or a client
+/// address may have before each further attempt must wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoginLimits {
+    pub max_failures: u32,
+    pub max_address_failures: u32,
+    /// Failures are forgotten once this long has passed since the last
+    /// one (or since the end of its back-off).
+    pub window: Duration,
+    /// The first wait after the limit; doubled per further failure, at
+    /// most `window`.
+    pub backoff: Duration,
 }
 
 impl Config {
@@ -268,6 +318,13 @@ impl Config {
             key_cache_ttl: Duration::from_secs(s.key_cache_ttl_secs),
             negative_cache_ttl: Duration::from_secs(s.negative_cache_ttl_secs),
             notify_poll: Duration::from_millis(s.notify_poll_ms.clamp(1, 1000)),
+            login_limits: LoginLimits {
+                max_failures: s.login_max_failures.max(1),
+                max_address_failures: s.login_max_address_failures.max(1),
+                window: Duration::from_secs(s.login_window_secs.max(1)),
+                backoff: Duration::from_secs(s.login_backoff_secs.max(1)),
+            },
+            password_queue: s.password_queue,
         })
     }
 }

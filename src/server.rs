@@ -32,6 +32,8 @@ pub struct Services {
     pub usage: Arc<UsageRecorder>,
     pub flows: Arc<FlowCache>,
     pub secrets: Arc<SecretCache>,
+    pub signin: Arc<users::throttle::SigninThrottle>,
+    pub hashing: Arc<users::password::HashQueue>,
 }
 
 impl Services {
@@ -45,7 +47,10 @@ impl Services {
             core.bus.current(),
         ));
         core.bus.subscribe(&secrets);
+        let (signin, hashing) = users::services(&core.config);
         Services {
+            signin,
+            hashing,
             core,
             keys,
             usage,
@@ -125,12 +130,16 @@ pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clon
     let usage = web::Data::from(services.usage.clone());
     let flows = web::Data::from(services.flows.clone());
     let secrets = web::Data::from(services.secrets.clone());
+    let signin = web::Data::from(services.signin.clone());
+    let hashing = web::Data::from(services.hashing.clone());
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(data.clone())
             .app_data(keys.clone())
             .app_data(usage.clone())
             .app_data(flows.clone())
             .app_data(secrets.clone())
+            .app_data(signin.clone())
+            .app_data(hashing.clone())
             .app_data(
                 web::JsonConfig::default()
                     .limit(max_body)

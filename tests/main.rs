@@ -2,6 +2,7 @@
 //! servers (in process or as the real binary) and talks to them over HTTP
 //! on loopback, against SQLite and against the real PostgreSQL server.
 
+mod account_safety;
 mod cache;
 mod common;
 mod credentials;

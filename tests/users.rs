@@ -367,7 +367,7 @@ async fn password_change_ends_other_sessions(backend: Backend) {
         .as_session(&first)
         .patch_json(
             &format!("/api/v1/users/{kim_id}/reset-password"),
-            &json!({"password": "kim-new-password"}),
+            &json!({"password": "kim-new-password", "current_password": "kim-password"}),
         )
         .await;
     expect(res, StatusCode::OK).await;

@@ -862,12 +862,17 @@
       const reset = h('button.secondary.small', { type: 'button', text: 'Reset password', 'aria-label': `Reset password of ${name}` });
       reset.addEventListener('click', async () => {
         const input = h('input', { type: 'password', name: 'new_password', required: true, minlength: '8', autocomplete: 'new-password' });
-        const ok = await confirmDialog(`New password for ${name}`,
-          [field('New password', input, 'At least 8 characters. Their other sessions end.')], 'Set password', { safe: true });
+        // Your own password takes the current one as well.
+        const current = self ? h('input', { type: 'password', name: 'current_password', required: true, autocomplete: 'current-password' }) : null;
+        const fields = [field('New password', input, self ? 'At least 8 characters. Your other sessions end.' : 'At least 8 characters. Their other sessions end.')];
+        if (current) fields.unshift(field('Current password', current));
+        const ok = await confirmDialog(`New password for ${name}`, fields, 'Set password', { safe: true });
         if (!ok) return;
         showError(error, '');
+        const body = { password: input.value };
+        if (current) body.current_password = current.value;
         try {
-          await api('PATCH', `/users/${user.id}/reset-password`, { password: input.value });
+          await api('PATCH', `/users/${user.id}/reset-password`, body);
           notice(`The password of ${name} was changed.`);
         } catch (e) { showError(error, e.message); }
       });

@@ -62,7 +62,9 @@ pub async fn resolve<B: MessageBody>(
 }
 
 /// Paths a page may POST to without a CSRF token: signing in replaces the
-/// session, signing out only ends it.
+/// session, signing out only ends it. Both refuse cross-site browser
+/// requests themselves instead (`users::signin`), since before sign-in
+/// there is no session to derive a token from.
 const CSRF_EXEMPT: [&str; 2] = ["/api/v1/login", "/api/v1/logout"];
 
 /// A state-changing request made by a browser and authenticated by the

@@ -25,12 +25,17 @@ pub use verify::{authenticate, KeyVerifier};
 
 pub const MAX_NAME_LEN: usize = 255;
 const KEY_NOT_FOUND: &str = "API Key not found";
+const USER_NOT_FOUND: &str = "User not found";
+pub const REVOKE_ALL_NEEDS_SESSION: &str =
+    "Revoking all keys at once needs a signed-in session, not an API key";
+pub const REVOKE_ALL_UNCONFIRMED: &str =
+    "Send {\"all\": true} to revoke every key at once; one key is DELETE /api/v1/api_key/{id}";
 /// A key bound to a flow that is not (or no longer) the caller's.
 const BOUND_FLOW_NOT_FOUND: &str = "Flow not found";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     routing::resources!(cfg {
-        "/api_key": get list_keys, post create_key;
+        "/api_key": get list_keys, post create_key, delete revoke_all;
         "/api_key/{id}" ["API key"]: delete delete_key, patch update_key;
     });
 }
@@ -100,6 +105,21 @@ struct CreateKeyRequest {
     flow_id: Option<String>,
 }
 
+/// `?user_id=`: whose keys a route is about (the caller's by default;
+/// another user's only for a superuser).
+#[derive(Deserialize)]
+struct KeyOwner {
+    #[serde(default)]
+    user_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeAllRequest {
+    #[serde(default)]
+    all: bool,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpdateKeyRequest {
@@ -141,15 +161,44 @@ fn parse_any_timestamp(text: &str) -> Option<NaiveDateTime> {
     })
 }
 
+/// The user `?user_id=` names: the caller when absent (or their own id);
+/// another user only for a superuser (403 otherwise, 404 for nobody), so
+/// a leaked key of anyone can be found and stopped.
+async fn key_owner(
+    state: &AppState,
+    principal: &Principal,
+    owner: KeyOwner,
+) -> Result<String, AppError> {
+    let Some(text) = owner.user_id.filter(|t| !t.trim().is_empty()) else {
+        return Ok(principal.user.id.clone());
+    };
+    let id = Uuid::parse_str(text.trim())
+        .map_err(|_| AppError::unprocessable("user_id must be a user's id (a UUID)"))?
+        .to_string();
+    if id == principal.user.id {
+        return Ok(id);
+    }
+    principal.require_superuser()?;
+    let lookup = id.clone();
+    db::run(&state.pool, move |conn| {
+        crate::users::store::find_by_id(conn, &lookup)
+    })
+    .await?
+    .ok_or_else(|| AppError::not_found(USER_NOT_FOUND))?;
+    Ok(id)
+}
+
 async fn list_keys(
     state: web::Data<AppState>,
     usage: web::Data<UsageRecorder>,
     principal: Principal,
+    owner: web::Query<KeyOwner>,
 ) -> Result<HttpResponse, AppError> {
+    let user_id = key_owner(&state, &principal, owner.into_inner()).await?;
     // Exact usage without a write: the stored counts plus the pending
     // ones (this very request's included), read with no flush between.
     let _no_flush = usage.hold_flushes().await;
-    let user_id = principal.user.id.clone();
+    let owner_id = user_id.clone();
     let keys = db::run(&state.pool, move |conn| {
         store::list_for_user(conn, &user_id)
     })
@@ -169,7 +218,7 @@ async fn list_keys(
         .collect();
     Ok(HttpResponse::Ok().json(KeyList {
         total_count: api_keys.len(),
-        user_id: principal.user.id.clone(),
+        user_id: owner_id,
         api_keys,
     }))
 }
@@ -251,12 +300,64 @@ async fn update_key(
     Ok(HttpResponse::Ok().json(ApiKeyView::from(updated)))
 }
 
+/// Deletes one key: the caller's own, or for a superuser anyone's (the
+/// incident response to a leaked key; logged). Another user's key is a
+/// 404 for everyone else, the same as an unknown id.
 async fn delete_key(state: web::Data<AppState>, key: ById) -> Result<HttpResponse, AppError> {
     let (user_id, id) = (key.user_id(), key.id.clone());
-    let delete = move |conn: &mut DbConnection| store::delete_for_user(conn, &user_id, &id);
+    let superuser = key.principal.user.is_superuser;
+    let delete = move |conn: &mut DbConnection| {
+        if !superuser {
+            return store::delete_for_user(conn, &user_id, &id);
+        }
+        let owner = store::delete_any(conn, &id)?;
+        if let Some(owner) = owner.as_deref().filter(|&owner| owner != user_id) {
+            tracing::info!(key_id = %id, owner, by = %user_id, "a superuser revoked another user's key");
+        }
+        Ok(owner.is_some())
+    };
     let event = Event::KeyChanged(key.id);
     state.delete_or_404(delete, KEY_NOT_FOUND, event).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"detail": "API Key deleted"})))
+}
+
+/// `DELETE /api/v1/api_key/` with `{"all": true}`: revokes every key of
+/// the caller (or, for a superuser, of `?user_id=`) at once, after a leak
+/// or a password change (keys survive those). Each revocation is on the
+/// bus before the answer. Only with a session: a leaked key must not be
+/// able to wipe out its owner's other keys, and the person can always sign
+/// in to pull this brake.
+async fn revoke_all(
+    state: web::Data<AppState>,
+    principal: Principal,
+    owner: web::Query<KeyOwner>,
+    LenientJson(request): LenientJson<RevokeAllRequest>,
+) -> Result<HttpResponse, AppError> {
+    if principal.is_api_key() {
+        return Err(AppError::forbidden(REVOKE_ALL_NEEDS_SESSION));
+    }
+    if !request.all {
+        return Err(AppError::unprocessable(REVOKE_ALL_UNCONFIRMED));
+    }
+    let user_id = key_owner(&state, &principal, owner.into_inner()).await?;
+    let owner_id = user_id.clone();
+    let revoked = db::run(&state.pool, move |conn| {
+        store::delete_all_for_user(conn, &owner_id)
+    })
+    .await?;
+    if user_id != principal.user.id {
+        tracing::info!(
+            owner = %user_id,
+            by = %principal.user.id,
+            count = revoked.len(),
+            "a superuser revoked all keys of another user"
+        );
+    }
+    let count = revoked.len();
+    for id in revoked {
+        state.bus.publish(Event::KeyChanged(id));
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({"revoked": count, "user_id": user_id})))
 }
 
 #[cfg(test)]

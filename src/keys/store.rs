@@ -130,6 +130,36 @@ db::owner_scoped!(
     listed by (api_keys::created_at.asc(), api_keys::id.asc())
 );
 
+/// Deletes every key of the user; the ids of those deleted, for the bus.
+pub fn delete_all_for_user(conn: &mut DbConnection, user_id: &str) -> Result<Vec<String>> {
+    db::transaction(conn, |conn| {
+        let ids: Vec<String> = api_keys::table
+            .filter(api_keys::user_id.eq(user_id))
+            .select(api_keys::id)
+            .load(conn)?;
+        if !ids.is_empty() {
+            diesel::delete(api_keys::table.filter(api_keys::id.eq_any(&ids))).execute(conn)?;
+        }
+        Ok(ids)
+    })
+}
+
+/// Deletes a key whoever owns it (a superuser's incident response); its
+/// owner's id, `None` when there is no such key.
+pub fn delete_any(conn: &mut DbConnection, id: &str) -> Result<Option<String>> {
+    db::transaction(conn, |conn| {
+        let owner: Option<String> = api_keys::table
+            .find(id)
+            .select(api_keys::user_id)
+            .first(conn)
+            .optional()?;
+        if owner.is_some() {
+            diesel::delete(api_keys::table.find(id)).execute(conn)?;
+        }
+        Ok(owner)
+    })
+}
+
 /// Updates one of the user's keys; `None` when it is not theirs.
 pub fn update_for_user(
     conn: &mut DbConnection,

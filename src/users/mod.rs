@@ -2,11 +2,15 @@
 //! public sign-up, `whoami`, sign-in ([`signin`]) and the first
 //! superuser's bootstrap.
 
+pub mod check;
 pub mod password;
 pub mod signin;
 pub mod store;
+pub mod throttle;
 
-use actix_web::{web, HttpResponse};
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +24,8 @@ use crate::identity::{
 use crate::routing;
 use crate::sessions;
 use crate::state::AppState;
+use check::PasswordCheck;
+use throttle::SigninThrottle;
 
 pub const MAX_USERNAME_LEN: usize = 64;
 const MAX_PAGE_SIZE: i64 = 1000;
@@ -36,6 +42,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .app_data(extractors::uuid_path("user"))
             .route(web::patch().to(reset_password)),
     );
+}
+
+/// The account domain's long-lived parts: the sign-in throttle and the
+/// queue in front of the password hashing thread, each app data of its own.
+pub fn services(config: &Config) -> (Arc<throttle::SigninThrottle>, Arc<password::HashQueue>) {
+    (
+        Arc::new(throttle::SigninThrottle::new(config.login_limits)),
+        Arc::new(password::HashQueue::new(config.password_queue)),
+    )
 }
 
 /// A user as the API shows it (Langflow's `UserRead`, including its
@@ -115,12 +130,69 @@ struct UpdateUserRequest {
     is_active: Option<bool>,
     #[serde(default)]
     is_superuser: Option<bool>,
+    /// Required when changing one's own password.
+    #[serde(default)]
+    current_password: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ResetPasswordRequest {
     password: String,
+    /// Required when changing one's own password.
+    #[serde(default)]
+    current_password: Option<String>,
+}
+
+pub const PASSWORD_NEEDS_SESSION: &str =
+    "Changing a password needs a signed-in session, not an API key";
+pub const ACCOUNT_NEEDS_SESSION: &str =
+    "Changing an account needs a signed-in session, not an API key; a key may only deactivate";
+pub const SUPERUSER_NEEDS_SESSION: &str =
+    "Creating a superuser needs a signed-in session, not an API key";
+pub const CURRENT_PASSWORD_REQUIRED: &str =
+    "current_password is required to change your own password";
+pub const CURRENT_PASSWORD_WRONG: &str = "Current password is wrong";
+
+/// Account changes need the person, not a script: a leaked key must not
+/// become a password (or a promoted, renamed or reactivated account) that
+/// outlives revoking the key. With a key only deactivation is allowed, an
+/// emergency brake that hands nobody anything.
+fn require_session_for(principal: &Principal, request: &UpdateUserRequest) -> Result<(), AppError> {
+    if !principal.is_api_key() {
+        return Ok(());
+    }
+    if request.password.is_some() {
+        return Err(AppError::forbidden(PASSWORD_NEEDS_SESSION));
+    }
+    if request.username.is_some()
+        || request.is_superuser.is_some()
+        || request.is_active == Some(true)
+    {
+        return Err(AppError::forbidden(ACCOUNT_NEEDS_SESSION));
+    }
+    Ok(())
+}
+
+/// Changing one's own password takes the current one, checked like a
+/// sign-in (throttled; a wrong one is a counted failure): a session left
+/// open, or stolen, is not enough to lock its owner out.
+async fn check_current_password(
+    check: PasswordCheck<'_>,
+    req: &HttpRequest,
+    principal: &Principal,
+    current: Option<String>,
+) -> Result<(), AppError> {
+    let current = current
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| AppError::unprocessable(CURRENT_PASSWORD_REQUIRED))?;
+    let user = check
+        .user(req, principal.user.username.clone(), current)
+        .await?;
+    match user {
+        Some(user) if user.id == principal.user.id => Ok(()),
+        _ => Err(AppError::forbidden(CURRENT_PASSWORD_WRONG)),
+    }
 }
 
 fn check_username(username: &str) -> Result<String, AppError> {
@@ -171,6 +243,7 @@ async fn list_users(
 /// `KEYGATE_NEW_USER_IS_ACTIVE`.
 async fn create_user(
     state: web::Data<AppState>,
+    hashing: web::Data<password::HashQueue>,
     principal: MaybePrincipal,
     web::Json(request): web::Json<CreateUserRequest>,
 ) -> Result<HttpResponse, AppError> {
@@ -180,6 +253,12 @@ async fn create_user(
             Some(_) => AppError::forbidden(NOT_ENOUGH_PRIVILEGES),
             None => AppError::unauthorized(MISSING_CREDENTIALS),
         });
+    }
+    if by_superuser
+        && request.is_superuser == Some(true)
+        && principal.0.as_ref().is_some_and(Principal::is_api_key)
+    {
+        return Err(AppError::forbidden(SUPERUSER_NEEDS_SESSION));
     }
     let username = check_username(&request.username)?;
     password::check_strength(&request.password)?;
@@ -191,7 +270,7 @@ async fn create_user(
     } else {
         (state.config.new_user_is_active, false)
     };
-    let password_hash = password::hash_off_pool(request.password).await?;
+    let password_hash = hashing.hash(request.password).await?;
     let user = db::run(&state.pool, move |conn| {
         store::insert(
             conn,
@@ -209,6 +288,9 @@ async fn create_user(
 
 async fn update_user(
     state: web::Data<AppState>,
+    throttle: web::Data<SigninThrottle>,
+    hashing: web::Data<password::HashQueue>,
+    req: HttpRequest,
     ById { principal, id }: ById,
     web::Json(request): web::Json<UpdateUserRequest>,
 ) -> Result<HttpResponse, AppError> {
@@ -222,6 +304,7 @@ async fn update_user(
             return Err(AppError::forbidden(NOT_ENOUGH_PRIVILEGES));
         }
     }
+    require_session_for(&principal, &request)?;
     let username = request
         .username
         .as_deref()
@@ -229,6 +312,14 @@ async fn update_user(
         .transpose()?;
     if let Some(p) = &request.password {
         password::check_strength(p)?;
+        if is_self {
+            let check = PasswordCheck {
+                state: &state,
+                throttle: &throttle,
+                hashing: &hashing,
+            };
+            check_current_password(check, &req, &principal, request.current_password).await?;
+        }
     }
     let ends_sessions = request.password.is_some() || request.is_active == Some(false);
     // A user changing their own password keeps the session they did it from.
@@ -239,7 +330,7 @@ async fn update_user(
     };
     let user_id = id.clone();
     let password_hash = match request.password {
-        Some(new_password) => Some(password::hash_off_pool(new_password).await?),
+        Some(new_password) => Some(hashing.hash(new_password).await?),
         None => None,
     };
     let user = db::run(&state.pool, move |conn| {
@@ -269,15 +360,30 @@ fn updated(state: &AppState, user: store::User) -> HttpResponse {
 
 async fn reset_password(
     state: web::Data<AppState>,
+    throttle: web::Data<SigninThrottle>,
+    hashing: web::Data<password::HashQueue>,
+    req: HttpRequest,
     ById { principal, id }: ById,
     web::Json(request): web::Json<ResetPasswordRequest>,
 ) -> Result<HttpResponse, AppError> {
-    if principal.user.id != id && !principal.user.is_superuser {
+    let is_self = principal.user.id == id;
+    if !is_self && !principal.user.is_superuser {
         return Err(AppError::forbidden(NOT_ENOUGH_PRIVILEGES));
     }
+    if principal.is_api_key() {
+        return Err(AppError::forbidden(PASSWORD_NEEDS_SESSION));
+    }
     password::check_strength(&request.password)?;
+    if is_self {
+        let check = PasswordCheck {
+            state: &state,
+            throttle: &throttle,
+            hashing: &hashing,
+        };
+        check_current_password(check, &req, &principal, request.current_password).await?;
+    }
     let keep_session = principal.session_id().map(str::to_string);
-    let password_hash = password::hash_off_pool(request.password).await?;
+    let password_hash = hashing.hash(request.password).await?;
     let user = db::run(&state.pool, move |conn| {
         let changes = store::UserChanges {
             password_hash: Some(password_hash),

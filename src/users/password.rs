@@ -8,7 +8,8 @@
 //!
 //! All hashing runs on one dedicated thread, so a flood of sign-in attempts
 //! takes at most one core and one argon2 buffer, whatever the number of
-//! blocking threads.
+//! blocking threads. Requests reach it through a [`HashQueue`], which
+//! bounds how many may wait.
 
 use std::sync::mpsc;
 use std::sync::OnceLock;
@@ -32,73 +33,148 @@ pub const MAX_PASSWORD_LEN: usize = 1024;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Runs `work` on the hashing thread and waits for its result.
+/// The hashing thread's queue, started on first use; `None` if the thread
+/// could not start.
+fn hashing_thread() -> Result<&'static mpsc::Sender<Job>, AppError> {
+    static QUEUE: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
+    QUEUE
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name("keygate-argon2".into())
+                .spawn(move || {
+                    for job in rx {
+                        job();
+                    }
+                })
+                .ok()
+                .map(|_| tx)
+        })
+        .as_ref()
+        .ok_or_else(|| AppError::internal("the password hashing thread could not start"))
+}
+
+fn stopped() -> AppError {
+    AppError::internal("the password hashing thread stopped")
+}
+
+/// Runs `work` on the hashing thread and waits for its result (for the
+/// command line and start-up, which have no queue to wait in).
 fn on_hashing_thread<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, AppError> {
-    static QUEUE: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
-    let queue = QUEUE.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("keygate-argon2".into())
-            .spawn(move || {
-                for job in rx {
-                    job();
-                }
-            })
-            .ok()
-            .map(|_| tx)
-    });
-    let queue = queue
-        .as_ref()
-        .ok_or_else(|| AppError::internal("the password hashing thread could not start"))?;
     let (reply, answer) = mpsc::sync_channel(1);
-    queue
+    hashing_thread()?
         .send(Box::new(move || {
             let _ = reply.send(work());
         }))
-        .map_err(|_| AppError::internal("the password hashing thread stopped"))?;
-    answer
-        .recv()
-        .map_err(|_| AppError::internal("the password hashing thread stopped"))
+        .map_err(|_| stopped())?;
+    answer.recv().map_err(|_| stopped())
 }
 
-/// [`hash`] from async code, without holding a database connection while
-/// the hashing thread is busy.
-pub async fn hash_off_pool(password: String) -> Result<String, AppError> {
-    actix_web::web::block(move || hash(&password))
-        .await
-        .map_err(|_| AppError::internal("password hashing was cancelled"))?
+pub const HASHING_BUSY: &str = "Too many password checks are waiting; try again in a moment";
+
+/// The bounded, fair line in front of the hashing thread for requests:
+/// one hash runs at a time (the thread), at most `waiting` more wait in
+/// arrival order, and past that a request is refused at once (503 with
+/// `Retry-After: 1`) instead of making everyone behind it wait longer.
+/// A flood of sign-ins thus costs real users a quick 503, not seconds.
+/// Waiting holds no worker thread and no database connection.
+pub struct HashQueue {
+    slots: tokio::sync::Semaphore,
 }
 
-pub fn hash(password: &str) -> Result<String, AppError> {
-    let password = password.to_string();
-    on_hashing_thread(move || {
-        hasher()
-            .hash_password(password.as_bytes())
-            .map(|h| h.to_string())
-            .map_err(|e| AppError::internal(format_args!("password hashing failed: {e}")))
-    })?
+/// A place in the [`HashQueue`]: held while the password work waits and
+/// runs, released when dropped.
+pub struct QueuePlace<'a> {
+    _slot: tokio::sync::SemaphorePermit<'a>,
 }
 
-/// Verifies `password` against a stored PHC string. Unknown users are
-/// checked against [`dummy_hash`] so both failures cost the same.
-pub fn verify(password: &str, stored: &str) -> bool {
-    let (password, stored) = (password.to_string(), stored.to_string());
-    on_hashing_thread(move || match PasswordHash::new(&stored) {
+impl HashQueue {
+    /// `waiting`: how many may wait behind the one being hashed.
+    pub fn new(waiting: usize) -> Self {
+        HashQueue {
+            slots: tokio::sync::Semaphore::new(waiting.saturating_add(1)),
+        }
+    }
+
+    /// A place in line, or the 503 for a full queue, without waiting.
+    pub fn enter(&self) -> Result<QueuePlace<'_>, AppError> {
+        self.slots
+            .try_acquire()
+            .map(|slot| QueuePlace { _slot: slot })
+            .map_err(|_| AppError::unavailable(HASHING_BUSY).retry_after(1))
+    }
+
+    /// [`hash`] in line: a place is taken first (or refused at once).
+    pub async fn hash(&self, password: String) -> Result<String, AppError> {
+        self.enter()?.hash(password).await
+    }
+}
+
+impl QueuePlace<'_> {
+    /// Runs `work` on the hashing thread, waiting in arrival order.
+    async fn run<T: Send + 'static>(
+        self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AppError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        hashing_thread()?
+            .send(Box::new(move || {
+                let _ = reply.send(work());
+            }))
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())
+    }
+
+    pub async fn hash(self, password: String) -> Result<String, AppError> {
+        self.run(move || hash_now(&password)).await?
+    }
+
+    /// Checks `password` against `stored`, or against [`dummy_hash`] when
+    /// there is no stored hash (an unknown user), so both cost the same.
+    pub async fn verify(self, password: String, stored: Option<String>) -> Result<bool, AppError> {
+        self.run(move || verify_now(&password, stored.as_deref().unwrap_or(dummy_hash())))
+            .await
+    }
+}
+
+/// Hashes on the calling thread (which must be the hashing thread or one
+/// that may block).
+fn hash_now(password: &str) -> Result<String, AppError> {
+    hasher()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| AppError::internal(format_args!("password hashing failed: {e}")))
+}
+
+fn verify_now(password: &str, stored: &str) -> bool {
+    match PasswordHash::new(stored) {
         Ok(parsed) => hasher()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok(),
         Err(_) => false,
-    })
-    .unwrap_or(false)
+    }
+}
+
+/// Hashes on the hashing thread, waiting for it (start-up and command line).
+pub fn hash(password: &str) -> Result<String, AppError> {
+    let password = password.to_string();
+    on_hashing_thread(move || hash_now(&password))?
+}
+
+/// Verifies `password` against a stored PHC string on the hashing thread.
+pub fn verify(password: &str, stored: &str) -> bool {
+    let (password, stored) = (password.to_string(), stored.to_string());
+    on_hashing_thread(move || verify_now(&password, &stored)).unwrap_or(false)
 }
 
 /// A fixed hash of a random string, verified against when a username does
 /// not exist so sign-in time does not reveal which usernames exist.
+/// Computed where it is first needed (on the hashing thread).
 pub fn dummy_hash() -> &'static str {
-    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DUMMY.get_or_init(|| hash("keygate-dummy-password-for-timing").unwrap_or_default())
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| hash_now("keygate-dummy-password-for-timing").unwrap_or_default())
 }
 
 /// Checks a new password's length; returns a 422 naming the rule.
@@ -136,6 +212,34 @@ mod tests {
         assert_ne!(a, hash("correct horse").unwrap());
         assert!(!verify("x", "not a hash"));
         assert!(!verify("x", dummy_hash()));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once() {
+        let queue = HashQueue::new(1);
+        let running = queue.enter().unwrap();
+        let waiting = queue.enter().unwrap();
+        let refused = queue.enter().err().unwrap();
+        assert_eq!(refused.status().as_u16(), 503);
+        assert_eq!(refused.detail(), HASHING_BUSY);
+        let response = actix_web::ResponseError::error_response(&refused);
+        assert_eq!(response.headers().get("retry-after").unwrap(), "1");
+        assert!(queue.hash("another password".into()).await.is_err());
+        // A place frees as soon as its work is done.
+        drop(running);
+        let hashed = waiting.hash("correct horse".into()).await.unwrap();
+        assert!(queue
+            .enter()
+            .unwrap()
+            .verify("correct horse".into(), Some(hashed))
+            .await
+            .unwrap());
+        assert!(!queue
+            .enter()
+            .unwrap()
+            .verify("correct horse".into(), None)
+            .await
+            .unwrap());
     }
 
     #[test]

@@ -7,7 +7,10 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::{password, store, UserView};
+use super::check::PasswordCheck;
+use super::password::HashQueue;
+use super::throttle::SigninThrottle;
+use super::{store, UserView};
 use crate::bus::Event;
 use crate::db;
 use crate::error::AppError;
@@ -67,11 +70,61 @@ fn parse_login(req: &HttpRequest, body: &[u8]) -> Result<LoginRequest, AppError>
     }
 }
 
+pub const CROSS_SITE_REFUSED: &str =
+    "Signing in or out from another site is not allowed; use keygate's own page";
+
+/// Refuses a sign-in or sign-out a browser sends on another site's behalf:
+/// one it marks `Sec-Fetch-Site: cross-site`, or whose `Origin` is not the
+/// host the request was sent to (an opaque `null` origin included).
+/// Otherwise a page elsewhere could sign a visitor into the attacker's
+/// account (login CSRF) or out of their own. Scripts send neither header
+/// and are unaffected. The CSRF token cannot guard these two routes: before
+/// sign-in there is no session to derive it from.
+fn refuse_cross_site(req: &HttpRequest) -> Result<(), AppError> {
+    let headers = req.headers();
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    let foreign_origin = headers
+        .get(header::ORIGIN)
+        .is_some_and(|origin| !same_host(origin.to_str().unwrap_or(""), req));
+    if cross_site || foreign_origin {
+        tracing::info!(path = req.path(), "cross-site sign-in or sign-out refused");
+        return Err(AppError::forbidden(CROSS_SITE_REFUSED));
+    }
+    Ok(())
+}
+
+/// True when `origin` (`scheme://host[:port]`) names the host the request
+/// was addressed to (`Host`, or the forwarded host a proxy passes on, which
+/// a browser page cannot set). Default ports count as given.
+fn same_host(origin: &str, req: &HttpRequest) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return false,
+    };
+    let normalise = |authority: &str| {
+        let authority = authority.to_ascii_lowercase();
+        match authority.strip_suffix(default_port) {
+            Some(bare) => bare.to_string(),
+            None => authority,
+        }
+    };
+    normalise(authority) == normalise(req.connection_info().host())
+}
+
 async fn login(
     state: web::Data<AppState>,
+    throttle: web::Data<SigninThrottle>,
+    hashing: web::Data<HashQueue>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
+    refuse_cross_site(&req)?;
     let request = parse_login(&req, &body)?;
     let username = request
         .username
@@ -81,25 +134,16 @@ async fn login(
         .password
         .filter(|p| !p.is_empty())
         .ok_or_else(|| AppError::unprocessable("password is required"))?;
-
-    // The password is checked between two short database calls, so a flood
-    // of sign-ins waits for the hashing thread without holding connections.
-    let lookup = username.trim().to_string();
-    let user = db::run(&state.pool, move |conn| {
-        store::find_by_username(conn, &lookup)
-    })
-    .await?;
-    let stored_hash = user.as_ref().map_or_else(
-        || password::dummy_hash().to_string(),
-        |u| u.password_hash.clone(),
-    );
-    let matches = web::block(move || password::verify(&password_text, &stored_hash))
-        .await
-        .map_err(|_| AppError::internal("password check was cancelled"))?;
-    let user = match user {
-        Some(user) if matches => user,
-        _ => return Err(AppError::unauthorized(WRONG_CREDENTIALS)),
+    let check = PasswordCheck {
+        state: &state,
+        throttle: &throttle,
+        hashing: &hashing,
     };
+    // Unknown user or wrong password: one answer, one counted failure.
+    let user = check
+        .user(&req, username.trim().to_string(), password_text)
+        .await?
+        .ok_or_else(|| AppError::unauthorized(WRONG_CREDENTIALS))?;
     if !user.is_active {
         return Err(AppError::unauthorized("Inactive user"));
     }
@@ -182,6 +226,7 @@ async fn auto_login(state: web::Data<AppState>) -> Result<HttpResponse, AppError
 /// by the middleware) and clears the cookie. Always succeeds, so a stale
 /// cookie can still sign out.
 async fn logout(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, AppError> {
+    refuse_cross_site(&req)?;
     let session_id = Resolved::take(&req)
         .ok()
         .flatten()
@@ -192,4 +237,53 @@ async fn logout(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
     Ok(HttpResponse::Ok()
         .cookie(sessions::removal_cookie(&state.config))
         .json(serde_json::json!({"message": "Logout successful"})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn refused(headers: &[(&str, &str)]) -> bool {
+        let mut req = TestRequest::post()
+            .uri("/api/v1/login")
+            .insert_header(("host", "localhost:7860"));
+        for header in headers {
+            req = req.insert_header(*header);
+        }
+        refuse_cross_site(&req.to_http_request()).is_err()
+    }
+
+    #[test]
+    fn refuses_cross_site_browsers_only() {
+        // Scripts: no Origin, no Sec-Fetch-Site.
+        assert!(!refused(&[]));
+        assert!(!refused(&[("sec-fetch-site", "same-origin")]));
+        assert!(!refused(&[("origin", "http://localhost:7860")]));
+        assert!(!refused(&[("origin", "HTTP://LocalHost:7860")]));
+        assert!(refused(&[("sec-fetch-site", "cross-site")]));
+        assert!(refused(&[("origin", "https://attacker.example")]));
+        assert!(refused(&[("origin", "http://localhost:8080")]));
+        assert!(refused(&[("origin", "null")]));
+        assert!(refused(&[
+            ("origin", "http://localhost:7860"),
+            ("sec-fetch-site", "cross-site")
+        ]));
+    }
+
+    #[test]
+    fn default_ports_match_a_bare_host() {
+        let req = TestRequest::post()
+            .insert_header(("host", "keygate.example"))
+            .to_http_request();
+        assert!(same_host("https://keygate.example:443", &req));
+        assert!(same_host("https://keygate.example", &req));
+        assert!(!same_host("https://keygate.example:8443", &req));
+        assert!(!same_host("ftp://keygate.example", &req));
+        let forwarded = TestRequest::post()
+            .insert_header(("host", "127.0.0.1:7860"))
+            .insert_header(("x-forwarded-host", "keygate.example"))
+            .to_http_request();
+        assert!(same_host("https://keygate.example", &forwarded));
+    }
 }

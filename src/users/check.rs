@@ -1,0 +1,74 @@
+//! Checking a person's password, throttled: shared by sign-in and by a
+//! password change, whose `current_password` is a sign-in in all but name
+//! (a wrong one counts as a failed sign-in, so a stolen session cannot be
+//! used to guess the password either).
+
+use std::net::IpAddr;
+
+use actix_web::HttpRequest;
+
+use super::password::HashQueue;
+use super::store;
+use super::throttle::SigninThrottle;
+use crate::db;
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// The address sign-in failures are counted under: the peer address of
+/// the connection (one place, so a proxy-aware rule can replace it).
+pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
+    req.peer_addr().map(|addr| addr.ip())
+}
+
+/// What the hashing thread and the throttle need to check a password.
+pub struct PasswordCheck<'a> {
+    pub state: &'a AppState,
+    pub throttle: &'a SigninThrottle,
+    pub hashing: &'a HashQueue,
+}
+
+impl PasswordCheck<'_> {
+    /// The user `username` names if `password` is theirs, `None` for an
+    /// unknown username or a wrong password (each costs one hash and one
+    /// counted failure). Refused with 429 while the username or the
+    /// address `req` came from is backing off: then neither the database
+    /// nor the hashing thread is asked. A full hashing queue (503) or a
+    /// database failure is not counted.
+    pub async fn user(
+        &self,
+        req: &HttpRequest,
+        username: String,
+        password: String,
+    ) -> Result<Option<store::User>, AppError> {
+        let attempt = self.throttle.begin(&username, client_ip(req))?;
+        match self.unthrottled(username, password).await {
+            Err(error) => {
+                self.throttle.not_checked(attempt);
+                Err(error)
+            }
+            Ok(None) => Ok(None),
+            Ok(Some(user)) => {
+                self.throttle.succeeded(attempt);
+                Ok(Some(user))
+            }
+        }
+    }
+
+    /// The password is checked between two short database calls, so a
+    /// flood of sign-ins waits in the hashing queue without holding
+    /// connections; a full queue is refused before the database is asked.
+    async fn unthrottled(
+        &self,
+        username: String,
+        password: String,
+    ) -> Result<Option<store::User>, AppError> {
+        let place = self.hashing.enter()?;
+        let user = db::run(&self.state.pool, move |conn| {
+            store::find_by_username(conn, &username)
+        })
+        .await?;
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
+        let matches = place.verify(password, stored).await?;
+        Ok(user.filter(|_| matches))
+    }
+}
