@@ -3,7 +3,7 @@
 //! The crate is layered; every import points down (a test in the suite
 //! reads `src/` and fails on an upward or circular import):
 //!
-//! - core: `error`, `random`, `cache` (leaves); `db`, `token`, `validate`,
+//! - core: `error`, `random`, `cache`, `client_ip`, `hosts` (leaves); `db`, `token`, `validate`,
 //!   `routing`, `identity` (who is calling); `config`; `crypto`,
 //!   `outbound`, `bus` (the invalidation bus); `state` (what every handler
 //!   shares).
@@ -20,6 +20,7 @@ pub mod auth;
 pub mod bus;
 pub mod cache;
 pub mod cli;
+pub mod client_ip;
 pub mod config;
 pub mod credentials;
 pub mod crypto;
@@ -27,6 +28,7 @@ pub mod db;
 pub mod error;
 pub mod flows;
 pub mod gateway;
+pub mod hosts;
 pub mod identity;
 pub mod keys;
 pub mod outbound;

@@ -5,6 +5,7 @@
 mod cache;
 mod common;
 mod credentials;
+mod edge;
 mod flows;
 mod gateway;
 mod hot_paths;
