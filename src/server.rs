@@ -32,6 +32,7 @@ pub struct Services {
     pub usage: Arc<UsageRecorder>,
     pub flows: Arc<FlowCache>,
     pub secrets: Arc<SecretCache>,
+    pub key_failures: Arc<auth::KeyFailures>,
 }
 
 impl Services {
@@ -44,7 +45,12 @@ impl Services {
             core.config.key_cache_ttl,
         ));
         core.bus.subscribe(&secrets);
+        let key_failures = Arc::new(auth::KeyFailures::new(
+            core.config.key_failures_per_minute,
+            core.config.trusted_proxies.clone(),
+        ));
         Services {
+            key_failures,
             core,
             keys,
             usage,
@@ -125,6 +131,7 @@ pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clon
     let flows = web::Data::from(services.flows.clone());
     let secrets = web::Data::from(services.secrets.clone());
     let allowed_hosts = web::Data::new(services.core.config.allowed_hosts());
+    let key_failures = web::Data::from(services.key_failures.clone());
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(data.clone())
             .app_data(keys.clone())
@@ -140,6 +147,7 @@ pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clon
             .app_data(web::PathConfig::default().error_handler(extractors::path))
             .app_data(web::QueryConfig::default().error_handler(extractors::query))
             .app_data(allowed_hosts.clone())
+            .app_data(key_failures.clone())
             .route("/health", web::get().to(health))
             .route("/health_check", web::get().to(health_check))
             .configure(ui::routes)

@@ -143,3 +143,146 @@ async fn every_host_allowed_still_keeps_auto_login_to_named_hosts() {
         .unwrap()
         .contains("KEYGATE_ALLOWED_HOSTS"));
 }
+
+crate::on_both_backends!(invalid_keys_from_one_address_are_throttled_but_valid_keys_are_served);
+
+async fn invalid_keys_from_one_address_are_throttled_but_valid_keys_are_served(backend: Backend) {
+    let app = TestApp::start_with(backend, &[("KEYGATE_KEY_FAILURES_PER_MINUTE", "5")]).await;
+    let admin = app.admin_token().await;
+    let (_, valid) = app.create_key(&admin, "valid").await;
+    let unknown = |n: usize| format!("sk-{:0>43}", format!("unknown{n}"));
+    for n in 0..3 {
+        expect(
+            app.as_key(&unknown(n)).get("/api/v1/auth/check").await,
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+    }
+    // Malformed keys count as well.
+    for _ in 0..2 {
+        expect(
+            app.as_key("sk-short").get("/api/v1/auth/check").await,
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+    }
+    expect(
+        app.as_key(&valid).get("/api/v1/auth/check").await,
+        StatusCode::OK,
+    )
+    .await;
+
+    // The limit is reached: invalid keys of every kind are now 429.
+    for key in [
+        unknown(0),
+        unknown(99),
+        "sk-short".to_string(),
+        "junk".to_string(),
+    ] {
+        let res = app.as_key(&key).get("/api/v1/users/whoami").await;
+        let retry: u32 = res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry));
+        assert_security_headers(&res);
+        let body = expect(res, StatusCode::TOO_MANY_REQUESTS).await;
+        assert!(body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Too many invalid API keys"));
+    }
+    // Valid keys are still served, the known one and one created just now.
+    expect(
+        app.as_key(&valid).get("/api/v1/users/whoami").await,
+        StatusCode::OK,
+    )
+    .await;
+    let (_, fresh) = app.create_key(&admin, "fresh").await;
+    expect(
+        app.as_key(&fresh).get("/api/v1/auth/check").await,
+        StatusCode::OK,
+    )
+    .await;
+
+    // A flood of made-up keys from the throttled address costs only its
+    // few lookups, not a query each.
+    let before = app.state().keys.database_lookups();
+    for n in 100..160 {
+        expect(
+            app.as_key(&unknown(n)).get("/api/v1/auth/check").await,
+            StatusCode::TOO_MANY_REQUESTS,
+        )
+        .await;
+    }
+    let spent = app.state().keys.database_lookups() - before;
+    assert!(
+        spent <= u64::from(keygate::auth::throttle::THROTTLED_LOOKUPS_PER_MINUTE),
+        "{spent} lookups"
+    );
+    // Sessions and anonymous routes are not affected.
+    expect(
+        app.as_session(&admin).get("/api/v1/users/whoami").await,
+        StatusCode::OK,
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
+    async fn junk_from(app: &TestApp, forwarded_for: &str) -> StatusCode {
+        app.as_key("sk-junk")
+            .request(Method::GET, "/api/v1/auth/check")
+            .header("x-forwarded-for", forwarded_for)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+    // The test client connects from 127.0.0.1, here a trusted proxy: the
+    // forwarded address is the client, each with its own count.
+    let app = TestApp::start_with(
+        Backend::Sqlite,
+        &[
+            ("KEYGATE_KEY_FAILURES_PER_MINUTE", "2"),
+            ("KEYGATE_TRUSTED_PROXIES", "127.0.0.0/8"),
+        ],
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(
+            junk_from(&app, "198.51.100.1").await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        junk_from(&app, "198.51.100.1").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // A forged left-most entry changes nothing: the proxy's hop counts.
+    assert_eq!(
+        junk_from(&app, "203.0.113.9, 198.51.100.1").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        junk_from(&app, "198.51.100.2").await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Without trusted proxies the header is ignored: the peer counts.
+    let app =
+        TestApp::start_with(Backend::Sqlite, &[("KEYGATE_KEY_FAILURES_PER_MINUTE", "2")]).await;
+    assert_eq!(
+        junk_from(&app, "198.51.100.1").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        junk_from(&app, "198.51.100.2").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        junk_from(&app, "198.51.100.3").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
