@@ -10,7 +10,7 @@
 //! - domains, each owning its tables, rules and routes: `sessions`,
 //!   `users`, `keys`, `credentials` and `variables`, `flows`.
 //! - above them: the `auth` middleware that reads a request and asks the
-//!   domains who it comes from, the `gateway` that runs flows, the `ui`,
+//!   domains who it comes from, the `deadline` on request bodies, the `gateway` that runs flows, the `ui`,
 //!   then `server` (assembles the app) and `cli`.
 //!
 //! `main.rs` only parses the command line; the tests drive [`server`]
@@ -25,6 +25,7 @@ pub mod config;
 pub mod credentials;
 pub mod crypto;
 pub mod db;
+pub mod deadline;
 pub mod error;
 pub mod flows;
 pub mod gateway;

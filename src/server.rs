@@ -440,6 +440,9 @@ pub async fn start(core: AppState) -> Result<RunningServer, String> {
         App::new()
             .wrap(actix_web::middleware::from_fn(auth::resolve))
             .wrap(ErrorHandlers::new().default_handler(json_error_body))
+            .wrap(actix_web::middleware::from_fn(
+                crate::deadline::body_deadline,
+            ))
             .wrap(actix_web::middleware::from_fn(host_guard))
             .wrap_fn(|req, srv| {
                 // Built only when the access log is on (it re-encodes the

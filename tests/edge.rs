@@ -144,7 +144,10 @@ async fn every_host_allowed_still_keeps_auto_login_to_named_hosts() {
         .contains("KEYGATE_ALLOWED_HOSTS"));
 }
 
-crate::on_both_backends!(invalid_keys_from_one_address_are_throttled_but_valid_keys_are_served);
+crate::on_both_backends!(
+    invalid_keys_from_one_address_are_throttled_but_valid_keys_are_served,
+    a_stalled_body_gets_408_and_the_connection_is_closed,
+);
 
 async fn invalid_keys_from_one_address_are_throttled_but_valid_keys_are_served(backend: Backend) {
     let app = TestApp::start_with(backend, &[("KEYGATE_KEY_FAILURES_PER_MINUTE", "5")]).await;
@@ -285,4 +288,57 @@ async fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
         junk_from(&app, "198.51.100.3").await,
         StatusCode::TOO_MANY_REQUESTS
     );
+}
+
+/// Sends `head` and `body_part` on a fresh connection, then reads until
+/// the server closes it: a body that never completes.
+async fn stalled_request(app: &TestApp, head: &str, body_part: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body_part.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+async fn a_stalled_body_gets_408_and_the_connection_is_closed(backend: Backend) {
+    let app = TestApp::start_with(backend, &[("KEYGATE_BODY_TIMEOUT_MS", "300")]).await;
+    let admin = app.admin_token().await;
+    let (_, key) = app.create_key(&admin, "slow").await;
+    let port = app.base.rsplit(':').next().unwrap();
+    for head in [
+        // A form body (read as bytes) and a JSON body.
+        format!(
+            "POST /api/v1/login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
+        ),
+        format!(
+            "POST /api/v1/api_key/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nx-api-key: {key}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        ),
+    ] {
+        let answer = stalled_request(&app, &head, "{\"a\"").await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(
+            answer.contains(r#"{"detail":"Request body timed out"}"#),
+            "{answer}"
+        );
+        let lower = answer.to_ascii_lowercase();
+        assert!(lower.contains("x-frame-options: deny"), "{answer}");
+        assert!(lower.contains("connection: close"), "{answer}");
+    }
+    // A body that arrives in time is unaffected.
+    let res = app
+        .anon()
+        .post_form(
+            "/api/v1/login",
+            &[
+                ("username", crate::common::ADMIN),
+                ("password", crate::common::ADMIN_PASSWORD),
+            ],
+        )
+        .await;
+    expect(res, StatusCode::OK).await;
 }

@@ -28,7 +28,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("domain: keys", &["keys"]),
     ("domain: stored secrets", &["credentials", "variables"]),
     ("domain: flows", &["flows"]),
-    ("request: authentication middleware", &["auth"]),
+    (
+        "request: authentication and body deadline",
+        &["auth", "deadline"],
+    ),
     ("surface: gateway and UI", &["gateway", "ui"]),
     ("assembly: server", &["server"]),
     ("entry: command line", &["cli"]),
