@@ -342,3 +342,69 @@ async fn a_stalled_body_gets_408_and_the_connection_is_closed(backend: Backend) 
         .await;
     expect(res, StatusCode::OK).await;
 }
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// The real binary on SQLite in its own data directory: everything it
+/// creates is the owner's only, and its access log never shows a key,
+/// whatever shape the key was sent in.
+#[cfg(unix)]
+#[actix_web::test]
+async fn the_binary_keeps_its_files_private_and_its_log_free_of_keys() {
+    use crate::common::{TestDb, ADMIN, ADMIN_PASSWORD};
+    use crate::ops::Served;
+
+    let db = TestDb::new(Backend::Sqlite);
+    let mut env = crate::common::base_env(&db);
+    env.remove("KEYGATE_DATABASE_URL");
+    let data = db.dir.join("data");
+    let served = Served::start(&env);
+    let token = served.login(ADMIN, ADMIN_PASSWORD).await;
+    let res = served
+        .as_session(&token)
+        .post_json("/api/v1/api_key/", &serde_json::json!({"name": "log"}))
+        .await;
+    let key = expect(res, StatusCode::OK).await["api_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(mode(&data), 0o700, "data directory");
+    for file in [
+        "keygate.db",
+        "keygate.db-wal",
+        "keygate.db-shm",
+        "secret.key",
+    ] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+
+    let encoded: String = key.bytes().map(|b| format!("%{b:02X}")).collect();
+    let tail = &key[3..];
+    for target in [
+        format!("/api/v1/run/{key}"),
+        format!("/api/v1/users/whoami?{key}=1"),
+        format!("/api/v1/users/whoami?a=1%26x-api-key%3D{key}"),
+        format!("/api/v1/users/whoami?a=%73k-{tail}"),
+        format!("/api/v1/users/whoami?a={encoded}"),
+        format!("/api/v1/run/{encoded}"),
+    ] {
+        // Whatever the answers, only the log matters here.
+        served.anon().get(&target).await;
+    }
+    let (_, log) = served.terminate();
+    assert!(log.contains("keygate::access"), "the access log is on");
+    assert!(log.contains("REDACTED"), "{log}");
+    for fragment in [&key[3..15], &key[20..32], &key[key.len() - 10..]] {
+        assert!(!log.contains(fragment), "a key fragment reached the log");
+        let encoded: String = fragment.bytes().map(|b| format!("%{b:02X}")).collect();
+        assert!(!log.contains(&encoded), "an encoded key reached the log");
+    }
+}
