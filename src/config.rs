@@ -15,7 +15,9 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 
+use crate::client_ip::Cidr;
 use crate::db::DatabaseUrl;
+use crate::hosts::AllowedHosts;
 
 /// Every `KEYGATE_*` variable, as given. An empty value counts as unset.
 #[derive(Deserialize)]
@@ -113,6 +115,24 @@ struct Settings {
     /// Password checks that may wait for the hashing thread; past it, 503.
     #[serde(default = "default_password_queue")]
     password_queue: usize,
+    /// `Host` names and addresses keygate answers to, comma-separated (ports
+    /// ignored, any case); `*`: every host. Unset: loopback names and
+    /// addresses only when bound to loopback, every host (with a warning, and
+    /// no auto-login) otherwise.
+    #[serde(default)]
+    allowed_hosts: Option<String>,
+    /// Reverse proxies (comma-separated CIDR blocks or addresses) whose
+    /// `X-Forwarded-For` / `Forwarded` headers name the client. Empty: the
+    /// TCP peer is the client.
+    #[serde(default)]
+    trusted_proxies: Option<String>,
+    /// Invalid API keys one client address may send per minute before its
+    /// further invalid keys get 429; 0 turns the limit off.
+    #[serde(default = "default_key_failures_per_minute")]
+    key_failures_per_minute: u32,
+    /// How long a request body may take to arrive (ms, at least 1); past it, 408.
+    #[serde(default = "default_body_timeout_ms")]
+    body_timeout_ms: u64,
 }
 
 fn default_host() -> String {
@@ -175,6 +195,12 @@ fn default_login_backoff_secs() -> u64 {
 fn default_password_queue() -> usize {
     32
 }
+fn default_key_failures_per_minute() -> u32 {
+    120
+}
+fn default_body_timeout_ms() -> u64 {
+    10_000
+}
 
 /// Booleans as operators write them: true/false, 1/0, yes/no, on/off.
 fn flag<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
@@ -234,6 +260,16 @@ pub struct Config {
     pub negative_cache_ttl: Duration,
     /// How often the PostgreSQL invalidation listener polls.
     pub notify_poll: Duration,
+    /// `KEYGATE_ALLOWED_HOSTS` as given (already checked); read it through
+    /// [`Config::allowed_hosts`], which also depends on `host`.
+    allowed_hosts: Option<String>,
+    /// `KEYGATE_TRUSTED_PROXIES`: peers whose forwarding headers name the
+    /// client (see `client_ip`).
+    pub trusted_proxies: Vec<Cidr>,
+    /// `KEYGATE_KEY_FAILURES_PER_MINUTE`; 0: no limit.
+    pub key_failures_per_minute: u32,
+    /// `KEYGATE_BODY_TIMEOUT_MS`: the longest a request body may take.
+    pub body_timeout: Duration,
     /// How sign-in failures are throttled (see `users::throttle`).
     pub login_limits: LoginLimits,
     /// `KEYGATE_PASSWORD_QUEUE`: password checks and hashes that may wait
@@ -292,7 +328,18 @@ impl Config {
             w if w > 256 => return Err("KEYGATE_WORKERS: at most 256".into()),
             w => Some(w),
         };
+        // Checked now so a bad value stops the start with its name; the
+        // default depends on the listening address, which `serve --host`
+        // may still change.
+        AllowedHosts::from_setting(s.allowed_hosts.as_deref(), &s.host)
+            .map_err(|e| format!("KEYGATE_ALLOWED_HOSTS: {e}"))?;
+        let trusted_proxies = Cidr::parse_list(s.trusted_proxies.as_deref().unwrap_or_default())
+            .map_err(|e| format!("KEYGATE_TRUSTED_PROXIES: {e}"))?;
         Ok(Config {
+            allowed_hosts: s.allowed_hosts,
+            trusted_proxies,
+            key_failures_per_minute: s.key_failures_per_minute,
+            body_timeout: Duration::from_millis(s.body_timeout_ms.max(1)),
             host: s.host,
             port: s.port,
             data_dir: s.data_dir,
@@ -326,6 +373,17 @@ impl Config {
             },
             password_queue: s.password_queue,
         })
+    }
+}
+
+impl Config {
+    /// The `Host` names requests may carry (`KEYGATE_ALLOWED_HOSTS`, or the
+    /// default for the address keygate listens on).
+    pub fn allowed_hosts(&self) -> AllowedHosts {
+        // Checked in `from_settings`; the listening address never makes a
+        // valid setting invalid.
+        AllowedHosts::from_setting(self.allowed_hosts.as_deref(), &self.host)
+            .unwrap_or(AllowedHosts::Loopback)
     }
 }
 
@@ -372,6 +430,35 @@ mod tests {
         assert!(!config.auto_login);
         assert!(config.secret_key.is_none() && !config.allow_private_upstreams);
         assert_eq!(config.provider_timeout, Duration::from_millis(5000));
+        assert_eq!(config.allowed_hosts(), AllowedHosts::Loopback);
+        assert!(config.trusted_proxies.is_empty());
+        assert_eq!(config.key_failures_per_minute, 120);
+        assert_eq!(config.body_timeout, Duration::from_millis(10_000));
+    }
+
+    #[test]
+    fn abuse_settings() {
+        let mut map = HashMap::new();
+        map.insert("KEYGATE_HOST".to_string(), "0.0.0.0".to_string());
+        let mut config = Config::from_map(&map).unwrap();
+        assert_eq!(config.allowed_hosts(), AllowedHosts::Unset);
+        config.host = "::1".into();
+        assert_eq!(config.allowed_hosts(), AllowedHosts::Loopback);
+        map.insert("KEYGATE_ALLOWED_HOSTS".to_string(), "*,x".to_string());
+        let error = Config::from_map(&map).unwrap_err();
+        assert!(error.starts_with("KEYGATE_ALLOWED_HOSTS: "), "{error}");
+        map.clear();
+        map.insert(
+            "KEYGATE_TRUSTED_PROXIES".to_string(),
+            "10.0.0.0/8,::1".to_string(),
+        );
+        assert_eq!(Config::from_map(&map).unwrap().trusted_proxies.len(), 2);
+        map.insert(
+            "KEYGATE_TRUSTED_PROXIES".to_string(),
+            "10.0.0.0/40".to_string(),
+        );
+        let error = Config::from_map(&map).unwrap_err();
+        assert!(error.starts_with("KEYGATE_TRUSTED_PROXIES: "), "{error}");
     }
 
     #[test]

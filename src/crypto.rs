@@ -329,8 +329,11 @@ fn read_secret_file(path: &Path) -> Result<String, String> {
 /// Creates the secret file (mode 0600). When another process created it
 /// first, reads theirs.
 fn create_secret_file(path: &Path) -> Result<String, String> {
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
+    if let Some(dir) = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+    {
+        crate::db::create_private_dir(dir)
             .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
     }
     let secret = generate_secret()?;

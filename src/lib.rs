@@ -3,14 +3,14 @@
 //! The crate is layered; every import points down (a test in the suite
 //! reads `src/` and fails on an upward or circular import):
 //!
-//! - core: `error`, `random`, `cache` (leaves); `db`, `token`, `validate`,
+//! - core: `error`, `random`, `cache`, `client_ip`, `hosts` (leaves); `db`, `token`, `validate`,
 //!   `routing`, `identity` (who is calling); `config`; `crypto`,
 //!   `outbound`, `bus` (the invalidation bus); `state` (what every handler
 //!   shares).
 //! - domains, each owning its tables, rules and routes: `sessions`,
 //!   `users`, `keys`, `credentials` and `variables`, `flows`.
 //! - above them: the `auth` middleware that reads a request and asks the
-//!   domains who it comes from, the `gateway` that runs flows, the `ui`,
+//!   domains who it comes from, the `deadline` on request bodies, the `gateway` that runs flows, the `ui`,
 //!   then `server` (assembles the app) and `cli`.
 //!
 //! `main.rs` only parses the command line; the tests drive [`server`]
@@ -20,13 +20,16 @@ pub mod auth;
 pub mod bus;
 pub mod cache;
 pub mod cli;
+pub mod client_ip;
 pub mod config;
 pub mod credentials;
 pub mod crypto;
 pub mod db;
+pub mod deadline;
 pub mod error;
 pub mod flows;
 pub mod gateway;
+pub mod hosts;
 pub mod identity;
 pub mod keys;
 pub mod outbound;

@@ -1,6 +1,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    keep_new_files_private();
     return_large_allocations_to_the_os();
     let cli = keygate::cli::Cli::parse();
     match keygate::cli::run(cli) {
@@ -9,6 +10,19 @@ fn main() -> std::process::ExitCode {
             eprintln!("keygate: {message}");
             std::process::ExitCode::from(2)
         }
+    }
+}
+
+/// Everything keygate creates (the data directory, the SQLite database
+/// and its `-wal`/`-shm`, the secret file) holds secrets or their hashes:
+/// owner-only from the start, whatever the operator's umask, set before
+/// anything is created.
+fn keep_new_files_private() {
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file-creation mask; it is
+    // called once, before any other thread exists.
+    unsafe {
+        libc::umask(0o077);
     }
 }
 

@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use actix_web::body::EitherBody;
-use actix_web::dev::{Service, ServiceResponse};
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
-use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers, Next};
 use actix_web::{web, App, HttpResponse, HttpServer};
 
 use std::sync::Arc;
@@ -16,11 +16,11 @@ use crate::config::Config;
 use crate::error::{extractors, AppError};
 use crate::flows::cache::FlowCache;
 use crate::gateway::SecretCache;
+use crate::hosts::{self, AllowedHosts};
 use crate::identity::API_KEY_QUERY;
 use crate::keys::usage::UsageRecorder;
 use crate::keys::KeyVerifier;
 use crate::state::AppState;
-use crate::token::{ApiKeyKind, TokenKind};
 use crate::{auth, bus, credentials, db, flows, gateway, keys, ui, users, variables};
 
 /// The core state and the domain services built on it, each one app data
@@ -34,6 +34,7 @@ pub struct Services {
     pub secrets: Arc<SecretCache>,
     pub signin: Arc<users::throttle::SigninThrottle>,
     pub hashing: Arc<users::password::HashQueue>,
+    pub key_failures: Arc<auth::KeyFailures>,
 }
 
 impl Services {
@@ -48,9 +49,14 @@ impl Services {
         ));
         core.bus.subscribe(&secrets);
         let (signin, hashing) = users::services(&core.config);
+        let key_failures = Arc::new(auth::KeyFailures::new(
+            core.config.key_failures_per_minute,
+            core.config.trusted_proxies.clone(),
+        ));
         Services {
             signin,
             hashing,
+            key_failures,
             core,
             keys,
             usage,
@@ -132,6 +138,8 @@ pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clon
     let secrets = web::Data::from(services.secrets.clone());
     let signin = web::Data::from(services.signin.clone());
     let hashing = web::Data::from(services.hashing.clone());
+    let allowed_hosts = web::Data::new(services.core.config.allowed_hosts());
+    let key_failures = web::Data::from(services.key_failures.clone());
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(data.clone())
             .app_data(keys.clone())
@@ -148,6 +156,8 @@ pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clon
             .app_data(web::PayloadConfig::new(max_body))
             .app_data(web::PathConfig::default().error_handler(extractors::path))
             .app_data(web::QueryConfig::default().error_handler(extractors::query))
+            .app_data(allowed_hosts.clone())
+            .app_data(key_failures.clone())
             .route("/health", web::get().to(health))
             .route("/health_check", web::get().to(health_check))
             .configure(ui::routes)
@@ -184,6 +194,31 @@ async fn not_found() -> Result<HttpResponse, AppError> {
     Err(AppError::not_found("Not Found"))
 }
 
+/// Refuses a request whose `Host` is not allowed (`KEYGATE_ALLOWED_HOSTS`,
+/// see `hosts`) before any other work: no credential is looked at, no
+/// body read. Health checks included: a load balancer can send an
+/// allowed `Host` (or the operator lists the one it sends).
+async fn host_guard<B: MessageBody>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let allowed = match req.app_data::<web::Data<AllowedHosts>>() {
+        Some(allowed) => allowed.allows(hosts::request_host(req.request())),
+        None => {
+            let error = AppError::internal("host allow-list missing");
+            return Ok(req.error_response(error).map_into_right_body());
+        }
+    };
+    if !allowed {
+        tracing::debug!("request for a host that is not allowed refused");
+        let error = AppError::bad_request(hosts::HOST_NOT_ALLOWED);
+        return Ok(req.error_response(error).map_into_right_body());
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
+
 /// Turns any error response that is not already JSON (405s, payload errors
 /// raised inside actix) into `{"detail": …}`, except an upstream's answer
 /// relayed by the gateway.
@@ -212,19 +247,126 @@ fn json_error_body<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandler
     ))
 }
 
-/// The request target with any key in the query string replaced, so access
-/// logs never hold a key.
+/// The request target as the access log shows it: every `sk-`-shaped
+/// key in the path or the query replaced by `REDACTED`, whether sent raw
+/// or percent-encoded (`%73k-…`, `%2573k-…`, a key inside an encoded
+/// parameter such as `a=1%26x-api-key%3Dsk-…`), and the value of any
+/// `x-api-key` parameter replaced whatever its shape. The rest of the
+/// target is kept as sent.
 pub fn redacted_target(path: &str, query: &str) -> String {
-    if query.is_empty() {
-        return path.to_string();
+    let mut out = redact_keys(path);
+    if !query.is_empty() {
+        out.push('?');
+        let query = redact_keys(query);
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, _)) if is_key_parameter(name) => format!("{name}=REDACTED"),
+                _ => param.to_string(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
     }
-    let mut out = form_urlencoded::Serializer::new(String::new());
-    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-        let secret =
-            name.eq_ignore_ascii_case(API_KEY_QUERY) || value.starts_with(ApiKeyKind::PREFIX);
-        out.append_pair(&name, if secret { "REDACTED" } else { &value });
+    out
+}
+
+fn is_key_parameter(raw_name: &str) -> bool {
+    form_urlencoded::parse(raw_name.as_bytes())
+        .next()
+        .is_some_and(|(name, _)| name.eq_ignore_ascii_case(API_KEY_QUERY))
+}
+
+/// Characters after `sk-` that make a key-shaped run: keys are URL-safe
+/// base64, and a fragment of a few characters is already worth hiding.
+const MIN_KEY_TAIL: usize = 8;
+
+/// Replaces every run that decodes to `sk-` and at least [`MIN_KEY_TAIL`]
+/// key characters, not preceded by a letter or digit (so `task-list` is
+/// kept), with `REDACTED`.
+fn redact_keys(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let (mut i, mut copied_to) = (0, 0);
+    let mut previous: Option<u8> = None;
+    while i < bytes.len() {
+        let Some((byte, len)) = decoded_at(bytes, i) else {
+            break;
+        };
+        let at_boundary = !previous.is_some_and(|b| b.is_ascii_alphanumeric());
+        if at_boundary && matches!(byte, b's' | b'S') {
+            if let Some(end) = key_end(bytes, i) {
+                out.push_str(&raw[copied_to..i]);
+                out.push_str("REDACTED");
+                copied_to = end;
+                i = end;
+                previous = Some(b'D');
+                continue;
+            }
+        }
+        previous = Some(byte);
+        i += len;
     }
-    format!("{path}?{}", out.finish())
+    out.push_str(&raw[copied_to..]);
+    out
+}
+
+/// Where a key-shaped run starting at `start` ends (raw offset), if one does.
+fn key_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut i = start;
+    for expected in [b's', b'k', b'-'] {
+        let (byte, len) = decoded_at(bytes, i)?;
+        if byte.to_ascii_lowercase() != expected {
+            return None;
+        }
+        i += len;
+    }
+    let mut tail = 0;
+    while let Some((byte, len)) = decoded_at(bytes, i) {
+        if !(byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_') {
+            break;
+        }
+        tail += 1;
+        i += len;
+    }
+    (tail >= MIN_KEY_TAIL).then_some(i)
+}
+
+/// The byte at `i` after percent-decoding, and how many raw bytes it takes.
+/// Decoding repeats (`%2573` is `%73` is `s`), a few levels deep.
+fn decoded_at(bytes: &[u8], i: usize) -> Option<(u8, usize)> {
+    decoded_at_depth(bytes, i, 0)
+}
+
+fn decoded_at_depth(bytes: &[u8], i: usize, depth: u8) -> Option<(u8, usize)> {
+    let first = *bytes.get(i)?;
+    if first != b'%' {
+        return Some((first, 1));
+    }
+    Some(
+        escape_after(bytes, i + 1, depth)
+            .map(|(byte, len)| (byte, len + 1))
+            .unwrap_or((b'%', 1)),
+    )
+}
+
+/// The byte the escape whose `%` ends just before `i` stands for: two hex
+/// digits (each possibly escaped itself); an escaped `%` starts another
+/// escape with what follows.
+fn escape_after(bytes: &[u8], i: usize, depth: u8) -> Option<(u8, usize)> {
+    if depth >= 4 {
+        return None;
+    }
+    let (high, high_len) = decoded_at_depth(bytes, i, depth + 1)?;
+    let (low, low_len) = decoded_at_depth(bytes, i + high_len, depth + 1)?;
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let byte = hex(high)? << 4 | hex(low)?;
+    let len = high_len + low_len;
+    if byte == b'%' {
+        if let Some((inner, inner_len)) = escape_after(bytes, i + len, depth + 1) {
+            return Some((inner, len + inner_len));
+        }
+    }
+    Some((byte, len))
 }
 
 /// A running server: its address and the means to stop it.
@@ -296,12 +438,23 @@ pub fn stop_on_signals(handle: actix_web::dev::ServerHandle) -> std::io::Result<
 pub async fn start(core: AppState) -> Result<RunningServer, String> {
     let state = Services::new(core);
     let config = state.core.config.clone();
+    if config.allowed_hosts() == AllowedHosts::Unset {
+        tracing::warn!(
+            host = %config.host,
+            "keygate listens on a non-loopback address and KEYGATE_ALLOWED_HOSTS is unset: \
+             every Host is answered and auto-login is refused; set it to the names clients use"
+        );
+    }
     let app_config = configure(&state);
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(bus::await_confirmations))
             .wrap(actix_web::middleware::from_fn(auth::resolve))
             .wrap(ErrorHandlers::new().default_handler(json_error_body))
+            .wrap(actix_web::middleware::from_fn(
+                crate::deadline::body_deadline,
+            ))
+            .wrap(actix_web::middleware::from_fn(host_guard))
             .wrap_fn(|req, srv| {
                 // Built only when the access log is on (it re-encodes the
                 // query to redact keys, which costs on every request).
@@ -394,13 +547,71 @@ pub async fn start(core: AppState) -> Result<RunningServer, String> {
 mod tests {
     use super::*;
 
+    const KEY: &str = "sk-abcdefghijabcdefghijabcdefghijabcdefghij123";
+
+    fn percent_encode_all(text: &str) -> String {
+        text.bytes().map(|b| format!("%{b:02X}")).collect()
+    }
+
     #[test]
     fn redacts_keys_from_query() {
-        let key = "sk-abcdefghijabcdefghijabcdefghijabcdefghij123";
-        let target = redacted_target("/api/v1/run/x", &format!("x-api-key={key}&stream=true"));
-        assert!(!target.contains(key));
-        assert!(target.contains("x-api-key=REDACTED"));
-        assert!(target.contains("stream=true"));
-        assert!(!redacted_target("/p", &format!("other={key}")).contains(key));
+        let target = redacted_target("/api/v1/run/x", &format!("x-api-key={KEY}&stream=true"));
+        assert_eq!(target, "/api/v1/run/x?x-api-key=REDACTED&stream=true");
+        assert_eq!(
+            redacted_target("/p", &format!("other={KEY}")),
+            "/p?other=REDACTED"
+        );
+        // A key parameter is hidden whatever its value looks like.
+        assert_eq!(
+            redacted_target("/p", "X-Api-Key=not-a-key&x%2Dapi-key=junk"),
+            "/p?X-Api-Key=REDACTED&x%2Dapi-key=REDACTED"
+        );
+    }
+
+    #[test]
+    fn redacts_keys_in_every_shape() {
+        let cases = [
+            (format!("/api/v1/run/{KEY}"), String::new()),
+            (format!("/api/v1/run/{KEY}/more"), String::new()),
+            ("/p".to_string(), format!("{KEY}=1")),
+            ("/p".to_string(), format!("a=1%26x-api-key%3D{KEY}")),
+            ("/p".to_string(), format!("a=%73k-{}", &KEY[3..])),
+            ("/p".to_string(), format!("a=%2573k%2D{}", &KEY[3..])),
+            ("/p".to_string(), format!("a={}", percent_encode_all(KEY))),
+            (
+                format!("/api/v1/run/{}", percent_encode_all(KEY)),
+                String::new(),
+            ),
+            ("/p".to_string(), format!("a=x,{}", KEY.to_uppercase())),
+        ];
+        for (path, query) in cases {
+            let target = redacted_target(&path, &query);
+            assert!(target.contains("REDACTED"), "{path}?{query} -> {target}");
+            for fragment in [&KEY[3..20], &KEY[25..], "abcdefghij", "ABCDEFGHIJ"] {
+                assert!(!target.contains(fragment), "{path}?{query} -> {target}");
+                assert!(
+                    !target.contains(&percent_encode_all(fragment)),
+                    "{path}?{query} -> {target}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn keeps_what_is_not_a_key() {
+        for (path, query) in [
+            ("/api/v1/flows/task-management-flow", ""),
+            ("/api/v1/run/my-flow", "stream=true&tweaks=%7B%7D"),
+            ("/p", "a=sk-short"),
+            ("/p", "a=%zz&b=%"),
+            ("/p", "%25%25%2"),
+        ] {
+            let expected = if query.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{query}")
+            };
+            assert_eq!(redacted_target(path, query), expected);
+        }
     }
 }

@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 
 /// Bottom first. Every top-level module of `src/` must be listed.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("core: leaves", &["error", "random", "cache"]),
+    (
+        "core: leaves",
+        &["error", "random", "cache", "client_ip", "hosts"],
+    ),
     (
         "core: who and what",
         &["db", "token", "identity", "validate", "routing"],
@@ -25,7 +28,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("domain: keys", &["keys"]),
     ("domain: stored secrets", &["credentials", "variables"]),
     ("domain: flows", &["flows"]),
-    ("request: authentication middleware", &["auth"]),
+    (
+        "request: authentication and body deadline",
+        &["auth", "deadline"],
+    ),
     ("surface: gateway and UI", &["gateway", "ui"]),
     ("assembly: server", &["server"]),
     ("entry: command line", &["cli"]),

@@ -6,6 +6,7 @@ mod account_safety;
 mod cache;
 mod common;
 mod credentials;
+mod edge;
 mod flows;
 mod gateway;
 mod hardening;

@@ -15,6 +15,7 @@
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, AUTHORIZATION};
+use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest};
 
@@ -27,6 +28,10 @@ use crate::sessions;
 use crate::state::AppState;
 use crate::token::ApiKeyKind;
 use crate::token::TokenKind;
+
+pub mod throttle;
+
+pub use throttle::KeyFailures;
 
 pub const CSRF_REFUSED: &str = "Missing or invalid CSRF token";
 /// The header a page sends its session's CSRF token in.
@@ -158,15 +163,10 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, Failure> {
         presented_credentials(req.headers(), req.query_string()).map_err(Failure::Key)?;
     match presented {
         Presented::Nothing => Ok(None),
-        Presented::ApiKey(key) => {
-            let verifier = req
-                .app_data::<web::Data<KeyVerifier>>()
-                .ok_or_else(|| Failure::Key(AppError::internal("key verifier missing")))?;
-            keys::authenticate(verifier, &key)
-                .await
-                .map(Some)
-                .map_err(Failure::Key)
-        }
+        Presented::ApiKey(key) => authenticate_key(req, &key)
+            .await
+            .map(Some)
+            .map_err(Failure::Key),
         Presented::Session { token, via_cookie } => {
             let state = req
                 .app_data::<web::Data<AppState>>()
@@ -178,6 +178,50 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, Failure> {
         }
         Presented::BadSession(error) => Err(Failure::Session(error)),
     }
+}
+
+/// A key, with failed-key throttling (see [`throttle`]): every 401 counts
+/// against the client's address; once it is throttled, an invalid key is
+/// answered 429 from the caches (or after one of its few lookups), and a
+/// valid key is served as always.
+async fn authenticate_key(req: &HttpRequest, key: &str) -> Result<Principal, AppError> {
+    let (Some(verifier), Some(failures)) = (
+        req.app_data::<web::Data<KeyVerifier>>(),
+        req.app_data::<web::Data<KeyFailures>>(),
+    ) else {
+        return Err(AppError::internal("key verification services missing"));
+    };
+    let client = failures.client(req);
+    let Some(retry_after) = failures.throttled(client) else {
+        let outcome = keys::authenticate(verifier, key).await;
+        if outcome.as_ref().is_err_and(is_invalid_key) {
+            failures.record_failure(client);
+        }
+        return outcome;
+    };
+    let outcome = match keys::authenticate_cached(verifier, key) {
+        Some(outcome) => outcome,
+        None if failures.take_lookup(client) => keys::authenticate(verifier, key).await,
+        None => Err(AppError::unauthorized(INVALID_KEY)),
+    };
+    match outcome {
+        Err(error) if is_invalid_key(&error) => {
+            failures.record_failure(client);
+            Err(reject(
+                "invalid key from a throttled address",
+                AppError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    throttle::TOO_MANY_INVALID_KEYS,
+                )
+                .retry_after(retry_after),
+            ))
+        }
+        other => other,
+    }
+}
+
+fn is_invalid_key(error: &AppError) -> bool {
+    error.status() == StatusCode::UNAUTHORIZED
 }
 
 /// Reads the credentials a request carries without touching the database.

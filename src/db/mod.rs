@@ -234,6 +234,60 @@ pub fn run_migrations(conn: &mut DbConnection) -> Result<usize, String> {
     Ok(applied.len())
 }
 
+/// Creates a directory keygate keeps private data in (the data directory),
+/// readable by the owner only (`0700`). An existing directory is left as
+/// it is (the operator may share it on purpose), with a warning when
+/// other users can read it.
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if let Ok(meta) = std::fs::metadata(dir) {
+            if meta.is_dir() && meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    path = %dir.display(),
+                    "the data directory is open to other users; chmod 700 it"
+                );
+            }
+        }
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// The SQLite database and its `-wal` and `-shm` files hold every key hash
+/// and encrypted secret: owner-only (`0600`), also when an older keygate
+/// or a wider umask created them. SQLite gives the `-wal` and `-shm` it
+/// creates later the database file's mode.
+fn make_database_files_private(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut paths = vec![path.to_path_buf()];
+        for suffix in ["-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            paths.push(name.into());
+        }
+        for file in paths {
+            let Ok(meta) = std::fs::metadata(&file) else {
+                continue;
+            };
+            if meta.permissions().mode() & 0o077 != 0 {
+                let tightened =
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+                if let Err(error) = tightened {
+                    tracing::warn!(path = %file.display(), %error, "cannot make the database file private");
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 /// Opens one connection, migrates, then builds the pool.
 pub fn connect_and_migrate(
     url: &DatabaseUrl,
@@ -242,7 +296,7 @@ pub fn connect_and_migrate(
 ) -> Result<DbPool, String> {
     if let DatabaseUrl::Sqlite(path) = url {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
+            create_private_dir(parent).map_err(|e| {
                 format!("cannot create database directory {}: {e}", parent.display())
             })?;
         }
@@ -251,6 +305,9 @@ pub fn connect_and_migrate(
     let mut conn = manager
         .establish()
         .map_err(|e| format!("cannot connect to the {} database: {e}", url.backend_name()))?;
+    if let DatabaseUrl::Sqlite(path) = url {
+        make_database_files_private(path);
+    }
     let applied = run_migrations(&mut conn)?;
     if applied > 0 {
         tracing::info!(

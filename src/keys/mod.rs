@@ -21,7 +21,7 @@ use crate::state::AppState;
 use crate::token::PlainKey;
 use crate::validate::{self, LenientJson};
 use usage::UsageRecorder;
-pub use verify::{authenticate, KeyVerifier};
+pub use verify::{authenticate, authenticate_cached, KeyVerifier};
 
 pub const MAX_NAME_LEN: usize = 255;
 const KEY_NOT_FOUND: &str = "API Key not found";

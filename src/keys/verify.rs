@@ -255,8 +255,29 @@ pub async fn authenticate(verifier: &KeyVerifier, text: &str) -> Result<Principa
     if !PlainKey::is_well_formed(text) {
         return Err(reject("malformed key", AppError::unauthorized(INVALID_KEY)));
     }
+    judge(verifier.verify(TokenDigest::of(text)).await?)
+}
+
+/// [`authenticate`] from the caches alone: `None` when answering would
+/// need the database. For callers that must not cost a query (an address
+/// that is throttled for sending invalid keys).
+pub fn authenticate_cached(
+    verifier: &KeyVerifier,
+    text: &str,
+) -> Option<Result<Principal, AppError>> {
+    if !PlainKey::is_well_formed(text) {
+        return Some(Err(reject(
+            "malformed key",
+            AppError::unauthorized(INVALID_KEY),
+        )));
+    }
+    verifier.cached(&TokenDigest::of(text)).map(judge)
+}
+
+/// The verdict on what a lookup found.
+fn judge(found: Option<Arc<VerifiedKey>>) -> Result<Principal, AppError> {
     let now = db::now();
-    match verifier.verify(TokenDigest::of(text)).await? {
+    match found {
         Some(key) if key.is_usable_at(now) => {
             key.usage.record(now);
             Ok(Principal {

@@ -197,10 +197,18 @@ async fn current_session(principal: Principal) -> Result<HttpResponse, AppError>
 
 /// Langflow's auto-login: with `KEYGATE_AUTO_LOGIN=true`, anyone who can
 /// reach keygate gets a session as the superuser named by
-/// `KEYGATE_SUPERUSER`, without a password. Refused (400) otherwise.
-async fn auto_login(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+/// `KEYGATE_SUPERUSER`, without a password. Refused (400) otherwise, and
+/// (403) for a host that is not named or a cross-site request (see
+/// `hosts::auto_login_refusal`).
+async fn auto_login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, AppError> {
     if !state.config.auto_login {
         return Err(AppError::bad_request(AUTO_LOGIN_DISABLED));
+    }
+    if let Some(detail) = crate::hosts::auto_login_refusal(&state.config.allowed_hosts(), &req) {
+        return Err(AppError::forbidden(detail));
     }
     let username = state.config.superuser.clone();
     let ttl = state.config.session_ttl;
