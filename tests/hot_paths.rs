@@ -376,7 +376,12 @@ async fn hammer(
 #[actix_web::test]
 async fn revocation_and_deactivation_are_final_on_every_instance_when_the_api_answers() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let settings = [("KEYGATE_KEY_CACHE_TTL_SECS", "3600")];
+    // The hammer sends hundreds of refused keys: no per-address limit here,
+    // so every refusal is the revocation's 401.
+    let settings = [
+        ("KEYGATE_KEY_CACHE_TTL_SECS", "3600"),
+        ("KEYGATE_KEY_FAILURES_PER_MINUTE", "0"),
+    ];
     let first = TestApp::start_with(Backend::Postgres, &settings).await;
     let second = TestApp::start_on(first.db.alias(), &settings).await;
     let admin = first.admin_token().await;

@@ -3,22 +3,14 @@
 //! (a wrong one counts as a failed sign-in, so a stolen session cannot be
 //! used to guess the password either).
 
-use std::net::IpAddr;
-
 use actix_web::HttpRequest;
 
 use super::password::HashQueue;
 use super::store;
 use super::throttle::SigninThrottle;
-use crate::db;
 use crate::error::AppError;
 use crate::state::AppState;
-
-/// The address sign-in failures are counted under: the peer address of
-/// the connection (one place, so a proxy-aware rule can replace it).
-pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
-    req.peer_addr().map(|addr| addr.ip())
-}
+use crate::{client_ip, db};
 
 /// What the hashing thread and the throttle need to check a password.
 pub struct PasswordCheck<'a> {
@@ -40,7 +32,13 @@ impl PasswordCheck<'_> {
         username: String,
         password: String,
     ) -> Result<Option<store::User>, AppError> {
-        let attempt = self.throttle.begin(&username, client_ip(req))?;
+        let attempt = self.throttle.begin(
+            &username,
+            Some(client_ip::client_ip(
+                req,
+                &self.state.config.trusted_proxies,
+            )),
+        )?;
         match self.unthrottled(username, password).await {
             Err(error) => {
                 self.throttle.not_checked(attempt);
