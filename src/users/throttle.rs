@@ -236,15 +236,24 @@ mod tests {
             .to_string()
     }
 
+    /// `n` attempts, each let through and never reported back (a failure).
+    fn fail(
+        throttle: &SigninThrottle,
+        at: Instant,
+        n: usize,
+        who: impl Fn(usize) -> (String, String),
+    ) {
+        for i in 0..n {
+            let (username, address) = who(i);
+            let _ = throttle.begin_at(&username, ip(&address), at).unwrap();
+        }
+    }
+
     #[test]
     fn backs_off_exponentially_per_username() {
         let throttle = SigninThrottle::new(limits());
         let t0 = Instant::now();
-        for i in 0..3 {
-            let _ = throttle
-                .begin_at("ann", ip(&format!("10.0.0.{i}")), t0)
-                .unwrap();
-        }
+        fail(&throttle, t0, 3, |i| ("ann".into(), format!("10.0.0.{i}")));
         let refused = throttle.begin_at("ann", ip("10.0.1.1"), t0).unwrap_err();
         assert_eq!(retry_after(refused), "30");
         // Another username from the same addresses is not affected.
@@ -274,14 +283,10 @@ mod tests {
     fn success_resets_the_username_but_not_the_address() {
         let throttle = SigninThrottle::new(limits());
         let now = Instant::now();
-        for _ in 0..2 {
-            let _ = throttle.begin_at("ann", ip("10.0.0.1"), now).unwrap();
-        }
+        fail(&throttle, now, 2, |_| ("ann".into(), "10.0.0.1".into()));
         let good = throttle.begin_at("ann", ip("10.0.0.1"), now).unwrap();
         throttle.succeeded(good);
-        for _ in 0..2 {
-            let _ = throttle.begin_at("ann", ip("10.0.0.1"), now).unwrap();
-        }
+        fail(&throttle, now, 2, |_| ("ann".into(), "10.0.0.1".into()));
         // The address has 4 failures now (the success was not charged);
         // the fifth reaches its limit, the sixth waits.
         let _ = throttle.begin_at("cid", ip("10.0.0.1"), now).unwrap();
@@ -304,11 +309,9 @@ mod tests {
     fn ipv6_counts_by_its_64_block() {
         let throttle = SigninThrottle::new(limits());
         let now = Instant::now();
-        for i in 0..5 {
-            let _ = throttle
-                .begin_at(&format!("u{i}"), ip(&format!("2001:db8::{i}")), now)
-                .unwrap();
-        }
+        fail(&throttle, now, 5, |i| {
+            (format!("u{i}"), format!("2001:db8::{i}"))
+        });
         let refused = throttle
             .begin_at("u9", ip("2001:db8::ffff:1"), now)
             .unwrap_err();
