@@ -19,12 +19,13 @@
 //!
 //! **Changes that take something away are final when the API answers.**
 //! Such an event ([`Event::needs_confirmation`]: a key revoked, a user
-//! changed, a flow or secret changed) is sent with a sequence number; every
+//! changed, a flow or secret changed; and a key created, which the other
+//! instances' key filters must hold before it is handed out) is sent with a sequence number; every
 //! other instance applies it and answers on [`ACK_CHANNEL`]. The request
 //! that published it waits (in [`await_confirmations`], a middleware) until
 //! every live instance, i.e. every session PostgreSQL lists with the
 //! listener's `application_name`, has acknowledged, for at most
-//! [`CONFIRM_WAIT`]. And an instance whose listener is not connected does
+//! [`CONFIRM_WAIT`] ([`KEY_CREATED_WAIT`] for a created key). And an instance whose listener is not connected does
 //! not answer from its caches at all ([`Bus::current`]): after a
 //! reconnect it clears them (`All`) before trusting them again.
 
@@ -43,6 +44,8 @@ use diesel::sql_types::Text;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use tokio::sync::oneshot;
 
+use crate::token::KeyFingerprint;
+
 pub const CHANNEL: &str = "keygate_invalidation";
 /// Where instances acknowledge the events that need it: `<origin pid>:<seq>`.
 pub const ACK_CHANNEL: &str = "keygate_invalidation_ack";
@@ -50,6 +53,10 @@ pub const ACK_CHANNEL: &str = "keygate_invalidation_ack";
 const LISTENER_NAME: &str = "keygate-listener";
 /// How long a request waits for the other instances' acknowledgements.
 pub const CONFIRM_WAIT: Duration = Duration::from_millis(250);
+/// The same for a created key, which other instances' key filters must
+/// hold before the key is handed out (a filter that lacks it would refuse
+/// it). Creating a key is rare, so it may wait longer.
+pub const KEY_CREATED_WAIT: Duration = Duration::from_secs(2);
 /// The listener's poll interval while acknowledgements are awaited.
 const CONFIRM_POLL: Duration = Duration::from_millis(1);
 const PING_EVERY: Duration = Duration::from_secs(5);
@@ -62,8 +69,9 @@ const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(5);
 pub enum Event {
     /// A key was revoked, deactivated or changed.
     KeyChanged(String),
-    /// A key was created: a cached "unknown key" must not hide it.
-    KeyCreated,
+    /// A key was created: a cached "unknown key" must not hide it, and the
+    /// key filter must learn it before the create answers.
+    KeyCreated(KeyFingerprint),
     /// A user was renamed, promoted, demoted, deactivated or deleted.
     UserChanged(String),
     /// A flow of this owner was created, changed or deleted.
@@ -83,10 +91,19 @@ impl Event {
         matches!(
             self,
             Event::KeyChanged(_)
+                | Event::KeyCreated(_)
                 | Event::UserChanged(_)
                 | Event::FlowsChanged(_)
                 | Event::SecretsChanged(_)
         )
+    }
+
+    /// How long the publishing request waits for acknowledgements.
+    fn confirm_wait(&self) -> Duration {
+        match self {
+            Event::KeyCreated(_) => KEY_CREATED_WAIT,
+            _ => CONFIRM_WAIT,
+        }
     }
 
     fn payload(&self) -> String {
@@ -95,7 +112,7 @@ impl Event {
             Event::UserChanged(id) => format!("user:{id}"),
             Event::FlowsChanged(id) => format!("flows:{id}"),
             Event::SecretsChanged(id) => format!("secrets:{id}"),
-            Event::KeyCreated => "created".into(),
+            Event::KeyCreated(fingerprint) => format!("created:{}", fingerprint.to_hex()),
             Event::SecretRotated => "rotated".into(),
             Event::All => "all".into(),
         }
@@ -107,8 +124,8 @@ impl Event {
             Some(("user", id)) => Some(Event::UserChanged(id.to_string())),
             Some(("flows", id)) => Some(Event::FlowsChanged(id.to_string())),
             Some(("secrets", id)) => Some(Event::SecretsChanged(id.to_string())),
+            Some(("created", hash)) => KeyFingerprint::from_hex(hash).map(Event::KeyCreated),
             _ => match payload {
-                "created" => Some(Event::KeyCreated),
                 "rotated" => Some(Event::SecretRotated),
                 "all" => Some(Event::All),
                 _ => None,
@@ -225,6 +242,21 @@ impl Bus {
             None
         };
         let _ = outgoing.send(Outgoing { event, confirmed });
+    }
+
+    /// [`Bus::publish`] for commands run outside a request (the CLI): blocks
+    /// until every other live instance has applied the event (or its wait
+    /// has passed). Not for async code.
+    pub fn publish_and_wait(&self, event: Event) {
+        self.subscribers.deliver(&event);
+        let Some(outgoing) = &self.outgoing else {
+            return;
+        };
+        let (confirmed, awaited) = oneshot::channel();
+        let confirmed = event.needs_confirmation().then_some(confirmed);
+        if outgoing.send(Outgoing { event, confirmed }).is_ok() {
+            let _ = awaited.blocking_recv();
+        }
     }
 
     /// Stops the listener thread after it has sent what is queued.
@@ -515,7 +547,7 @@ fn send_all(
             awaited.push(Awaited {
                 seq: number,
                 expected,
-                deadline: Instant::now() + CONFIRM_WAIT,
+                deadline: Instant::now() + outgoing.event.confirm_wait(),
                 reply,
             });
         }
@@ -600,7 +632,7 @@ mod tests {
             Event::FlowsChanged("u1".into()),
             Event::SecretsChanged("u1".into()),
             Event::SecretRotated,
-            Event::KeyCreated,
+            Event::KeyCreated(KeyFingerprint(u128::MAX - 7)),
             Event::All,
         ] {
             assert_eq!(Event::parse(&event.payload()), Some(event));

@@ -159,17 +159,24 @@ fn create_key_for(
         )));
     }
     let plain = PlainKey::generate()?;
+    let digest = plain.digest();
     key_store::insert(
         &mut conn,
         key_store::NewKey {
             user_id: &owner.id,
             name: name.as_deref(),
-            key_hash: plain.hash().as_str(),
+            key_hash: digest.to_hash().as_str(),
             display_prefix: &token::display_prefix(&plain),
             expires_at: None,
             flow_id: None,
         },
     )?;
+    // Running instances' key filters hold the key before it is printed
+    // (PostgreSQL; on SQLite the server reads the insert log).
+    state
+        .bus
+        .publish_and_wait(Event::KeyCreated(digest.fingerprint()));
+    state.bus.stop();
     Ok(plain)
 }
 

@@ -127,6 +127,31 @@ impl TokenDigest {
     pub fn to_hash(self) -> TokenHash {
         TokenHash(hex::encode(self.0))
     }
+
+    pub fn fingerprint(&self) -> KeyFingerprint {
+        let mut head = [0u8; 16];
+        head.copy_from_slice(&self.0[..16]);
+        KeyFingerprint(u128::from_be_bytes(head))
+    }
+}
+
+/// The first 128 bits of a key's SHA-256: what the key filter remembers of
+/// each stored key and what instances tell each other when a key is
+/// created. Written as the first 32 hex digits of the stored hash.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct KeyFingerprint(pub u128);
+
+impl KeyFingerprint {
+    /// From a stored hash (or its first 32 hex digits); `None` if it is not
+    /// hex.
+    pub fn from_hex(hash: &str) -> Option<Self> {
+        let head = hash.get(..32)?;
+        u128::from_str_radix(head, 16).ok().map(KeyFingerprint)
+    }
+
+    pub fn to_hex(self) -> String {
+        format!("{:032x}", self.0)
+    }
 }
 
 /// Hex SHA-256 of a token's whole text: the only form a token is stored in.
@@ -166,6 +191,16 @@ impl std::hash::Hasher for DigestHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprints_are_the_head_of_the_stored_hash() {
+        let digest = TokenDigest::of("sk-example");
+        let hash = digest.to_hash();
+        let fingerprint = digest.fingerprint();
+        assert_eq!(fingerprint.to_hex(), hash.as_str()[..32]);
+        assert_eq!(KeyFingerprint::from_hex(hash.as_str()), Some(fingerprint));
+        assert_eq!(KeyFingerprint::from_hex("not hex"), None);
+    }
 
     #[test]
     fn generated_keys_have_langflow_shape() {

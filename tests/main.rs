@@ -11,6 +11,7 @@ mod flows;
 mod gateway;
 mod hardening;
 mod hot_paths;
+mod key_filter;
 mod keys;
 mod layers;
 mod migrations;

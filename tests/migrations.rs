@@ -9,7 +9,12 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// `folder/file` names allowed to differ between the backends.
-const BACKEND_SPECIFIC: &[&str] = &[];
+const BACKEND_SPECIFIC: &[&str] = &[
+    // A trigger: SQLite's logs the insert to a table, PostgreSQL's sends a
+    // NOTIFY; the two dialects share no trigger syntax.
+    "2026-12-03-000005_key_filter/up.sql",
+    "2026-12-03-000005_key_filter/down.sql",
+];
 
 fn tree(backend: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

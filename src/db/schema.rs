@@ -41,6 +41,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    key_inserts (seq) {
+        seq -> BigInt,
+        key_hash -> Text,
+    }
+}
+
+diesel::table! {
     flows (id) {
         id -> Text,
         user_id -> Text,

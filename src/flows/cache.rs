@@ -158,7 +158,7 @@ impl Subscriber for FlowCache {
                     .invalidate(|(flow_owner, _), _| flow_owner == owner);
                 self.public.clear();
             }
-            Event::KeyChanged(_) | Event::KeyCreated => self.public.clear(),
+            Event::KeyChanged(_) | Event::KeyCreated(_) => self.public.clear(),
             Event::All => {
                 self.own.clear();
                 self.public.clear();

@@ -84,7 +84,7 @@ impl Subscriber for SecretCache {
                 .entries
                 .invalidate(|(secret_owner, _), _| secret_owner == owner),
             Event::SecretRotated | Event::All => self.entries.clear(),
-            Event::KeyChanged(_) | Event::KeyCreated | Event::FlowsChanged(_) => {}
+            Event::KeyChanged(_) | Event::KeyCreated(_) | Event::FlowsChanged(_) => {}
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `sk-` API keys: Langflow-compatible routes under `/api/v1/api_key/`.
 
+pub mod filter;
 pub mod store;
 pub mod token;
 pub mod usage;
@@ -20,6 +21,7 @@ use crate::routing;
 use crate::state::AppState;
 use crate::token::PlainKey;
 use crate::validate::{self, LenientJson};
+pub use filter::KeyFilter;
 use usage::UsageRecorder;
 pub use verify::{authenticate, authenticate_cached, KeyVerifier};
 
@@ -44,10 +46,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// and the usage counters it shares.
 pub fn services(state: &AppState) -> (Arc<KeyVerifier>, Arc<UsageRecorder>) {
     let usage = Arc::new(UsageRecorder::new(state.pool.clone()));
+    let filter = KeyFilter::new(
+        state.pool.clone(),
+        &state.config.database_url,
+        state.bus.current(),
+    );
+    state.bus.subscribe(&filter);
+    filter.load(0);
     let verifier = Arc::new(KeyVerifier::new(
         state.pool.clone(),
         verify::CacheSettings::from_config(&state.config),
         usage.clone(),
+        filter,
         state.bus.current(),
     ));
     state.bus.subscribe(&verifier);
@@ -257,7 +267,8 @@ async fn create_key(
         ),
     };
     let plain = PlainKey::generate()?;
-    let key_hash = plain.hash();
+    let digest = plain.digest();
+    let key_hash = digest.to_hash();
     let display_prefix = token::display_prefix(&plain);
     let user_id = principal.user.id.clone();
     let created = db::run(&state.pool, move |conn| {
@@ -275,7 +286,7 @@ async fn create_key(
     })
     .await?
     .ok_or_else(|| AppError::not_found(BOUND_FLOW_NOT_FOUND))?;
-    state.bus.publish(Event::KeyCreated);
+    state.bus.publish(Event::KeyCreated(digest.fingerprint()));
     let mut view = ApiKeyView::from(created);
     view.api_key = plain.into_string();
     Ok(routing::no_store_json(view))

@@ -3,7 +3,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::db::schema::{api_keys, flows, users};
+use crate::db::schema::{api_keys, flows, key_inserts, users};
 use crate::db::{self, DbConnection, DbError};
 use crate::error::AppError;
 use crate::identity::AuthUser;
@@ -197,6 +197,45 @@ pub fn find_by_hashes(
             ),
         ))
         .load(conn)?)
+}
+
+/// Up to `limit` stored key hashes after `after`, in order: the key filter
+/// loads every key this way, a page at a time (a million keys never sit in
+/// memory as text at once).
+pub fn hashes_after(
+    conn: &mut DbConnection,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<String>> {
+    let mut query = api_keys::table
+        .select(api_keys::key_hash)
+        .order(api_keys::key_hash)
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(api_keys::key_hash.gt(after));
+    }
+    Ok(query.load(conn)?)
+}
+
+/// The key inserts SQLite logged after `seq` (see the `key_filter`
+/// migration), oldest first.
+pub fn key_inserts_after(conn: &mut DbConnection, seq: i64) -> Result<Vec<(i64, String)>> {
+    Ok(key_inserts::table
+        .filter(key_inserts::seq.gt(seq))
+        .order(key_inserts::seq)
+        .load(conn)?)
+}
+
+/// The newest logged key insert, and forgets the older ones: called when
+/// the key filter (re)loads every key, which covers them.
+pub fn key_inserts_reset(conn: &mut DbConnection) -> Result<i64> {
+    let newest: Option<i64> = key_inserts::table
+        .select(diesel::dsl::max(key_inserts::seq))
+        .first(conn)?;
+    let newest = newest.unwrap_or(0);
+    diesel::delete(key_inserts::table.filter(key_inserts::seq.le(newest))).execute(conn)?;
+    Ok(newest)
 }
 
 /// How long the flow's bound keys guard it: a public flow with a bound

@@ -9,7 +9,9 @@
 //!   and evicts what the event names, here and on every other instance.
 //! - Unknown digests go to a separate, short-lived negative cache, cleared
 //!   when a key is created, so they can never evict cached valid keys.
-//! - Misses are answered in batches by a few lookup workers (half the
+//! - A key the filter ([`crate::keys::filter`]) knows is not stored is
+//!   refused from memory, as cheaply as a cached valid key.
+//! - Other misses are answered in batches by a few lookup workers (half the
 //!   pool): one query for every miss queued meanwhile, so a flood of
 //!   unknown keys costs a handful of queries at a time and cannot exhaust
 //!   the pool (see [`KeyVerifier::verify`]).
@@ -27,6 +29,7 @@ use crate::config::Config;
 use crate::db::{self, DbPool};
 use crate::error::AppError;
 use crate::identity::{reject, AuthUser, Credential, Principal, INVALID_KEY};
+use crate::keys::filter::KeyFilter;
 use crate::keys::store;
 use crate::keys::usage::{KeyCounters, UsageRecorder};
 use crate::token::{DigestHasherBuilder, PlainKey, TokenDigest};
@@ -100,6 +103,7 @@ pub struct KeyVerifier {
     known: DigestCache<Arc<VerifiedKey>>,
     unknown: DigestCache<()>,
     usage: Arc<UsageRecorder>,
+    filter: Arc<KeyFilter>,
     /// To the lookup workers; they stop when the verifier is dropped.
     misses: mpsc::Sender<Miss>,
 }
@@ -111,6 +115,7 @@ impl KeyVerifier {
         pool: DbPool,
         settings: CacheSettings,
         usage: Arc<UsageRecorder>,
+        filter: Arc<KeyFilter>,
         current: Arc<AtomicBool>,
     ) -> Self {
         let (misses, queue) = mpsc::channel();
@@ -139,6 +144,7 @@ impl KeyVerifier {
             )
             .gated(current),
             usage,
+            filter,
         }
     }
 
@@ -176,12 +182,21 @@ impl KeyVerifier {
         Ok(found)
     }
 
-    /// `Some(answer)` on a fresh cache hit (negative hits answer `None`).
+    /// `Some(answer)` on a fresh cache hit, or when the filter rules the
+    /// key out (negative answers are `None`).
     fn cached(&self, digest: &TokenDigest) -> Option<Option<Arc<VerifiedKey>>> {
         if let Some(key) = self.known.get(digest) {
             return Some(Some(key));
         }
+        if self.filter.rules_out(digest) {
+            return Some(None);
+        }
         self.unknown.get(digest).map(|()| None)
+    }
+
+    /// The filter of stored keys (for tests and metrics).
+    pub fn filter(&self) -> &KeyFilter {
+        &self.filter
     }
 
     /// Misses that reached the database since start.
@@ -238,7 +253,7 @@ impl Subscriber for KeyVerifier {
         match event {
             Event::KeyChanged(key_id) => self.known.invalidate(|_, key| key.key_id == *key_id),
             Event::UserChanged(user_id) => self.known.invalidate(|_, key| key.owner.id == *user_id),
-            Event::KeyCreated => self.unknown.clear(),
+            Event::KeyCreated(_) => self.unknown.clear(),
             Event::All => {
                 self.known.clear();
                 self.unknown.clear();

@@ -1,0 +1,2 @@
+DROP TRIGGER api_keys_inserted;
+DROP TABLE key_inserts;
