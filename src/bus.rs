@@ -244,16 +244,16 @@ impl Bus {
         let _ = outgoing.send(Outgoing { event, confirmed });
     }
 
-    /// [`Bus::publish`] for commands run outside a request (the CLI): blocks
-    /// until every other live instance has applied the event (or its wait
-    /// has passed). Not for async code.
+    /// [`Bus::publish`] for commands run outside a request (the CLI, an
+    /// import): blocks until every other live instance has applied the
+    /// event, whatever it is (or its wait has passed). Not for async code.
     pub fn publish_and_wait(&self, event: Event) {
         self.subscribers.deliver(&event);
         let Some(outgoing) = &self.outgoing else {
             return;
         };
         let (confirmed, awaited) = oneshot::channel();
-        let confirmed = event.needs_confirmation().then_some(confirmed);
+        let confirmed = Some(confirmed);
         if outgoing.send(Outgoing { event, confirmed }).is_ok() {
             let _ = awaited.blocking_recv();
         }

@@ -6,13 +6,65 @@ use std::collections::HashMap;
 
 use reqwest::StatusCode;
 
-use crate::common::{base_env, Backend, TestApp, ADMIN};
+use crate::common::{base_env, Backend, RequestHelper, TestApp, ADMIN};
 use crate::ops::keygate;
 
 crate::on_both_backends!(
     unknown_keys_are_refused_without_a_database_lookup,
     a_key_made_by_the_cli_works_at_once_on_the_running_server,
 );
+
+/// Thousands of keys written behind a running SQLite server's back (a bulk
+/// import): the newest one works on the first try.
+#[actix_web::test]
+async fn keys_bulk_written_by_another_process_work_at_once_on_sqlite() {
+    use keygate::keys::store;
+    let app = TestApp::start_with(Backend::Sqlite, &SETTINGS).await;
+    app.state().keys.filter().loaded().await;
+    let admin = app.admin_token().await;
+    let (_, key) = app.create_key(&admin, "real").await;
+    let owner = app.as_key(&key).get("/api/v1/users/whoami").await;
+    let owner_id = owner.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut conn = app.db.connect();
+    let mut last = String::new();
+    keygate::db::transaction(&mut conn, |conn| {
+        for n in 0..2500 {
+            last = made_up(100_000 + n);
+            let hash = keygate::token::TokenDigest::of(&last).to_hash();
+            store::insert(
+                conn,
+                store::NewKey {
+                    user_id: &owner_id,
+                    name: Some("bulk"),
+                    key_hash: hash.as_str(),
+                    display_prefix: "sk-bulk",
+                    expires_at: None,
+                    flow_id: None,
+                },
+            )?;
+        }
+        Ok::<_, keygate::error::AppError>(())
+    })
+    .unwrap();
+    for n in [2499, 0, 1234] {
+        assert_eq!(
+            app.whoami_status(&made_up(100_000 + n)).await,
+            StatusCode::OK
+        );
+    }
+    // Once reloaded, the filter refuses from memory again.
+    app.state().keys.filter().loaded().await;
+    let refused = app.state().keys.filter().refused();
+    assert_eq!(
+        app.whoami_status(&made_up(1)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.whoami_status(&last).await, StatusCode::OK);
+    assert!(app.state().keys.filter().refused() > refused);
+}
 
 /// A well-formed key that was never issued.
 fn made_up(n: usize) -> String {

@@ -45,6 +45,9 @@ const PROBES: u32 = 8;
 const MIN_KEYS: usize = 1 << 16;
 /// Hashes read per query while loading.
 const LOAD_PAGE: i64 = 10_000;
+/// Logged inserts read per look (SQLite); more than this waiting (a bulk
+/// import) means a reload instead.
+const LOG_PAGE: i64 = 1_000;
 
 /// A fixed-size Bloom filter; insertion is lock-free (atomic OR).
 struct Bits {
@@ -112,6 +115,9 @@ pub struct KeyFilter {
     loads: AtomicU64,
     /// The bus's flag: false while this instance may be missing events.
     current: Arc<AtomicBool>,
+    /// The bits lack keys (SQLite's log overflowed) until the load that
+    /// was started then has finished.
+    incomplete: AtomicBool,
     /// SQLite only.
     log: Option<Mutex<Option<InsertLog>>>,
     refused: AtomicU64,
@@ -135,6 +141,7 @@ impl KeyFilter {
             recorded: Mutex::new(None),
             loads: AtomicU64::new(0),
             current,
+            incomplete: AtomicBool::new(false),
             log,
             refused: AtomicU64::new(0),
             ready: tokio::sync::watch::channel(false).0,
@@ -145,7 +152,7 @@ impl KeyFilter {
     /// when it may be, and whenever the filter cannot tell (still loading,
     /// bus not current, SQLite log unreadable).
     pub fn rules_out(&self, digest: &TokenDigest) -> bool {
-        if !self.current.load(Ordering::SeqCst) {
+        if !self.current.load(Ordering::SeqCst) || self.incomplete.load(Ordering::SeqCst) {
             return false;
         }
         let bits = self.bits.read().unwrap_or_else(|p| p.into_inner());
@@ -165,14 +172,26 @@ impl KeyFilter {
     }
 
     /// On SQLite, adds the keys other processes logged since the last look;
-    /// false if the log could not be read (then nothing is refused).
+    /// false if the log could not be read, or holds so much that a reload
+    /// is quicker (then nothing is refused meanwhile).
     fn caught_up_with_log(&self, bits: &Bits) -> bool {
         let Some(log) = &self.log else { return true };
         let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
         let Some(log) = log.as_mut() else {
             return false;
         };
-        match store::key_inserts_after(&mut log.conn, log.seen) {
+        // A reload may have emptied the log while this thread waited.
+        if self.incomplete.load(Ordering::SeqCst) {
+            return false;
+        }
+        match store::key_inserts_after(&mut log.conn, log.seen, LOG_PAGE) {
+            Ok(rows) if rows.len() as i64 == LOG_PAGE => {
+                if !self.incomplete.swap(true, Ordering::SeqCst) {
+                    self.ready.send_replace(false);
+                    self.load(bits.inserted.load(Ordering::Relaxed) + LOG_PAGE as usize);
+                }
+                false
+            }
             Ok(rows) => {
                 for (seq, hash) in rows {
                     if let Some(fingerprint) = KeyFingerprint::from_hex(&hash) {
@@ -284,6 +303,7 @@ impl KeyFilter {
             "key filter loaded"
         );
         *slot = Some(Arc::new(bits));
+        self.incomplete.store(false, Ordering::SeqCst);
         self.ready.send_replace(true);
     }
 
@@ -304,8 +324,8 @@ impl KeyFilter {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// Resolves once a load has finished (for tests and the benchmark's
-    /// start-up figure).
+    /// Resolves once the filter is complete, i.e. refuses from memory (for
+    /// tests).
     pub async fn loaded(&self) {
         let mut ready = self.ready.subscribe();
         let _ = ready.wait_for(|ready| *ready).await;

@@ -218,12 +218,17 @@ pub fn hashes_after(
     Ok(query.load(conn)?)
 }
 
-/// The key inserts SQLite logged after `seq` (see the `key_filter`
-/// migration), oldest first.
-pub fn key_inserts_after(conn: &mut DbConnection, seq: i64) -> Result<Vec<(i64, String)>> {
+/// Up to `limit` of the key inserts SQLite logged after `seq` (see the
+/// `key_filter` migration), oldest first.
+pub fn key_inserts_after(
+    conn: &mut DbConnection,
+    seq: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String)>> {
     Ok(key_inserts::table
         .filter(key_inserts::seq.gt(seq))
         .order(key_inserts::seq)
+        .limit(limit)
         .load(conn)?)
 }
 
