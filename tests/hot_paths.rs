@@ -18,6 +18,7 @@ crate::on_both_backends!(
     no_run_uses_an_old_secret_after_the_update_returned,
     warm_public_runs_read_nothing_and_a_bound_key_closes_them_at_once,
     the_key_list_counts_pending_uses_without_writing_them,
+    a_relayed_answer_keeps_its_length,
 );
 
 const SETTINGS: [(&str, &str); 2] = [
@@ -438,4 +439,34 @@ async fn revocation_and_deactivation_are_final_on_every_instance_when_the_api_an
         second.whoami_status(&ivy_key).await,
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// An upstream answer of announced length is relayed with that length (not
+/// re-chunked), byte for byte.
+async fn a_relayed_answer_keeps_its_length(backend: Backend) {
+    let mut upstream = FakeUpstream::start();
+    let app = TestApp::start_with(backend, &SETTINGS).await;
+    let admin = app.admin_token().await;
+    let (_, key) = app.create_key(&admin, "script").await;
+    create_flow(
+        &app,
+        &admin,
+        json!({"name": "sized", "endpoint_name": "sized",
+        "upstream": {"url": upstream.url("/sized")}}),
+    )
+    .await;
+    let res = app
+        .as_key(&key)
+        .post_json("/api/v1/run/sized", &json!({"inputs": {}}))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let length = res
+        .headers()
+        .get("content-length")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert!(res.headers().get("transfer-encoding").is_none());
+    let body = res.bytes().await.unwrap();
+    assert!(!body.is_empty());
+    assert_eq!(length, Some(body.len().to_string()));
+    upstream.next_request().await;
 }

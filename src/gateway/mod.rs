@@ -20,6 +20,7 @@
 
 mod secrets;
 
+use actix_web::body::SizedStream;
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -217,13 +218,30 @@ async fn forward(
             answer.insert_header((name, value.as_bytes()));
         }
     }
+    let length = response
+        .content_length()
+        .filter(|_| has_body(&upstream.method, status));
     let stream = response.bytes_stream().map_err(|error| {
         tracing::warn!(error = %error.without_url(), "upstream stream ended with an error");
         AppError::new(StatusCode::BAD_GATEWAY, "Upstream stream broke off")
     });
-    let mut answer = answer.streaming(stream);
+    // A body of announced length is relayed with that length (as nginx
+    // does), not re-chunked; either way it is streamed, not buffered.
+    let mut answer = match length {
+        Some(length) => answer.body(SizedStream::new(length, stream)),
+        None => answer.streaming(stream),
+    };
     answer.extensions_mut().insert(RelayedAnswer);
     Ok(answer)
+}
+
+/// Whether an answer to `method` with `status` carries a body (so its
+/// `Content-Length` is the body's length).
+fn has_body(method: &str, status: StatusCode) -> bool {
+    !method.eq_ignore_ascii_case("HEAD")
+        && !status.is_informational()
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::NOT_MODIFIED
 }
 
 /// Marks a response as the upstream's own answer, which the server's JSON
