@@ -38,8 +38,9 @@ impl KeyCounters {
 pub struct UsageRecorder {
     pool: DbPool,
     registry: Mutex<HashMap<String, Arc<KeyCounters>>>,
-    /// Serialises flushes so counts are written in order.
-    flushing: tokio::sync::Mutex<()>,
+    /// Flushes take it exclusively (one at a time, so counts are written in
+    /// order); readers of stored-plus-pending counts share it.
+    flushing: tokio::sync::RwLock<()>,
 }
 
 impl UsageRecorder {
@@ -47,7 +48,7 @@ impl UsageRecorder {
         Self {
             pool,
             registry: Mutex::new(HashMap::new()),
-            flushing: tokio::sync::Mutex::new(()),
+            flushing: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -76,7 +77,7 @@ impl UsageRecorder {
 
     /// Writes every pending count; returns how many keys were updated.
     pub async fn flush(&self) -> Result<usize, AppError> {
-        let _guard = self.flushing.lock().await;
+        let _guard = self.flushing.write().await;
         let batch = self.take();
         if batch.is_empty() {
             return Ok(0);
@@ -107,9 +108,10 @@ impl UsageRecorder {
 
     /// Holds flushes off while a reader reads stored counts and then adds
     /// [`UsageRecorder::pending`] to them: with no flush in between, every
-    /// use is counted exactly once and the reader writes nothing.
-    pub async fn hold_flushes(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.flushing.lock().await
+    /// use is counted exactly once and the reader writes nothing. Readers
+    /// do not wait for each other.
+    pub async fn hold_flushes(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.flushing.read().await
     }
 
     /// The uses of a key not yet written, and the latest of them.
