@@ -11,14 +11,21 @@
 //! ```
 
 /// Registers each `path` (and `path/`) with one handler per method.
+///
+/// Each form is a resource of its own: a resource with one pattern is
+/// matched by comparing strings when the pattern is static, while a
+/// resource with several patterns is always matched by running a regular
+/// expression per pattern, on every request that reaches it.
 macro_rules! resources {
     ($cfg:ident { $( $path:literal $([$what:literal])? : $($method:ident $handler:path),+ ; )* }) => {
         $(
-            $cfg.service({
-                let resource = actix_web::web::resource([$path, concat!($path, "/")]);
-                $( let resource = resource.app_data($crate::error::extractors::uuid_path($what)); )?
-                resource $( .route(actix_web::web::$method().to($handler)) )+
-            });
+            for path in [$path, concat!($path, "/")] {
+                $cfg.service({
+                    let resource = actix_web::web::resource(path);
+                    $( let resource = resource.app_data($crate::error::extractors::uuid_path($what)); )?
+                    resource $( .route(actix_web::web::$method().to($handler)) )+
+                });
+            }
         )*
     };
 }

@@ -162,15 +162,17 @@ pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clon
             .route("/health_check", web::get().to(health_check))
             .configure(ui::routes)
             .service(
+                // Resources are tried in this order: the calls scripts make
+                // most (runs, then whoami) come first.
                 web::scope("/api/v1")
+                    .configure(gateway::routes)
+                    .configure(users::routes)
                     .configure(auth::routes)
                     .configure(users::signin::routes)
-                    .configure(users::routes)
                     .configure(keys::routes)
                     .configure(credentials::routes)
                     .configure(variables::routes)
-                    .configure(flows::routes)
-                    .configure(gateway::routes),
+                    .configure(flows::routes),
             )
             .default_service(web::to(not_found));
     }
