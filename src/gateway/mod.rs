@@ -41,14 +41,16 @@ pub use secrets::{Secret, SecretCache};
 pub const RUN_NEEDS_KEY: &str = "An API key must be passed as the x-api-key header \
     or the x-api-key query parameter";
 
+/// Each under a scope of its own: a request for any other route passes
+/// them by comparing the static prefix, without running the `{flow}`
+/// pattern's regular expression.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    for path in [
-        "/run/{flow}",
-        "/run/{flow}/",
-        "/process/{flow}",
-        "/process/{flow}/",
-    ] {
-        cfg.route(path, web::post().to(run));
+    for prefix in ["/run", "/process"] {
+        cfg.service(
+            web::scope(prefix)
+                .route("/{flow}", web::post().to(run))
+                .route("/{flow}/", web::post().to(run)),
+        );
     }
 }
 
