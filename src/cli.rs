@@ -177,6 +177,11 @@ fn create_key_for(
         .bus
         .publish_and_wait(Event::KeyCreated(digest.fingerprint()));
     state.bus.stop();
+    // A running SQLite server trusts its last read of the insert log for a
+    // moment: printed after that moment, the key works on its first use.
+    if matches!(state.config.database_url, db::DatabaseUrl::Sqlite(_)) {
+        std::thread::sleep(crate::keys::filter::LOG_SETTLE);
+    }
     Ok(plain)
 }
 

@@ -21,7 +21,7 @@
 //! - **Other processes (SQLite).** A trigger logs every insert to
 //!   `key_inserts`; before refusing, the filter reads what was logged since
 //!   it last looked, on a connection of its own (in-process, microseconds,
-//!   no pool).
+//!   no pool), at most once per [`LOG_FRESH`] (1 ms).
 //! - **Growing.** Past one key per 10 bits it reloads at twice the size in
 //!   the background, answering from the old bits meanwhile.
 //!
@@ -30,6 +30,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use crate::bus::{Event, Subscriber};
 use crate::db::{self, ConnectionManager, DatabaseUrl, DbConnection, DbPool};
@@ -101,7 +102,19 @@ impl Bits {
 struct InsertLog {
     conn: DbConnection,
     seen: i64,
+    /// When the last successful read began: everything committed before
+    /// then is in the bits.
+    read_at: Option<Instant>,
 }
+
+/// How long a read of SQLite's insert log is trusted: refusals within this
+/// long of the last read use the bits alone, so a flood costs one read per
+/// interval, not one per request. A key another process commits is
+/// therefore refused for at most this long; the `api-key` command waits
+/// [`LOG_SETTLE`] before it prints the key, so its keys never are.
+const LOG_FRESH: Duration = Duration::from_millis(1);
+/// See [`LOG_FRESH`].
+pub const LOG_SETTLE: Duration = Duration::from_millis(3);
 
 pub struct KeyFilter {
     /// Itself, for the loading thread.
@@ -132,7 +145,11 @@ impl KeyFilter {
             if let Err(error) = &conn {
                 tracing::warn!(%error, "key filter cannot open its SQLite connection");
             }
-            Mutex::new(conn.ok().map(|conn| InsertLog { conn, seen: 0 }))
+            Mutex::new(conn.ok().map(|conn| InsertLog {
+                conn,
+                seen: 0,
+                read_at: None,
+            }))
         });
         Arc::new_cyclic(|me| KeyFilter {
             me: me.clone(),
@@ -184,6 +201,13 @@ impl KeyFilter {
         if self.incomplete.load(Ordering::SeqCst) {
             return false;
         }
+        let now = Instant::now();
+        if log
+            .read_at
+            .is_some_and(|at| now.duration_since(at) < LOG_FRESH)
+        {
+            return true;
+        }
         match store::key_inserts_after(&mut log.conn, log.seen, LOG_PAGE) {
             Ok(rows) if rows.len() as i64 == LOG_PAGE => {
                 if !self.incomplete.swap(true, Ordering::SeqCst) {
@@ -200,6 +224,7 @@ impl KeyFilter {
                     }
                     log.seen = seq;
                 }
+                log.read_at = Some(now);
                 true
             }
             Err(error) => {
