@@ -4,6 +4,7 @@
 
 mod account_safety;
 mod cache;
+mod clients;
 mod common;
 mod credentials;
 mod edge;
@@ -12,6 +13,7 @@ mod gateway;
 mod hardening;
 mod hot_paths;
 mod keys;
+mod langflow;
 mod layers;
 mod migrations;
 mod ops;

@@ -92,6 +92,29 @@ pub fn check_icon_bg_color(color: Option<String>) -> Result<Option<String>, AppE
     }
 }
 
+/// `tags` as given: a list of strings or `null`, with an error that names
+/// the field.
+pub fn deserialize_tags<'de, D>(deserializer: D) -> Result<Option<Vec<String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    Option::<serde_json::Value>::deserialize(deserializer)?
+        .map(serde_json::from_value::<Vec<String>>)
+        .transpose()
+        .map_err(|_| serde::de::Error::custom("tags must be a list of strings"))
+}
+
+/// `tags` in an update: absent, `null` (cleared) or a list of strings.
+pub fn deserialize_tag_change<'de, D>(
+    deserializer: D,
+) -> Result<Option<Option<Vec<String>>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    deserialize_tags(deserializer).map(Some)
+}
+
 /// Tags are stored as a JSON array of strings.
 pub fn tags_column(tags: Option<Vec<String>>) -> Result<Option<String>, AppError> {
     let Some(tags) = tags else {

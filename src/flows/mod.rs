@@ -177,7 +177,7 @@ struct CreateFlowRequest {
     icon_bg_color: Option<String>,
     #[serde(default)]
     gradient: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "langflow::deserialize_tags")]
     tags: Option<Vec<String>>,
     #[serde(default)]
     locked: Option<bool>,
@@ -229,7 +229,7 @@ struct UpdateFlowRequest {
     icon_bg_color: Option<Option<String>>,
     #[serde(default, deserialize_with = "validate::double_option")]
     gradient: Option<Option<String>>,
-    #[serde(default, deserialize_with = "validate::double_option")]
+    #[serde(default, deserialize_with = "langflow::deserialize_tag_change")]
     tags: Option<Option<Vec<String>>>,
     #[serde(default)]
     locked: Option<bool>,
@@ -237,12 +237,8 @@ struct UpdateFlowRequest {
     mcp_enabled: Option<bool>,
     #[serde(default)]
     webhook: Option<bool>,
-    // Accepted and ignored: the owner and times are keygate's own, and the
-    // rest of Langflow's model has no meaning here.
-    #[serde(default, rename = "updated_at")]
-    _updated_at: IgnoredAny,
-    #[serde(default, rename = "user_id")]
-    _user_id: IgnoredAny,
+    // Accepted and ignored: the rest of Langflow's `FlowUpdate` has no
+    // meaning here. (The owner is never changed: `user_id` is refused.)
     #[serde(default, rename = "fs_path")]
     _fs_path: IgnoredAny,
     #[serde(default, rename = "action_name")]
@@ -467,7 +463,10 @@ async fn update_flow(
         access: langflow::merge_access(request.access, request.access_type, check_access)?,
         updated_at: None,
         is_component: request.is_component,
-        folder_id: request.folder_id.map(langflow::check_folder_id).transpose()?,
+        folder_id: request
+            .folder_id
+            .map(langflow::check_folder_id)
+            .transpose()?,
         icon: request.icon.map(langflow::check_icon).transpose()?,
         icon_bg_color: request
             .icon_bg_color

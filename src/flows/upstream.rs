@@ -49,7 +49,10 @@ pub struct LangflowTarget {
 /// Where one call goes, as the gateway sees it.
 pub enum Target<'a> {
     /// Every route to this URL, with this method.
-    Url { url: &'a str, method: &'a str },
+    Url {
+        url: &'a str,
+        method: &'a str,
+    },
     Langflow(&'a LangflowTarget),
 }
 

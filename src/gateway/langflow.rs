@@ -235,7 +235,11 @@ mod tests {
             let mut out = r.push(&text.as_bytes()[..split]);
             out.extend(r.push(&text.as_bytes()[split..]));
             out.extend(r.finish());
-            assert_eq!(String::from_utf8(out).unwrap(), expected, "split at {split}");
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                expected,
+                "split at {split}"
+            );
         }
         let mut r = Replacer::new(FROM, TO);
         let event = b"{\"event\": \"token\"}\n\n";

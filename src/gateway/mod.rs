@@ -119,8 +119,14 @@ impl actix_web::FromRequest for Gateway {
         let missing = || AppError::internal("gateway services missing");
         std::future::ready((|| {
             Ok(Gateway {
-                state: req.app_data::<web::Data<AppState>>().ok_or_else(missing)?.clone(),
-                flows: req.app_data::<web::Data<FlowCache>>().ok_or_else(missing)?.clone(),
+                state: req
+                    .app_data::<web::Data<AppState>>()
+                    .ok_or_else(missing)?
+                    .clone(),
+                flows: req
+                    .app_data::<web::Data<FlowCache>>()
+                    .ok_or_else(missing)?
+                    .clone(),
                 vault: req
                     .app_data::<web::Data<SecretCache>>()
                     .ok_or_else(missing)?
@@ -220,7 +226,9 @@ async fn run_advanced(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
-    gateway.call(caller, &req, &path, Route::Advanced, body).await
+    gateway
+        .call(caller, &req, &path, Route::Advanced, body)
+        .await
 }
 
 async fn webhook(
@@ -230,7 +238,9 @@ async fn webhook(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
-    gateway.call(caller, &req, &path, Route::Webhook, body).await
+    gateway
+        .call(caller, &req, &path, Route::Webhook, body)
+        .await
 }
 
 /// Finds the flow the caller may run (see the module doc).
