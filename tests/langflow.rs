@@ -19,6 +19,7 @@ crate::on_both_backends!(
     streamed_runs_arrive_as_langflow_events,
     uploads_stream_to_langflow_and_their_path_works_in_a_run,
     uploads_are_bounded_and_checked_before_anything_is_sent,
+    an_abandoned_upload_is_cut_off_upstream,
     webhook_and_advanced_run_reach_langflow,
     langflow_routes_keep_the_run_rules,
 );
@@ -638,6 +639,35 @@ async fn uploads_are_bounded_and_checked_before_anything_is_sent(backend: Backen
     let got = langflow.next_request().await;
     assert!(got.path.starts_with("/api/v1/files/upload/"));
     assert!(String::from_utf8_lossy(&got.body).contains("fits"));
+}
+
+async fn an_abandoned_upload_is_cut_off_upstream(backend: Backend) {
+    let mut langflow = StandInLangflow::start();
+    let (app, _token, flow, key) = langflow_setup(backend, &langflow, &[]).await;
+    let (content_type, body) = multipart("endless.txt", b"the start of a long file");
+    let head = body[..body.len() / 2].to_vec();
+    // The rest of the body never comes (until the test is over).
+    let (hold, held) = tokio::sync::oneshot::channel::<()>();
+    let first = futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) });
+    let never = futures_util::stream::once(async move {
+        let _ = held.await;
+        Err(std::io::Error::other("the test ended"))
+    });
+    let request = app
+        .as_key(&key)
+        .request(Method::POST, &format!("/api/v1/files/upload/{}", id(&flow)))
+        .header("content-type", content_type)
+        .body(reqwest::Body::wrap_stream(futures_util::StreamExt::chain(
+            first, never,
+        )));
+    let upload = tokio::spawn(request.send());
+    // The start of the body reaches Langflow before the caller has sent
+    // the rest: it is streamed, not gathered first.
+    assert_eq!(langflow.next_body_event().await, "body started");
+    // The caller gives up: the upload to Langflow is cut off with it.
+    upload.abort();
+    assert_eq!(langflow.next_body_event().await, "body broke off");
+    drop(hold);
 }
 
 async fn webhook_and_advanced_run_reach_langflow(backend: Backend) {

@@ -21,12 +21,14 @@
 //! A flow whose upstream is a Langflow server (`"upstream": {"langflow":
 //! {"url", "flow_id"}}`) also answers the rest of Langflow's per-flow
 //! routes, each sent to the same route on that server: the advanced run,
-//! the webhook, and file upload (see `langflow`). Langflow's id of the
-//! flow never reaches the caller: answers carry keygate's id instead, and
-//! keygate's id in a run or webhook body is sent upstream as Langflow's.
+//! the webhook, and file upload (streamed, see `upload`). Langflow's id of
+//! the flow never reaches the caller: answers carry keygate's id instead,
+//! and keygate's id in a run or webhook body is sent upstream as
+//! Langflow's (see `rewrite`).
 
-mod langflow;
+mod rewrite;
 mod secrets;
+mod upload;
 
 use actix_web::http::header;
 use actix_web::http::StatusCode;
@@ -65,7 +67,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         cfg.route(path, web::post().to(webhook));
     }
     for path in ["/files/upload/{flow}", "/files/upload/{flow}/"] {
-        cfg.route(path, web::post().to(langflow::upload));
+        cfg.route(path, web::post().to(upload_file));
     }
 }
 
@@ -201,7 +203,7 @@ impl Gateway {
             // keygate's id in a body (a session id, a file path from an
             // upload) is Langflow's id upstream.
             Target::Langflow(target) => {
-                langflow::replace_all(&body, &prepared.flow.id, &target.flow_id)
+                rewrite::replace_all(&body, &prepared.flow.id, &target.flow_id)
             }
             Target::Url { .. } => body,
         };
@@ -241,6 +243,24 @@ async fn webhook(
     gateway
         .call(caller, &req, &path, Route::Webhook, body)
         .await
+}
+
+/// `POST /api/v1/files/upload/{flow}`: the caller is checked and the flow
+/// found before a byte of the body is read; the body then goes to
+/// Langflow's own upload route chunk by chunk, never held whole.
+async fn upload_file(
+    gateway: Gateway,
+    caller: FlowCaller,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, AppError> {
+    let limit = gateway.state.config.max_upload_bytes;
+    upload::check_head(&req, limit)?;
+    let prepared = gateway.prepare(caller, &path, Route::Upload).await?;
+    let (body, refused) = upload::streamed(payload, limit);
+    let body = OutBody::Stream { body, refused };
+    forward(&gateway.state, &req, &prepared, Route::Upload, body).await
 }
 
 /// Finds the flow the caller may run (see the module doc).
@@ -334,7 +354,7 @@ enum OutBody {
     /// caller's body broke off or outgrew the limit.
     Stream {
         body: reqwest::Body,
-        refused: langflow::Refusal,
+        refused: upload::Refusal,
     },
 }
 
@@ -393,7 +413,7 @@ async fn forward(
             ))
         }
         Ok(Err(error)) => {
-            if let Some(refusal) = refused.as_ref().and_then(langflow::Refusal::get) {
+            if let Some(refusal) = refused.as_ref().and_then(upload::Refusal::get) {
                 return Err(refusal);
             }
             return Err(secrets::upstream_error(state, &error));
@@ -427,7 +447,7 @@ async fn forward(
     let mut answer = match target {
         // Langflow's id of the flow becomes keygate's in the answer (a
         // compressed answer is passed on as it is).
-        Target::Langflow(langflow) if !encoded => answer.streaming(langflow::rewrite_stream(
+        Target::Langflow(langflow) if !encoded => answer.streaming(rewrite::rewrite_stream(
             stream,
             &langflow.flow_id,
             &prepared.flow.id,

@@ -20,7 +20,10 @@
 //!   `{"flowId", "file_path": "<flow id>/<n>_<file name>"}`.
 //!
 //! Every route wants Langflow's key in `x-api-key` (403 otherwise, as
-//! Langflow) and its one flow id (404 otherwise).
+//! Langflow) and its one flow id (404 otherwise). Bodies are read as they
+//! arrive: the first chunk of each is reported as `"body started"` on
+//! [`StandInLangflow::next_body_event`], and a body that stops before its
+//! end (the connection closed) as `"body broke off"`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -40,6 +43,7 @@ struct Shared {
     flow_id: String,
     files: Mutex<HashMap<String, Vec<u8>>>,
     received: mpsc::UnboundedSender<Received>,
+    bodies: mpsc::UnboundedSender<&'static str>,
 }
 
 pub struct StandInLangflow {
@@ -49,6 +53,7 @@ pub struct StandInLangflow {
     /// Langflow's id of its one flow.
     pub flow_id: String,
     received: mpsc::UnboundedReceiver<Received>,
+    bodies: mpsc::UnboundedReceiver<&'static str>,
     system: actix_web::rt::System,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -58,11 +63,13 @@ impl StandInLangflow {
         let key = format!("sk-langflow-{}", uuid::Uuid::new_v4().simple());
         let flow_id = uuid::Uuid::new_v4().to_string();
         let (received_tx, received) = mpsc::unbounded_channel();
+        let (bodies_tx, bodies) = mpsc::unbounded_channel();
         let shared = web::Data::new(Shared {
             key: key.clone(),
             flow_id: flow_id.clone(),
             files: Mutex::new(HashMap::new()),
             received: received_tx,
+            bodies: bodies_tx,
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -93,6 +100,7 @@ impl StandInLangflow {
             key,
             flow_id,
             received,
+            bodies,
             system,
             thread: Some(thread),
         }
@@ -103,6 +111,14 @@ impl StandInLangflow {
         tokio::time::timeout(PATIENCE, self.received.recv())
             .await
             .expect("the stand-in Langflow received no request")
+            .expect("stand-in Langflow gone")
+    }
+
+    /// The next body event (see the module doc).
+    pub async fn next_body_event(&mut self) -> &'static str {
+        tokio::time::timeout(PATIENCE, self.bodies.recv())
+            .await
+            .expect("the stand-in Langflow reported no body event")
             .expect("stand-in Langflow gone")
     }
 
@@ -135,7 +151,50 @@ fn detail(status: StatusCode, text: impl Into<String>) -> HttpResponse {
     HttpResponse::build(status).json(json!({"detail": text.into()}))
 }
 
-async fn respond(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+/// Reports `"body broke off"` when dropped before [`BodyGuard::done`].
+struct BodyGuard(Option<mpsc::UnboundedSender<&'static str>>);
+
+impl BodyGuard {
+    fn done(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for BodyGuard {
+    fn drop(&mut self) {
+        if let Some(sender) = self.0.take() {
+            let _ = sender.send("body broke off");
+        }
+    }
+}
+
+/// The whole body, read chunk by chunk; `None` when it broke off.
+async fn read_body(mut payload: web::Payload, shared: &Shared) -> Option<Vec<u8>> {
+    use futures_util::StreamExt;
+    let mut body = Vec::new();
+    let mut guard = None;
+    while let Some(chunk) = payload.next().await {
+        if guard.is_none() {
+            let _ = shared.bodies.send("body started");
+            guard = Some(BodyGuard(Some(shared.bodies.clone())));
+        }
+        body.extend_from_slice(&chunk.ok()?);
+    }
+    if let Some(guard) = guard {
+        guard.done();
+    }
+    Some(body)
+}
+
+async fn respond(
+    req: HttpRequest,
+    payload: web::Payload,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    let Some(body) = read_body(payload, &shared).await else {
+        return detail(StatusCode::BAD_REQUEST, "body broke off");
+    };
+    let body = web::Bytes::from(body);
     let received = Received {
         method: req.method().to_string(),
         path: req.path().to_string(),
