@@ -781,6 +781,55 @@ async fn langflow_routes_keep_the_run_rules(backend: Backend) {
     .await;
     assert!(langflow.received_nothing(), "nothing reached Langflow");
 
+    // A key bound to this flow uploads to it.
+    let own_bound = expect(
+        app.as_session(&token)
+            .post_json(
+                "/api/v1/api_key/",
+                &json!({"name": "bound here", "flow_id": flow_id}),
+            )
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let own_bound_key = own_bound["api_key"].as_str().unwrap().to_string();
+    expect(
+        upload(Some(&own_bound_key), &flow_id).await.unwrap(),
+        StatusCode::CREATED,
+    )
+    .await;
+    langflow.next_request().await;
+    // A public flow takes webhooks without a key, as it runs without one,
+    // but not while a key is bound to it; once that key is gone it does.
+    let path = format!("/api/v1/flows/{flow_id}");
+    expect(
+        app.as_session(&token)
+            .patch_json(&path, &json!({"access_type": "PUBLIC"}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let res = app
+        .anon()
+        .post_json(&format!("/api/v1/webhook/{flow_id}"), &json!({}))
+        .await;
+    expect(res, StatusCode::UNAUTHORIZED).await;
+    let bound_id = own_bound["id"].as_str().unwrap();
+    expect(
+        app.as_session(&token)
+            .delete(&format!("/api/v1/api_key/{bound_id}"))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let res = app
+        .anon()
+        .post_json(&format!("/api/v1/webhook/{flow_id}"), &json!({}))
+        .await;
+    expect(res, StatusCode::ACCEPTED).await;
+    let got = langflow.next_request().await;
+    assert_eq!(got.header("x-api-key"), Some(langflow.key.as_str()));
+
     // A flow with a single upstream URL runs, but has no Langflow routes.
     let fake = FakeUpstream::start();
     let single = create_flow(
