@@ -71,6 +71,9 @@ struct Settings {
     /// Largest accepted request body, in bytes.
     #[serde(default = "default_max_body_bytes")]
     max_body_bytes: usize,
+    /// Largest file accepted by `POST /api/v1/files/upload/{flow}`, in bytes.
+    #[serde(default = "default_max_upload_bytes")]
+    max_upload_bytes: usize,
     /// HTTP worker threads; unset or 0: one per CPU (at most 256).
     #[serde(default)]
     workers: usize,
@@ -162,6 +165,9 @@ fn default_usage_flush_ms() -> u64 {
 fn default_max_body_bytes() -> usize {
     1024 * 1024
 }
+fn default_max_upload_bytes() -> usize {
+    100 * 1024 * 1024
+}
 fn default_upstream_timeout_ms() -> u64 {
     60_000
 }
@@ -239,6 +245,9 @@ pub struct Config {
     pub db_timeout: Duration,
     pub usage_flush_interval: Duration,
     pub max_body_bytes: usize,
+    /// `KEYGATE_MAX_UPLOAD_BYTES`: the largest multipart body a file upload
+    /// streams to a Langflow upstream.
+    pub max_upload_bytes: usize,
     pub workers: Option<usize>,
     /// How long a flow run waits for the upstream's response headers
     /// before answering 504.
@@ -356,6 +365,7 @@ impl Config {
             db_timeout: Duration::from_millis(s.db_timeout_ms.max(100)),
             usage_flush_interval: Duration::from_millis(s.usage_flush_ms.max(10)),
             max_body_bytes: s.max_body_bytes,
+            max_upload_bytes: s.max_upload_bytes,
             workers,
             upstream_timeout: Duration::from_millis(s.upstream_timeout_ms.max(1)),
             secret_key: s.secret_key,

@@ -4,6 +4,7 @@
 
 mod account_safety;
 mod cache;
+mod clients;
 mod common;
 mod credentials;
 mod edge;
@@ -13,6 +14,7 @@ mod hardening;
 mod hot_paths;
 mod key_filter;
 mod keys;
+mod langflow;
 mod layers;
 mod migrations;
 mod ops;

@@ -645,6 +645,11 @@
     };
   }
 
+  function describeUpstream(upstream) {
+    if (upstream.langflow) return `Langflow ${upstream.langflow.url}, flow ${upstream.langflow.flow_id}`;
+    return `${upstream.method} ${upstream.url}`;
+  }
+
   function describeCredential(upstream) {
     const cred = upstream && upstream.credential;
     if (!cred) return 'none';
@@ -705,7 +710,7 @@
         h('dl.facts', {},
           h('dt', { text: 'Endpoint name' }), h('dd', {}, flow.endpoint_name ? h('code', { text: flow.endpoint_name }) : h('span.muted', { text: 'none (run by id)' })),
           h('dt', { text: 'Flow id' }), h('dd', {}, h('code', { text: flow.id })),
-          h('dt', { text: 'Upstream' }), h('dd', {}, upstream ? `${upstream.method} ${upstream.url}` : h('span.muted', { text: 'not set' })),
+          h('dt', { text: 'Upstream' }), h('dd', {}, upstream ? describeUpstream(upstream) : h('span.muted', { text: 'not set' })),
           h('dt', { text: 'Credential' }), h('dd', { text: describeCredential(upstream) })),
         h('h3', { text: 'Run it' }),
         h('p.hint', {}, 'Set ', h('code', { text: 'KEYGATE_API_KEY' }), ' to one of your keys (see API keys).'),
@@ -776,7 +781,8 @@
             if (inject.value === 'header') credential.header = header.value.trim();
             body.upstream.credential = credential;
           }
-        } else if (flow) {
+        } else if (flow && !up.langflow) {
+          // A Langflow upstream (set through the API) is kept as it is.
           body.upstream = null;
         }
         submit.disabled = true;

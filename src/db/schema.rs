@@ -59,6 +59,15 @@ diesel::table! {
         access -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        is_component -> Bool,
+        folder_id -> Nullable<Text>,
+        icon -> Nullable<Text>,
+        icon_bg_color -> Nullable<Text>,
+        gradient -> Nullable<Text>,
+        tags -> Nullable<Text>,
+        locked -> Bool,
+        mcp_enabled -> Bool,
+        webhook -> Bool,
     }
 }
 

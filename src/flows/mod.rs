@@ -5,14 +5,16 @@
 //! how).
 
 pub mod cache;
+pub mod langflow;
 pub mod store;
 pub mod upstream;
 
-pub use upstream::{CredentialRef, Injection, SecretSource, Upstream};
+pub use upstream::{CredentialRef, Injection, LangflowTarget, SecretSource, Upstream};
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -52,7 +54,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     });
 }
 
-/// A flow as the API shows it.
+/// A flow as the API shows it: keygate's fields and Langflow's `FlowRead`.
 #[derive(Serialize)]
 pub struct FlowView {
     pub id: String,
@@ -63,9 +65,51 @@ pub struct FlowView {
     pub data: Option<Box<RawValue>>,
     pub upstream: Option<Upstream>,
     pub access: String,
+    /// `access` as Langflow spells it: `PRIVATE` or `PUBLIC`.
+    pub access_type: &'static str,
     pub user_id: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub is_component: bool,
+    pub folder_id: Option<String>,
+    pub icon: Option<String>,
+    pub icon_bg_color: Option<String>,
+    pub gradient: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub locked: bool,
+    pub mcp_enabled: bool,
+    pub webhook: bool,
+}
+
+/// A flow as Langflow's `header_flows=true` list shows it: no data, no
+/// upstream.
+#[derive(Serialize)]
+struct FlowHeader {
+    id: String,
+    name: String,
+    description: Option<String>,
+    endpoint_name: Option<String>,
+    folder_id: Option<String>,
+    is_component: bool,
+    access_type: &'static str,
+    tags: Option<Vec<String>>,
+    mcp_enabled: bool,
+}
+
+impl From<FlowView> for FlowHeader {
+    fn from(view: FlowView) -> Self {
+        FlowHeader {
+            id: view.id,
+            name: view.name,
+            description: view.description,
+            endpoint_name: view.endpoint_name,
+            folder_id: view.folder_id,
+            is_component: view.is_component,
+            access_type: view.access_type,
+            tags: view.tags,
+            mcp_enabled: view.mcp_enabled,
+        }
+    }
 }
 
 impl TryFrom<store::Flow> for FlowView {
@@ -82,6 +126,8 @@ impl TryFrom<store::Flow> for FlowView {
             .transpose()?;
         Ok(FlowView {
             upstream: Upstream::from_column(flow.upstream.as_deref())?,
+            tags: langflow::tags_from_column(flow.tags.as_deref())?,
+            access_type: langflow::access_type(&flow.access),
             id: flow.id,
             name: flow.name,
             description: flow.description,
@@ -91,6 +137,14 @@ impl TryFrom<store::Flow> for FlowView {
             user_id: flow.user_id,
             created_at: flow.created_at.and_utc(),
             updated_at: flow.updated_at.and_utc(),
+            is_component: flow.is_component,
+            folder_id: flow.folder_id,
+            icon: flow.icon,
+            icon_bg_color: flow.icon_bg_color,
+            gradient: flow.gradient,
+            locked: flow.locked,
+            mcp_enabled: flow.mcp_enabled,
+            webhook: flow.webhook,
         })
     }
 }
@@ -110,6 +164,39 @@ struct CreateFlowRequest {
     upstream: Option<Upstream>,
     #[serde(default)]
     access: Option<String>,
+    // Langflow's `FlowCreate` (see `langflow`); `null` means the default.
+    #[serde(default)]
+    access_type: Option<String>,
+    #[serde(default)]
+    is_component: Option<bool>,
+    #[serde(default)]
+    folder_id: Option<String>,
+    #[serde(default)]
+    icon: Option<String>,
+    #[serde(default)]
+    icon_bg_color: Option<String>,
+    #[serde(default)]
+    gradient: Option<String>,
+    #[serde(default, deserialize_with = "langflow::deserialize_tags")]
+    tags: Option<Vec<String>>,
+    #[serde(default)]
+    locked: Option<bool>,
+    #[serde(default)]
+    mcp_enabled: Option<bool>,
+    #[serde(default)]
+    webhook: Option<bool>,
+    // Accepted and ignored: the owner and times are keygate's own, and the
+    // rest of Langflow's model has no meaning here.
+    #[serde(default, rename = "updated_at")]
+    _updated_at: IgnoredAny,
+    #[serde(default, rename = "user_id")]
+    _user_id: IgnoredAny,
+    #[serde(default, rename = "fs_path")]
+    _fs_path: IgnoredAny,
+    #[serde(default, rename = "action_name")]
+    _action_name: IgnoredAny,
+    #[serde(default, rename = "action_description")]
+    _action_description: IgnoredAny,
 }
 
 #[derive(Deserialize)]
@@ -128,8 +215,40 @@ struct UpdateFlowRequest {
     upstream: Option<Option<Upstream>>,
     #[serde(default)]
     access: Option<String>,
+    // Langflow's `FlowUpdate` and the other fields of its `FlowRead`: a
+    // flag given as `null` is left as it is, a text or list is cleared.
+    #[serde(default)]
+    access_type: Option<String>,
+    #[serde(default)]
+    is_component: Option<bool>,
+    #[serde(default, deserialize_with = "validate::double_option")]
+    folder_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "validate::double_option")]
+    icon: Option<Option<String>>,
+    #[serde(default, deserialize_with = "validate::double_option")]
+    icon_bg_color: Option<Option<String>>,
+    #[serde(default, deserialize_with = "validate::double_option")]
+    gradient: Option<Option<String>>,
+    #[serde(default, deserialize_with = "langflow::deserialize_tag_change")]
+    tags: Option<Option<Vec<String>>>,
+    #[serde(default)]
+    locked: Option<bool>,
+    #[serde(default)]
+    mcp_enabled: Option<bool>,
+    #[serde(default)]
+    webhook: Option<bool>,
+    // Accepted and ignored: the rest of Langflow's `FlowUpdate` has no
+    // meaning here. (The owner is never changed: `user_id` is refused.)
+    #[serde(default, rename = "fs_path")]
+    _fs_path: IgnoredAny,
+    #[serde(default, rename = "action_name")]
+    _action_name: IgnoredAny,
+    #[serde(default, rename = "action_description")]
+    _action_description: IgnoredAny,
 }
 
+/// Langflow's list parameters. `remove_example_flows` is accepted and
+/// changes nothing: keygate has no example flows.
 #[derive(Deserialize)]
 struct ListQuery {
     #[serde(default)]
@@ -138,6 +257,14 @@ struct ListQuery {
     page: Option<i64>,
     #[serde(default)]
     size: Option<i64>,
+    #[serde(default)]
+    folder_id: Option<String>,
+    #[serde(default)]
+    components_only: Option<bool>,
+    #[serde(default)]
+    header_flows: Option<bool>,
+    #[serde(default, rename = "remove_example_flows")]
+    _remove_example_flows: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -201,9 +328,11 @@ fn check_access(access: &str) -> Result<String, AppError> {
 /// gives the JSON to store.
 fn store_upstream(state: &AppState, upstream: Upstream) -> Result<String, AppError> {
     let upstream = upstream.validated()?;
-    state.outbound.check_url(&upstream.url).map_err(|e| {
-        AppError::unprocessable(format!("upstream.url is not allowed: {}", e.detail()))
-    })?;
+    if let Some((field, url)) = upstream.checked_url() {
+        state.outbound.check_url(url).map_err(|e| {
+            AppError::unprocessable(format!("{field} is not allowed: {}", e.detail()))
+        })?;
+    }
     serde_json::to_string(&upstream).map_err(AppError::internal)
 }
 
@@ -225,9 +354,19 @@ async fn create_flow(
             .upstream
             .map(|u| store_upstream(&state, u))
             .transpose()?,
-        access: check_access(request.access.as_deref().unwrap_or(ACCESS_PRIVATE))?,
+        access: langflow::merge_access(request.access, request.access_type, check_access)?
+            .unwrap_or_else(|| ACCESS_PRIVATE.into()),
         created_at: now,
         updated_at: now,
+        is_component: request.is_component.unwrap_or(false),
+        folder_id: langflow::check_folder_id(request.folder_id)?,
+        icon: langflow::check_icon(request.icon)?,
+        icon_bg_color: langflow::check_icon_bg_color(request.icon_bg_color)?,
+        gradient: langflow::check_gradient(request.gradient)?,
+        tags: langflow::tags_column(request.tags)?,
+        locked: request.locked.unwrap_or(false),
+        mcp_enabled: request.mcp_enabled.unwrap_or(false),
+        webhook: request.webhook.unwrap_or(false),
     };
     let flow = db::run(&state.pool, move |conn| store::insert(conn, new)).await?;
     written(&state, StatusCode::CREATED, flow)
@@ -249,7 +388,18 @@ async fn list_flows(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, AppError> {
     let query = query.into_inner();
-    let paged = query.get_all == Some(false) || query.page.is_some() || query.size.is_some();
+    // As Langflow: `get_all=true` is the whole list (page and size are
+    // ignored), `get_all=false` a page; without `get_all`, giving a page or
+    // a size asks for a page.
+    let paged = match query.get_all {
+        Some(all) => !all,
+        None => query.page.is_some() || query.size.is_some(),
+    };
+    let filter = store::ListFilter {
+        folder_id: langflow::check_folder_id(query.folder_id)?,
+        components_only: query.components_only.unwrap_or(false),
+    };
+    let headers_only = query.header_flows.unwrap_or(false);
     let page = query.page.unwrap_or(1);
     let size = query.size.unwrap_or(DEFAULT_PAGE_SIZE);
     if paged && (page < 1 || !(1..=MAX_PAGE_SIZE).contains(&size)) {
@@ -260,13 +410,17 @@ async fn list_flows(
     let user_id = principal.user.id.clone();
     let window = paged.then(|| ((page - 1).saturating_mul(size), size));
     let (flows, total) = db::run(&state.pool, move |conn| {
-        store::list_for_user(conn, &user_id, window)
+        store::list_for_user(conn, &user_id, &filter, window)
     })
     .await?;
     let items = flows
         .into_iter()
         .map(FlowView::try_from)
         .collect::<Result<Vec<_>, _>>()?;
+    if headers_only && !paged {
+        let headers: Vec<FlowHeader> = items.into_iter().map(FlowHeader::from).collect();
+        return Ok(HttpResponse::Ok().json(headers));
+    }
     if !paged {
         return Ok(HttpResponse::Ok().json(items));
     }
@@ -306,8 +460,23 @@ async fn update_flow(
             .upstream
             .map(|u| u.map(|u| store_upstream(&state, u)).transpose())
             .transpose()?,
-        access: request.access.as_deref().map(check_access).transpose()?,
+        access: langflow::merge_access(request.access, request.access_type, check_access)?,
         updated_at: None,
+        is_component: request.is_component,
+        folder_id: request
+            .folder_id
+            .map(langflow::check_folder_id)
+            .transpose()?,
+        icon: request.icon.map(langflow::check_icon).transpose()?,
+        icon_bg_color: request
+            .icon_bg_color
+            .map(langflow::check_icon_bg_color)
+            .transpose()?,
+        gradient: request.gradient.map(langflow::check_gradient).transpose()?,
+        tags: request.tags.map(langflow::tags_column).transpose()?,
+        locked: request.locked,
+        mcp_enabled: request.mcp_enabled,
+        webhook: request.webhook,
     };
     let user_id = principal.user.id.clone();
     let owner = user_id.clone();
@@ -360,7 +529,7 @@ mod tests {
             "credential": {"provider": "generic", "as": "header", "header": "X-API-Key"}
         }))
         .unwrap();
-        assert_eq!(ok.method, "POST");
+        assert_eq!(ok.method.as_deref(), Some("POST"));
         assert_eq!(ok.credential.unwrap().header.as_deref(), Some("x-api-key"));
         for bad in [
             serde_json::json!({"url": "ftp://example.com"}),

@@ -40,6 +40,17 @@ pub struct Flow {
     pub access: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    // Langflow's own flow fields, kept for its clients (see `langflow`).
+    pub is_component: bool,
+    pub folder_id: Option<String>,
+    pub icon: Option<String>,
+    pub icon_bg_color: Option<String>,
+    pub gradient: Option<String>,
+    /// A JSON array of strings.
+    pub tags: Option<String>,
+    pub locked: bool,
+    pub mcp_enabled: bool,
+    pub webhook: bool,
 }
 
 /// A partial update: `None` leaves a column alone, `Some(None)` clears it.
@@ -53,6 +64,15 @@ pub struct FlowChanges {
     pub upstream: Option<Option<String>>,
     pub access: Option<String>,
     pub updated_at: Option<NaiveDateTime>,
+    pub is_component: Option<bool>,
+    pub folder_id: Option<Option<String>>,
+    pub icon: Option<Option<String>>,
+    pub icon_bg_color: Option<Option<String>>,
+    pub gradient: Option<Option<String>>,
+    pub tags: Option<Option<String>>,
+    pub locked: Option<bool>,
+    pub mcp_enabled: Option<bool>,
+    pub webhook: Option<bool>,
 }
 
 pub fn insert(conn: &mut DbConnection, new: Flow) -> Result<Flow> {
@@ -109,24 +129,42 @@ fn public_name_is_free(conn: &mut DbConnection, flow: &Flow) -> Result<()> {
     Ok(())
 }
 
-/// The user's flows, oldest first, and how many there are in all. `page`
-/// is `(offset, limit)`; `None` returns every flow.
+/// Which of a user's flows a list shows (Langflow's list parameters).
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only the flows in this folder.
+    pub folder_id: Option<String>,
+    /// Only the flows marked `is_component`.
+    pub components_only: bool,
+}
+
+/// The user's flows matching `filter`, oldest first, and how many match in
+/// all. `page` is `(offset, limit)`; `None` returns every match.
 pub fn list_for_user(
     conn: &mut DbConnection,
     user_id: &str,
+    filter: &ListFilter,
     page: Option<(i64, i64)>,
 ) -> Result<(Vec<Flow>, i64)> {
-    let query = flows::table
-        .filter(flows::user_id.eq(user_id))
+    let matching = || {
+        let mut query = flows::table
+            .filter(flows::user_id.eq(user_id.to_string()))
+            .into_boxed();
+        if let Some(folder) = &filter.folder_id {
+            query = query.filter(flows::folder_id.eq(folder.clone()));
+        }
+        if filter.components_only {
+            query = query.filter(flows::is_component.eq(true));
+        }
+        query
+    };
+    let query = matching()
         .order((flows::created_at.asc(), flows::id.asc()))
         .select(Flow::as_select());
     // The whole list is one query; only a page needs the count besides.
     match page {
         Some((offset, limit)) => {
-            let total: i64 = flows::table
-                .filter(flows::user_id.eq(user_id))
-                .count()
-                .get_result(conn)?;
+            let total: i64 = matching().count().get_result(conn)?;
             Ok((query.offset(offset).limit(limit).load(conn)?, total))
         }
         None => {

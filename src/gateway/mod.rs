@@ -17,8 +17,18 @@
 //! content type and body are streamed back chunk by chunk (server-sent
 //! events included); when the caller goes away the response stream, and
 //! with it the upstream request, is dropped.
+//!
+//! A flow whose upstream is a Langflow server (`"upstream": {"langflow":
+//! {"url", "flow_id"}}`) also answers the rest of Langflow's per-flow
+//! routes, each sent to the same route on that server: the advanced run,
+//! the webhook, and file upload (streamed, see `upload`). Langflow's id of
+//! the flow never reaches the caller: answers carry keygate's id instead,
+//! and keygate's id in a run or webhook body is sent upstream as
+//! Langflow's (see `rewrite`).
 
+mod rewrite;
 mod secrets;
+mod upload;
 
 use actix_web::body::SizedStream;
 use actix_web::http::header;
@@ -32,6 +42,7 @@ use secrecy::ExposeSecret;
 
 use crate::error::AppError;
 use crate::flows::cache::{FlowCache, RunnableFlow};
+use crate::flows::upstream::Target;
 use crate::flows::{Injection, Upstream};
 use crate::identity::{FlowCaller, Principal, API_KEY_QUERY};
 use crate::state::AppState;
@@ -41,16 +52,58 @@ pub use secrets::{Secret, SecretCache};
 pub const RUN_NEEDS_KEY: &str = "An API key must be passed as the x-api-key header \
     or the x-api-key query parameter";
 
-/// Each under a scope of its own: a request for any other route passes
-/// them by comparing the static prefix, without running the `{flow}`
-/// pattern's regular expression.
+/// `/run` and `/process` each under a scope of its own: a request for any
+/// other route passes them by comparing the static prefix, without running
+/// the `{flow}` pattern's regular expression.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    for prefix in ["/run", "/process"] {
-        cfg.service(
-            web::scope(prefix)
-                .route("/{flow}", web::post().to(run))
-                .route("/{flow}/", web::post().to(run)),
-        );
+    cfg.service(
+        web::scope("/run")
+            .route("/advanced/{flow}", web::post().to(run_advanced))
+            .route("/advanced/{flow}/", web::post().to(run_advanced))
+            .route("/{flow}", web::post().to(run))
+            .route("/{flow}/", web::post().to(run)),
+    );
+    cfg.service(
+        web::scope("/process")
+            .route("/{flow}", web::post().to(run))
+            .route("/{flow}/", web::post().to(run)),
+    );
+    for path in ["/webhook/{flow}", "/webhook/{flow}/"] {
+        cfg.route(path, web::post().to(webhook));
+    }
+    for path in ["/files/upload/{flow}", "/files/upload/{flow}/"] {
+        cfg.route(path, web::post().to(upload_file));
+    }
+}
+
+/// Which of Langflow's per-flow routes a call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Run,
+    Advanced,
+    Webhook,
+    Upload,
+}
+
+impl Route {
+    /// The route's path on a Langflow server, before the flow id.
+    fn langflow_path(self) -> &'static str {
+        match self {
+            Route::Run => "run",
+            Route::Advanced => "run/advanced",
+            Route::Webhook => "webhook",
+            Route::Upload => "files/upload",
+        }
+    }
+
+    /// How the caller wrote it, for error messages.
+    fn caller_path(self) -> &'static str {
+        match self {
+            Route::Run => "/api/v1/run",
+            Route::Advanced => "/api/v1/run/advanced",
+            Route::Webhook => "/api/v1/webhook",
+            Route::Upload => "/api/v1/files/upload",
+        }
     }
 }
 
@@ -58,31 +111,161 @@ fn flow_not_found(identifier: &str) -> AppError {
     AppError::not_found(format!("Flow identifier {identifier} not found"))
 }
 
-async fn run(
+/// The services every gateway route uses.
+pub struct Gateway {
     state: web::Data<AppState>,
     flows: web::Data<FlowCache>,
     vault: web::Data<SecretCache>,
+}
+
+impl actix_web::FromRequest for Gateway {
+    type Error = AppError;
+    type Future = std::future::Ready<Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let missing = || AppError::internal("gateway services missing");
+        std::future::ready((|| {
+            Ok(Gateway {
+                state: req
+                    .app_data::<web::Data<AppState>>()
+                    .ok_or_else(missing)?
+                    .clone(),
+                flows: req
+                    .app_data::<web::Data<FlowCache>>()
+                    .ok_or_else(missing)?
+                    .clone(),
+                vault: req
+                    .app_data::<web::Data<SecretCache>>()
+                    .ok_or_else(missing)?
+                    .clone(),
+            })
+        })())
+    }
+}
+
+/// A call's flow, its upstream and the owner's secret, once the caller
+/// has been allowed to make it.
+pub struct Prepared {
+    flow: Arc<RunnableFlow>,
+    secret: Option<Arc<Secret>>,
+}
+
+impl Prepared {
+    fn upstream(&self) -> Result<&Upstream, AppError> {
+        self.flow
+            .upstream
+            .as_ref()
+            .ok_or_else(|| AppError::internal("prepared flow lost its upstream"))
+    }
+}
+
+impl Gateway {
+    /// Finds the flow the caller may call on `route`, checks it has an
+    /// upstream that serves the route, and fetches the owner's secret.
+    /// Nothing of the request body has been read yet.
+    async fn prepare(
+        &self,
+        caller: FlowCaller,
+        identifier: &str,
+        route: Route,
+    ) -> Result<Prepared, AppError> {
+        let flow = resolve_flow(&self.flows, caller.0, identifier).await?;
+        let Some(upstream) = &flow.upstream else {
+            return Err(AppError::unprocessable(format!(
+                "Flow {} has no upstream to run it; set \"upstream\" with PATCH /api/v1/flows/{}",
+                flow.id, flow.id
+            )));
+        };
+        if route != Route::Run && matches!(upstream.target()?, Target::Url { .. }) {
+            return Err(AppError::unprocessable(format!(
+                "{} needs a flow whose upstream is a Langflow server (\"upstream\": {{\"langflow\": {{\"url\", \"flow_id\"}}}}); flow {} has a single upstream URL",
+                route.caller_path(),
+                flow.id
+            )));
+        }
+        let secret = match &upstream.credential {
+            Some(credential) => Some(
+                self.vault
+                    .fetch(&self.state, &flow.user_id, credential)
+                    .await?,
+            ),
+            None => None,
+        };
+        Ok(Prepared { flow, secret })
+    }
+
+    /// A call with a body that fits in memory (run, advanced run, webhook).
+    async fn call(
+        &self,
+        caller: FlowCaller,
+        req: &HttpRequest,
+        identifier: &str,
+        route: Route,
+        body: web::Bytes,
+    ) -> Result<HttpResponse, AppError> {
+        let prepared = self.prepare(caller, identifier, route).await?;
+        let body = match prepared.upstream()?.target()? {
+            // keygate's id in a body (a session id, a file path from an
+            // upload) is Langflow's id upstream.
+            Target::Langflow(target) => {
+                rewrite::replace_all(&body, &prepared.flow.id, &target.flow_id)
+            }
+            Target::Url { .. } => body,
+        };
+        forward(&self.state, req, &prepared, route, OutBody::Bytes(body)).await
+    }
+}
+
+async fn run(
+    gateway: Gateway,
     caller: FlowCaller,
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
-    let identifier = path.into_inner();
-    let flow = resolve_flow(&flows, caller.0, &identifier).await?;
-    let upstream = match &flow.upstream {
-        Some(upstream) => upstream,
-        None => {
-            return Err(AppError::unprocessable(format!(
-                "Flow {} has no upstream to run it; set \"upstream\" with PATCH /api/v1/flows/{}",
-                flow.id, flow.id
-            )))
-        }
-    };
-    let secret = match &upstream.credential {
-        Some(credential) => Some(vault.fetch(&state, &flow.user_id, credential).await?),
-        None => None,
-    };
-    forward(&state, &req, upstream, secret.as_deref(), body).await
+    gateway.call(caller, &req, &path, Route::Run, body).await
+}
+
+async fn run_advanced(
+    gateway: Gateway,
+    caller: FlowCaller,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AppError> {
+    gateway
+        .call(caller, &req, &path, Route::Advanced, body)
+        .await
+}
+
+async fn webhook(
+    gateway: Gateway,
+    caller: FlowCaller,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AppError> {
+    gateway
+        .call(caller, &req, &path, Route::Webhook, body)
+        .await
+}
+
+/// `POST /api/v1/files/upload/{flow}`: the caller is checked and the flow
+/// found before a byte of the body is read; the body then goes to
+/// Langflow's own upload route chunk by chunk, never held whole.
+async fn upload_file(
+    gateway: Gateway,
+    caller: FlowCaller,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, AppError> {
+    let limit = gateway.state.config.max_upload_bytes;
+    upload::check_head(&req, limit)?;
+    let prepared = gateway.prepare(caller, &path, Route::Upload).await?;
+    let (body, refused) = upload::streamed(payload, limit);
+    let body = OutBody::Stream { body, refused };
+    forward(&gateway.state, &req, &prepared, Route::Upload, body).await
 }
 
 /// Finds the flow the caller may run (see the module doc).
@@ -144,13 +327,20 @@ pub fn query_without_key(query: &str) -> String {
         .join("&")
 }
 
-/// The upstream URL with the caller's query appended to its own.
+/// The upstream URL of a route, with the caller's query appended to its
+/// own.
 fn upstream_url(
     state: &AppState,
-    upstream: &Upstream,
+    target: &Target<'_>,
+    route: Route,
     caller_query: &str,
 ) -> Result<reqwest::Url, AppError> {
-    let mut url = secrets::check_url(state, &upstream.url)?;
+    let mut url = match target {
+        Target::Url { url, .. } => secrets::check_url(state, url)?,
+        Target::Langflow(langflow) => {
+            secrets::check_url(state, &langflow.route_url(route.langflow_path()))?
+        }
+    };
     let extra = query_without_key(caller_query);
     if !extra.is_empty() {
         let query = match url.query().filter(|q| !q.is_empty()) {
@@ -162,16 +352,34 @@ fn upstream_url(
     Ok(url)
 }
 
+/// A request body for the upstream.
+enum OutBody {
+    Bytes(web::Bytes),
+    /// Streamed as it arrives (a file upload); `refused` is set when the
+    /// caller's body broke off or outgrew the limit.
+    Stream {
+        body: reqwest::Body,
+        refused: upload::Refusal,
+    },
+}
+
 async fn forward(
     state: &AppState,
     req: &HttpRequest,
-    upstream: &Upstream,
-    secret: Option<&Secret>,
-    body: web::Bytes,
+    prepared: &Prepared,
+    route: Route,
+    body: OutBody,
 ) -> Result<HttpResponse, AppError> {
-    let url = upstream_url(state, upstream, req.query_string())?;
-    let method = reqwest::Method::from_bytes(upstream.method.as_bytes())
-        .map_err(|_| AppError::internal("stored upstream method unreadable"))?;
+    let upstream = prepared.upstream()?;
+    let secret = prepared.secret.as_deref();
+    let target = upstream.target()?;
+    let url = upstream_url(state, &target, route, req.query_string())?;
+    let method = match target {
+        Target::Url { method, .. } => reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| AppError::internal("stored upstream method unreadable"))?,
+        Target::Langflow(_) => reqwest::Method::POST,
+    };
+    let head = method == reqwest::Method::HEAD;
     let mut request = secrets::client(state).request(method, url);
     for name in FORWARDED_REQUEST_HEADERS {
         for value in req.headers().get_all(&name) {
@@ -182,13 +390,22 @@ async fn forward(
         request = inject(
             request,
             secret,
-            credential.inject,
+            credential.injection(),
             credential.header.as_deref(),
         )?;
     }
-    if !body.is_empty() {
-        request = request.body(body);
-    }
+    let refused = match body {
+        OutBody::Bytes(body) => {
+            if !body.is_empty() {
+                request = request.body(body);
+            }
+            None
+        }
+        OutBody::Stream { body, refused } => {
+            request = request.body(body);
+            Some(refused)
+        }
+    };
 
     let timeout = state.config.upstream_timeout;
     let response = match tokio::time::timeout(timeout, request.send()).await {
@@ -201,7 +418,12 @@ async fn forward(
                 ),
             ))
         }
-        Ok(Err(error)) => return Err(secrets::upstream_error(state, &error)),
+        Ok(Err(error)) => {
+            if let Some(refusal) = refused.as_ref().and_then(upload::Refusal::get) {
+                return Err(refusal);
+            }
+            return Err(secrets::upstream_error(state, &error));
+        }
         Ok(Ok(response)) => response,
     };
 
@@ -220,27 +442,36 @@ async fn forward(
             answer.insert_header((name, value.as_bytes()));
         }
     }
+    let encoded = response
+        .headers()
+        .get(reqwest::header::CONTENT_ENCODING)
+        .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
     let length = response
         .content_length()
-        .filter(|_| has_body(&upstream.method, status));
+        .filter(|_| has_body(head, status));
     let stream = response.bytes_stream().map_err(|error| {
         tracing::warn!(error = %error.without_url(), "upstream stream ended with an error");
         AppError::new(StatusCode::BAD_GATEWAY, "Upstream stream broke off")
     });
     // A body of announced length is relayed with that length (as nginx
     // does), not re-chunked; either way it is streamed, not buffered.
-    let mut answer = match length {
-        Some(length) => answer.body(SizedStream::new(length, stream)),
-        None => answer.streaming(stream),
+    let mut answer = match (target, length) {
+        // Langflow's id of the flow becomes keygate's in the answer (a
+        // compressed answer is passed on as it is).
+        (Target::Langflow(langflow), _) if !encoded => answer.streaming(
+            rewrite::rewrite_stream(stream, &langflow.flow_id, &prepared.flow.id),
+        ),
+        (_, Some(length)) => answer.body(SizedStream::new(length, stream)),
+        _ => answer.streaming(stream),
     };
     answer.extensions_mut().insert(RelayedAnswer);
     Ok(answer)
 }
 
-/// Whether an answer to `method` with `status` carries a body (so its
-/// `Content-Length` is the body's length).
-fn has_body(method: &str, status: StatusCode) -> bool {
-    !method.eq_ignore_ascii_case("HEAD")
+/// Whether an answer with `status` (to a HEAD request if `head`) carries a
+/// body (so its `Content-Length` is the body's length).
+fn has_body(head: bool, status: StatusCode) -> bool {
+    !head
         && !status.is_informational()
         && status != StatusCode::NO_CONTENT
         && status != StatusCode::NOT_MODIFIED

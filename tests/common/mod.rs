@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod fake_provider;
+pub mod langflow;
 pub mod upstream;
 
 use std::collections::HashMap;

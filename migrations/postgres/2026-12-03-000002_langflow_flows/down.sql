@@ -1,0 +1,9 @@
+ALTER TABLE flows DROP COLUMN webhook;
+ALTER TABLE flows DROP COLUMN mcp_enabled;
+ALTER TABLE flows DROP COLUMN locked;
+ALTER TABLE flows DROP COLUMN tags;
+ALTER TABLE flows DROP COLUMN gradient;
+ALTER TABLE flows DROP COLUMN icon_bg_color;
+ALTER TABLE flows DROP COLUMN icon;
+ALTER TABLE flows DROP COLUMN folder_id;
+ALTER TABLE flows DROP COLUMN is_component;

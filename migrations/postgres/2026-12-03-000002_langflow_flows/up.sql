@@ -1,0 +1,11 @@
+-- The fields of Langflow's flow model that its clients read back.
+ALTER TABLE flows ADD COLUMN is_component BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE flows ADD COLUMN folder_id TEXT;
+ALTER TABLE flows ADD COLUMN icon TEXT;
+ALTER TABLE flows ADD COLUMN icon_bg_color TEXT;
+ALTER TABLE flows ADD COLUMN gradient TEXT;
+-- A JSON array of strings.
+ALTER TABLE flows ADD COLUMN tags TEXT;
+ALTER TABLE flows ADD COLUMN locked BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE flows ADD COLUMN mcp_enabled BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE flows ADD COLUMN webhook BOOLEAN NOT NULL DEFAULT FALSE;
