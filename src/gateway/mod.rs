@@ -446,24 +446,23 @@ async fn forward(
         .headers()
         .get(reqwest::header::CONTENT_ENCODING)
         .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
-    let length = response
-        .content_length()
-        .filter(|_| has_body(head, status));
+    let length = response.content_length().filter(|_| has_body(head, status));
     let stream = response.bytes_stream().map_err(|error| {
         tracing::warn!(error = %error.without_url(), "upstream stream ended with an error");
         AppError::new(StatusCode::BAD_GATEWAY, "Upstream stream broke off")
     });
     // A body of announced length is relayed with that length (as nginx
     // does), not re-chunked; either way it is streamed, not buffered.
-    let mut answer = match (target, length) {
-        // Langflow's id of the flow becomes keygate's in the answer (a
-        // compressed answer is passed on as it is).
-        (Target::Langflow(langflow), _) if !encoded => answer.streaming(
-            rewrite::rewrite_stream(stream, &langflow.flow_id, &prepared.flow.id),
-        ),
-        (_, Some(length)) => answer.body(SizedStream::new(length, stream)),
-        _ => answer.streaming(stream),
-    };
+    let mut answer =
+        match (target, length) {
+            // Langflow's id of the flow becomes keygate's in the answer (a
+            // compressed answer is passed on as it is).
+            (Target::Langflow(langflow), _) if !encoded => answer.streaming(
+                rewrite::rewrite_stream(stream, &langflow.flow_id, &prepared.flow.id),
+            ),
+            (_, Some(length)) => answer.body(SizedStream::new(length, stream)),
+            _ => answer.streaming(stream),
+        };
     answer.extensions_mut().insert(RelayedAnswer);
     Ok(answer)
 }
