@@ -2,8 +2,8 @@
 //! not stored is refused without a database round trip.
 //!
 //! It is a Bloom filter over [`KeyFingerprint`]s (the head of each stored
-//! key's SHA-256), 16 bits and 8 probes per key: about 2 MB at a million
-//! keys, with one unknown key in about 1,700 let through to the database
+//! key's SHA-256), 16 bits and 8 probes per key: 4 MB at a million keys
+//! (sized with room for a quarter more), with one unknown key in about 1,700 let through to the database
 //! (which then refuses it). It never refuses a stored key:
 //!
 //! - **Loading.** It is filled from the database in the background at
@@ -23,7 +23,9 @@
 //!   it last looked, on a connection of its own (in-process, microseconds,
 //!   no pool), at most once per [`LOG_FRESH`] (1 ms).
 //! - **Growing.** Past one key per 10 bits it reloads at twice the size in
-//!   the background, answering from the old bits meanwhile.
+//!   the background, answering from the old bits meanwhile (PostgreSQL;
+//!   on SQLite a reload empties the insert log, so the old bits stop
+//!   answering until it is done).
 //!
 //! Revoked and deleted keys stay in the bits until the next reload; they
 //! are misses that the database (or the negative cache) answers.
@@ -46,6 +48,8 @@ const PROBES: u32 = 8;
 const MIN_KEYS: usize = 1 << 16;
 /// Hashes read per query while loading.
 const LOAD_PAGE: i64 = 10_000;
+/// How long a failed load waits before it tries again.
+const LOAD_RETRY: Duration = Duration::from_secs(1);
 /// Logged inserts read per look (SQLite); more than this waiting (a bulk
 /// import) means a reload instead.
 const LOG_PAGE: i64 = 1_000;
@@ -210,10 +214,7 @@ impl KeyFilter {
         }
         match store::key_inserts_after(&mut log.conn, log.seen, LOG_PAGE) {
             Ok(rows) if rows.len() as i64 == LOG_PAGE => {
-                if !self.incomplete.swap(true, Ordering::SeqCst) {
-                    self.ready.send_replace(false);
-                    self.load(bits.inserted.load(Ordering::Relaxed) + LOG_PAGE as usize);
-                }
+                self.load(bits.inserted.load(Ordering::Relaxed) + LOG_PAGE as usize);
                 false
             }
             Ok(rows) => {
@@ -272,6 +273,12 @@ impl KeyFilter {
         };
         let number = self.loads.fetch_add(1, Ordering::SeqCst) + 1;
         *self.recorded.lock().unwrap_or_else(|p| p.into_inner()) = Some(Vec::new());
+        // On SQLite the load empties the insert log, which the current bits
+        // may not have read yet: they stop answering until the load is done.
+        if self.log.is_some() {
+            self.incomplete.store(true, Ordering::SeqCst);
+            self.ready.send_replace(false);
+        }
         let spawned = std::thread::Builder::new()
             .name("keygate-key-filter".into())
             .spawn(move || filter.fill(number, expected_keys));
@@ -281,39 +288,18 @@ impl KeyFilter {
     }
 
     fn fill(&self, number: u64, expected_keys: usize) {
-        let bits = Bits::for_keys(expected_keys);
-        if let Some(log) = &self.log {
-            let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(log) = log.as_mut() {
-                match store::key_inserts_reset(&mut log.conn) {
-                    Ok(newest) => log.seen = newest,
-                    Err(error) => tracing::warn!(%error, "key filter cannot reset its log"),
-                }
-            }
-        }
-        let mut after: Option<String> = None;
-        loop {
-            let from = after.clone();
-            let page = db::run_blocking(&self.pool, move |conn| {
-                store::hashes_after(conn, from.as_deref(), LOAD_PAGE)
-            });
-            let mut page = match page {
-                Ok(page) => page,
+        let bits = loop {
+            match self.read_all(expected_keys) {
+                Ok(bits) => break bits,
                 Err(error) => {
                     tracing::warn!(%error, "key filter could not load; misses use the database");
-                    return;
-                }
-            };
-            for hash in &page {
-                if let Some(fingerprint) = KeyFingerprint::from_hex(hash) {
-                    bits.insert(fingerprint);
+                    if self.loads.load(Ordering::SeqCst) != number {
+                        return;
+                    }
+                    std::thread::sleep(LOAD_RETRY);
                 }
             }
-            if (page.len() as i64) < LOAD_PAGE {
-                break;
-            }
-            after = page.pop();
-        }
+        };
         let mut slot = self.bits.write().unwrap_or_else(|p| p.into_inner());
         let mut recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
         if self.loads.load(Ordering::SeqCst) != number {
@@ -330,6 +316,37 @@ impl KeyFilter {
         *slot = Some(Arc::new(bits));
         self.incomplete.store(false, Ordering::SeqCst);
         self.ready.send_replace(true);
+    }
+
+    /// Every stored key into new bits sized for `expected_keys` (SQLite: the
+    /// insert log is emptied first, since the load covers it).
+    fn read_all(&self, expected_keys: usize) -> Result<Bits, crate::error::AppError> {
+        let stored = db::run_blocking(&self.pool, store::count_keys)?;
+        // Room for a quarter more before the filter has to grow again.
+        let bits = Bits::for_keys(expected_keys.max(stored as usize / 4 * 5));
+        if let Some(log) = &self.log {
+            let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(log) = log.as_mut() {
+                log.seen = store::key_inserts_reset(&mut log.conn)?;
+                log.read_at = None;
+            }
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let from = after.take();
+            let mut page = db::run_blocking(&self.pool, move |conn| {
+                store::hashes_after(conn, from.as_deref(), LOAD_PAGE)
+            })?;
+            for hash in &page {
+                if let Some(fingerprint) = KeyFingerprint::from_hex(hash) {
+                    bits.insert(fingerprint);
+                }
+            }
+            if (page.len() as i64) < LOAD_PAGE {
+                return Ok(bits);
+            }
+            after = page.pop();
+        }
     }
 
     /// Drops the bits (misses use the database) and reloads.

@@ -199,6 +199,11 @@ pub fn find_by_hashes(
         .load(conn)?)
 }
 
+/// How many keys are stored (to size the key filter).
+pub fn count_keys(conn: &mut DbConnection) -> Result<i64> {
+    Ok(api_keys::table.count().get_result(conn)?)
+}
+
 /// Up to `limit` stored key hashes after `after`, in order: the key filter
 /// loads every key this way, a page at a time (a million keys never sit in
 /// memory as text at once).
