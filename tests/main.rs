@@ -16,5 +16,6 @@ mod layers;
 mod migrations;
 mod ops;
 mod ui;
+mod ui_support;
 mod users;
 mod variables;

@@ -80,3 +80,12 @@ pub fn delete_for_user_except(
         None => diesel::delete(sessions_of_user).execute(conn)?,
     })
 }
+
+/// When the session ends (for the page's warning before it does).
+pub fn expires_at(conn: &mut DbConnection, session_id: &str) -> Result<Option<NaiveDateTime>> {
+    Ok(sessions::table
+        .find(session_id)
+        .select(sessions::expires_at)
+        .first(conn)
+        .optional()?)
+}
