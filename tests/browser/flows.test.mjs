@@ -75,7 +75,7 @@ test('create a flow, run it with its curl command, edit it, delete it', async ()
   // A key bound to the flow, made on the keys page, runs it and nothing else.
   await page.getByRole('link', { name: 'API keys' }).click();
   await page.getByRole('button', { name: 'Create key', exact: true }).click();
-  await page.getByLabel('Name').fill('bound to support');
+  await page.getByLabel('Name', { exact: true }).fill('bound to support');
   await page.getByLabel('Bound to flow (optional)').selectOption({ label: 'Support bot' });
   await page.getByRole('button', { name: 'Create API key' }).click();
   const bound = await page.getByLabel('New API key').inputValue();

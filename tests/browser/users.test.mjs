@@ -32,11 +32,13 @@ test('a superuser adds, promotes, deactivates, resets and deletes a user; others
   await admin.getByText('alice was added.').waitFor();
 
   await admin.getByRole('button', { name: 'Make superuser: alice' }).click();
+  await admin.getByRole('dialog').getByRole('button', { name: 'Make superuser' }).click();
   await row.locator('td[data-label="Superuser"]', { hasText: 'Yes' }).waitFor();
   await admin.getByRole('button', { name: 'Remove superuser from alice' }).click();
   await row.locator('td[data-label="Superuser"]', { hasText: 'No' }).waitFor();
 
   await admin.getByRole('button', { name: 'Deactivate alice' }).click();
+  await admin.getByRole('dialog').getByRole('button', { name: 'Deactivate user' }).click();
   await row.getByText('Inactive').waitFor();
   await admin.getByRole('button', { name: 'Activate alice' }).click();
   await row.getByText('Active', { exact: true }).waitFor();
@@ -63,9 +65,12 @@ test('a superuser adds, promotes, deactivates, resets and deletes a user; others
   await admin.getByRole('button', { name: 'Delete alice' }).click();
   await admin.getByRole('dialog').getByRole('button', { name: 'Delete user' }).click();
   await row.waitFor({ state: 'detached' });
+  // The sign-in dialog opens over her page; she may go to the sign-in page.
   await alice.getByRole('link', { name: 'Flows' }).click();
+  const again = alice.getByRole('dialog', { name: 'Your session has ended' });
+  await again.waitFor();
+  await again.getByRole('button', { name: 'Sign in as someone else' }).click();
   await alice.getByRole('heading', { name: 'Sign in to keygate' }).waitFor();
-  await alice.getByText('Your session has ended').waitFor();
   assert.deepEqual(admin.problems, []);
   await admin.context().close();
   await alice.context().close();
