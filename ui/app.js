@@ -309,12 +309,18 @@
 
   // ---------- session ----------
 
+  // The end of the session is kept in this browser's clock: the server's
+  // `expires_at` moved by how far the two clocks differ (its Date header).
   async function loadSession() {
-    const session = await api('GET', '/session?optional=true', undefined, { quiet401: true });
+    const res = await send('GET', '/session?optional=true');
+    const session = await res.json().catch(() => null);
+    if (!res.ok || !session) throw new ApiError(res.status, describe(session && session.detail, res.status));
+    const serverNow = Date.parse(res.headers.get('Date') || '');
+    const skew = Number.isNaN(serverNow) ? 0 : Date.now() - serverNow;
     state.me = session.user;
     state.csrf = session.csrf_token;
     state.autoLogin = Boolean(session.auto_login);
-    state.expiresAt = session.expires_at ? new Date(session.expires_at).getTime() : null;
+    state.expiresAt = session.expires_at ? Date.parse(session.expires_at) + skew : null;
   }
 
   // The warning shown this long before the session ends.
@@ -344,7 +350,7 @@
       box.hidden = true;
       return;
     }
-    const minutes = Math.max(1, Math.ceil(left / 60000));
+    const minutes = Math.max(1, Math.round(left / 60000));
     const at = new Date(state.expiresAt).toLocaleTimeString(undefined, { timeStyle: 'short' });
     const message = `Your session ends at ${at} (in ${minutes} ${plural(minutes, 'minute', 'minutes')}). Sign in again to keep working; what you typed stays.`;
     let text = box.querySelector('.session-text');
