@@ -47,7 +47,6 @@ test('create a key, read it from the one-time display, use it, revoke it in the 
   assert.ok(rowText.includes('2'), 'expiry shown');
   await page.getByRole('button', { name: 'Copy key' }).click();
   await page.locator('.one-time .copy-status').filter({ hasText: /Copied|copy it/ }).waitFor();
-  await screenshot(page, 'keys-one-time');
 
   // The key works for a script.
   const ok = await whoami(key);
@@ -132,6 +131,5 @@ test('the keys page is readable at phone width', async () => {
   await page.getByLabel('New API key').waitFor();
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `page is ${overflow}px wider than the phone`);
-  await screenshot(page, 'keys-phone');
   await page.context().close();
 });
