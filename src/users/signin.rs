@@ -192,8 +192,9 @@ struct SessionQuery {
     optional: bool,
 }
 
-/// The signed-in user and the session's CSRF token. Only for sessions: a
-/// request with an API key has no session to describe.
+/// The signed-in user, the session's CSRF token and end, and whether
+/// auto-login is on. Only for sessions: a request with an API key has no
+/// session to describe. Answered from the principal, no database read.
 async fn current_session(
     state: web::Data<AppState>,
     MaybePrincipal(principal): MaybePrincipal,
@@ -207,25 +208,24 @@ async fn current_session(
             expires_at: None,
             auto_login,
         },
-        None => return Err(AppError::unauthorized(MISSING_CREDENTIALS)),
+        None => {
+            return Err(crate::identity::reject(
+                "missing credentials",
+                AppError::unauthorized(MISSING_CREDENTIALS),
+            ))
+        }
         Some(principal) => {
-            let (Some(csrf_token), Some(session_id)) =
-                (principal.csrf_token(), principal.session_id())
+            let (Some(csrf_token), Some(expires_at)) =
+                (principal.csrf_token(), principal.session_expires_at())
             else {
                 return Err(AppError::bad_request(
                     "This route describes a sign-in session; an API key has none",
                 ));
             };
-            let csrf_token = csrf_token.to_string();
-            let session_id = session_id.to_string();
-            let expires_at = db::run(&state.pool, move |conn| {
-                sessions::store::expires_at(conn, &session_id)
-            })
-            .await?;
             SessionView {
-                csrf_token: Some(csrf_token),
+                csrf_token: Some(csrf_token.to_string()),
                 user: Some(UserView::from(&*principal.user)),
-                expires_at: expires_at.map(|t| t.and_utc()),
+                expires_at: Some(expires_at.and_utc()),
                 auto_login,
             }
         }
