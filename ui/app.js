@@ -165,7 +165,10 @@
       const [, name, sep, rest] = match;
       const label = FIELD_LABELS[name];
       if (sep === ': ') {
-        text = /private or local address/.test(rest) ? `${label} is not allowed: ${rest}` : `${label}: ${rest}`;
+        const bare = label.replace(/^The /, '');
+        text = /private or local address/.test(rest)
+          ? `${label} is not allowed: ${rest}`
+          : `${bare.charAt(0).toUpperCase()}${bare.slice(1)}: ${rest}`;
       } else if (sep === ' is not allowed: ') {
         text = `${label} is not allowed: ${rest}`;
       } else {
@@ -733,7 +736,8 @@
     }
 
     function drawTable() {
-      filters.hidden = keys.length < 2;
+      // A filter in use stays visible, so it can be undone.
+      filters.hidden = keys.length < 2 && !search.value && statusFilter.value === 'All';
       if (!keys.length) {
         count.textContent = '';
         listArea.replaceChildren(h('p.empty', { text: 'No API keys yet. Create one to call keygate from a script.' }));

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::store::Flow;
-use super::{SecretSource, Upstream};
+use super::upstream::{SecretSource, Upstream};
 use crate::credentials::store as credential_store;
 use crate::db;
 use crate::error::AppError;

@@ -74,6 +74,13 @@ test('1: a new key stays on screen across pages until dismissed; leaving asks fi
   assert.equal(await reload, 'stayed');
   assert.equal(await display.inputValue(), key);
 
+  // Signing out asks too; staying keeps it.
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  const signOut = page.getByRole('dialog', { name: 'Sign out and lose the new key?' });
+  await signOut.getByRole('button', { name: 'Cancel' }).click();
+  await signOut.waitFor({ state: 'hidden' });
+  assert.equal(await display.inputValue(), key);
+
   // Dismissed, it is gone from the page, and leaving asks nothing.
   await page.getByRole('button', { name: 'I have copied it' }).click();
   await display.waitFor({ state: 'detached' });
