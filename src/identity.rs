@@ -58,6 +58,8 @@ pub enum Credential {
     },
     Session {
         session_id: String,
+        /// When the session ends (sessions are not extended by use).
+        expires_at: NaiveDateTime,
         /// The token a page must echo in `X-CSRF-Token` (see
         /// `sessions::csrf_token`).
         csrf_token: String,
@@ -94,6 +96,14 @@ impl Principal {
         match &self.credential {
             Credential::ApiKey { flow_id, .. } => flow_id.as_deref(),
             Credential::Session { .. } => None,
+        }
+    }
+
+    /// When the session the request came with ends, if it came with one.
+    pub fn session_expires_at(&self) -> Option<NaiveDateTime> {
+        match &self.credential {
+            Credential::Session { expires_at, .. } => Some(*expires_at),
+            Credential::ApiKey { .. } => None,
         }
     }
 

@@ -160,11 +160,17 @@ impl Outbound {
     /// Maps a failed call to `upstream` (a name such as "Langfuse") to the
     /// error the client sees: 504, 502 or 422 (see the module doc).
     pub fn error(&self, error: &reqwest::Error, upstream: &str) -> AppError {
+        // With the port: "127.0.0.1" alone hides which server it was.
         let host = error
             .url()
-            .and_then(|u| u.host_str())
-            .unwrap_or("the upstream")
-            .to_string();
+            .and_then(|u| {
+                let host = u.host_str()?;
+                Some(match u.port() {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host.to_string(),
+                })
+            })
+            .unwrap_or_else(|| "the upstream".to_string());
         if let Some(blocked) = find_source::<BlockedAddress>(error) {
             return private_address(&blocked.host);
         }

@@ -19,5 +19,6 @@ mod layers;
 mod migrations;
 mod ops;
 mod ui;
+mod ui_support;
 mod users;
 mod variables;

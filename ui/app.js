@@ -1,11 +1,24 @@
 // keygate settings UI: a small single page over the JSON API under /api/v1.
 // No framework, no build step. Everything user-supplied is put in the page
 // as text (textContent, input values), never as HTML. State-changing calls
-// carry the session's CSRF token in X-CSRF-Token.
+// carry the session's CSRF token in X-CSRF-Token. Each page is one
+// render* function; the shared parts (helpers, API, session, routing,
+// messages, the pending new key) come first.
 'use strict';
 
 (function () {
-  const state = { me: null, csrf: null, autoLogin: false };
+  const state = {
+    me: null,
+    csrf: null,
+    autoLogin: false,
+    // When the session ends (ms since the epoch), from GET /session.
+    expiresAt: null,
+    // A key just created, until its owner dismisses it: memory only, never
+    // storage, so it is gone with the tab.
+    pendingKey: null,
+    // A message to show after the next navigation: [text, kind].
+    carry: null,
+  };
   const main = document.getElementById('main');
 
   // ---------- small helpers ----------
@@ -40,15 +53,19 @@
     return `${prefix}-${uid}`;
   }
 
-  // A labelled form control: label above, hint below (tied by aria-describedby).
-  function field(labelText, control, hint) {
+  // A labelled form control: label above, hints below (tied by aria-describedby).
+  function field(labelText, control, ...hints) {
     if (!control.id) control.id = nextId('f');
     const parts = [h('label', { for: control.id, text: labelText }), control];
-    if (hint) {
-      const hintId = nextId('hint');
-      control.setAttribute('aria-describedby', hintId);
-      parts.push(h('p.hint', { id: hintId, text: hint }));
+    const ids = [];
+    for (const hint of hints) {
+      if (!hint) continue;
+      const el = hint instanceof Node ? hint : h('p.hint', { text: hint });
+      if (!el.id) el.id = nextId('hint');
+      ids.push(el.id);
+      parts.push(el);
     }
+    if (ids.length) control.setAttribute('aria-describedby', ids.join(' '));
     return h('div.field', {}, parts);
   }
 
@@ -57,16 +74,109 @@
     return h('div.field.check', {}, control, h('label', { for: control.id, text: labelText }));
   }
 
-  function formatTime(text) {
-    if (!text) return null;
-    const date = new Date(text);
-    if (Number.isNaN(date.getTime())) return text;
-    return date.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  function plural(n, one, many) {
+    return n === 1 ? one : many;
   }
 
+  // ---------- times ----------
+
+  // "UTC", "UTC+1", "UTC-8", "UTC+5:30": the zone of a date in this browser.
+  function zoneOffset(date) {
+    const minutes = -date.getTimezoneOffset();
+    if (!minutes) return 'UTC';
+    const abs = Math.abs(minutes);
+    const mm = abs % 60;
+    return `UTC${minutes > 0 ? '+' : '-'}${Math.floor(abs / 60)}${mm ? `:${String(mm).padStart(2, '0')}` : ''}`;
+  }
+
+  function zoneDescription() {
+    const name = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    const offset = zoneOffset(new Date());
+    return name && name !== 'UTC' ? `${name}, ${offset}` : offset;
+  }
+
+  // The exact time, with its zone stated.
+  function exactTime(text) {
+    const date = new Date(text);
+    if (Number.isNaN(date.getTime())) return String(text);
+    return `${date.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' })} ${zoneOffset(date)}`;
+  }
+
+  const relative = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
+  function relativeTime(text) {
+    const date = new Date(text);
+    if (Number.isNaN(date.getTime())) return String(text);
+    const seconds = (date.getTime() - Date.now()) / 1000;
+    const abs = Math.abs(seconds);
+    if (abs < 45) return seconds <= 0 ? 'just now' : 'in a moment';
+    const steps = [[3600, 60, 'minute'], [86400, 3600, 'hour'], [86400 * 30, 86400, 'day'], [86400 * 365, 86400 * 30, 'month']];
+    for (const [below, size, unit] of steps) {
+      if (abs < below) return relative.format(Math.round(seconds / size), unit);
+    }
+    return relative.format(Math.round(seconds / (86400 * 365)), 'year');
+  }
+
+  // A relative time ("5 minutes ago"), the exact one on hover and focus.
   function timeCell(text, empty) {
     if (!text) return h('span.muted', { text: empty });
-    return h('time', { datetime: text, title: text, text: formatTime(text) });
+    return h('time', { datetime: text, title: exactTime(text), text: relativeTime(text) });
+  }
+
+  // The exact time with its zone ("31 Dec 2027, 00:00 UTC-8").
+  function exactCell(text, empty) {
+    if (!text) return h('span.muted', { text: empty });
+    return h('time', { datetime: text, title: relativeTime(text), text: exactTime(text) });
+  }
+
+  // "2027-12-31T00:00" in this browser's zone, for datetime-local inputs.
+  function localInputValue(date) {
+    const pad = (n) => String(n).padStart(2, '0');
+    return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+  }
+
+  // ---------- errors in plain words ----------
+
+  const FIELD_LABELS = {
+    'upstream.url': 'The upstream URL',
+    'upstream.credential': 'The credential',
+    'upstream.method': 'The upstream method',
+    endpoint_name: 'The endpoint name',
+    expires_at: 'The expiry',
+    secret_key: 'The secret',
+    public_key: 'The public key',
+    host: 'The host',
+    name: 'The name',
+    value: 'The value',
+    type: 'The type',
+    password: 'The password',
+    username: 'The username',
+  };
+
+  // Turns the API's field-named messages ("host: host 10.0.0.1 resolves
+  // only to private …") into sentences a person reads.
+  function plainError(message) {
+    let text = String(message || '').trim();
+    text = text.replace(
+      /host (\S+) resolves only to private, loopback or link-local addresses, which are not allowed \(the operator can allow them with (KEYGATE_ALLOW_PRIVATE_UPSTREAMS=true)\)/,
+      '$1 is a private or local address, which keygate may not connect to (an operator can allow such addresses with $2)',
+    );
+    const match = text.match(/^([a-z_]+(?:\.[a-z_]+)?)(: | is not allowed: | )(.*)$/s);
+    if (match && FIELD_LABELS[match[1]]) {
+      const [, name, sep, rest] = match;
+      const label = FIELD_LABELS[name];
+      if (sep === ': ') {
+        const bare = label.replace(/^The /, '');
+        text = /private or local address/.test(rest)
+          ? `${label} is not allowed: ${rest}`
+          : `${bare.charAt(0).toUpperCase()}${bare.slice(1)}: ${rest}`;
+      } else if (sep === ' is not allowed: ') {
+        text = `${label} is not allowed: ${rest}`;
+      } else {
+        text = `${label} ${rest}`;
+      }
+    }
+    if (text && !/[.!?)]$/.test(text)) text += '.';
+    return text.charAt(0).toUpperCase() + text.slice(1);
   }
 
   function errorBox() {
@@ -78,31 +188,72 @@
     box.hidden = !message;
   }
 
-  let noticeTimer = null;
-  function notice(message) {
-    const box = document.getElementById('notice');
-    box.textContent = message;
-    box.hidden = !message;
-    clearTimeout(noticeTimer);
-    if (message) noticeTimer = setTimeout(() => { box.hidden = true; }, 8000);
+  // An old error goes as soon as the browser's own validation stops the
+  // next submit: it no longer describes the form.
+  document.addEventListener('invalid', (event) => {
+    const form = event.target.form;
+    if (form) for (const box of form.querySelectorAll('.error')) showError(box, '');
+  }, true);
+
+  // ---------- messages (toasts) ----------
+
+  // kind: success, info, warning or error. Toasts go on navigation; a
+  // success also goes by itself after a while; every one can be dismissed.
+  function toast(message, kind = 'success', extra) {
+    const region = document.getElementById('toasts');
+    const close = h('button.toast-close', { type: 'button', 'aria-label': 'Dismiss message', text: '×' });
+    const item = h(`div.toast.${kind}`, { role: kind === 'error' || kind === 'warning' ? 'alert' : 'status' },
+      h('span.toast-text', {}, message, extra ? [' ', extra] : null), close);
+    close.addEventListener('click', () => {
+      item.remove();
+      focusHeading();
+    });
+    while (region.children.length >= 3) region.firstChild.remove();
+    region.append(item);
+    if (kind === 'success') setTimeout(() => item.remove(), 10000);
+    return item;
   }
 
-  async function copyText(text, input, status) {
+  function clearToasts() {
+    document.getElementById('toasts').replaceChildren();
+  }
+
+  // ---------- copying ----------
+
+  function selectContents(target) {
+    if (!target) return;
+    if (target instanceof HTMLInputElement) {
+      target.focus();
+      target.select();
+      return;
+    }
+    const range = document.createRange();
+    range.selectNodeContents(target);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+  }
+
+  // The clipboard API where the browser allows it (HTTPS, localhost);
+  // elsewhere the text is selected and copied the old way, or left
+  // selected with the reason said.
+  async function copyText(text, target, status) {
     let copied = false;
-    try {
-      if (navigator.clipboard && window.isSecureContext) {
+    if (navigator.clipboard && window.isSecureContext) {
+      try {
         await navigator.clipboard.writeText(text);
         copied = true;
+      } catch (_) {
+        copied = false;
       }
-    } catch (_) {
-      copied = false;
     }
-    if (!copied && input) {
-      input.focus();
-      input.select();
+    if (!copied) {
+      selectContents(target);
       try { copied = document.execCommand('copy'); } catch (_) { copied = false; }
     }
-    if (status) status.textContent = copied ? 'Copied.' : 'Select the text and copy it (Ctrl+C).';
+    if (copied) status.textContent = 'Copied.';
+    else if (window.isSecureContext) status.textContent = 'The browser did not allow copying. The text is selected: press Ctrl+C (⌘C on a Mac).';
+    else status.textContent = 'Copy buttons need HTTPS or localhost. The text is selected: press Ctrl+C (⌘C on a Mac).';
   }
 
   // ---------- the API ----------
@@ -115,12 +266,12 @@
   }
 
   function describe(detail, status) {
-    if (typeof detail === 'string' && detail) return detail;
-    if (Array.isArray(detail)) return detail.map((d) => d.msg || JSON.stringify(d)).join('; ');
-    return `The server answered HTTP ${status}`;
+    if (typeof detail === 'string' && detail) return plainError(detail);
+    if (Array.isArray(detail)) return detail.map((d) => plainError(d.msg || JSON.stringify(d))).join(' ');
+    return `The server answered HTTP ${status}.`;
   }
 
-  async function api(method, path, body, options) {
+  async function send(method, path, body) {
     const headers = { Accept: 'application/json' };
     let payload;
     if (body instanceof URLSearchParams) {
@@ -130,42 +281,180 @@
       payload = JSON.stringify(body);
     }
     if (state.csrf && method !== 'GET') headers['X-CSRF-Token'] = state.csrf;
-    let res;
     try {
-      res = await fetch(`/api/v1${path}`, {
+      return await fetch(`/api/v1${path}`, {
         method, headers, body: payload, credentials: 'same-origin', cache: 'no-store',
       });
     } catch (_) {
-      throw new ApiError(0, 'keygate could not be reached; check that it is running');
+      throw new ApiError(0, 'keygate could not be reached. Check that it is running and try again.');
     }
-    let data = null;
-    const text = await res.text();
-    if (text) {
-      try { data = JSON.parse(text); } catch (_) { data = null; }
-    }
-    if (!res.ok) {
-      const detail = describe(data && data.detail, res.status);
-      if (res.status === 401 && state.me && !(options && options.quiet401)) {
-        sessionEnded();
+  }
+
+  // A 401 while signed in means the session ended: the sign-in dialog
+  // opens over the page (nothing typed is lost) and the call is made once
+  // more with the new session.
+  async function api(method, path, body, options) {
+    for (let attempt = 0; ; attempt += 1) {
+      const res = await send(method, path, body);
+      let data = null;
+      const text = await res.text();
+      if (text) {
+        try { data = JSON.parse(text); } catch (_) { data = null; }
       }
-      throw new ApiError(res.status, detail);
+      if (res.ok) return data;
+      if (res.status === 401 && state.me && attempt === 0 && !(options && options.quiet401)) {
+        if (await reauthenticate('ended')) continue;
+        throw new ApiError(401, 'Your session has ended; sign in again.');
+      }
+      throw new ApiError(res.status, describe(data && data.detail, res.status));
     }
-    return data;
   }
 
   // ---------- session ----------
 
+  // The end of the session is kept in this browser's clock: the server's
+  // `expires_at` moved by how far the two clocks differ (its Date header).
   async function loadSession() {
-    const session = await api('GET', '/session', undefined, { quiet401: true });
+    const res = await send('GET', '/session?optional=true');
+    const session = await res.json().catch(() => null);
+    if (!res.ok || !session) throw new ApiError(res.status, describe(session && session.detail, res.status));
+    const serverNow = Date.parse(res.headers.get('Date') || '');
+    const skew = Number.isNaN(serverNow) ? 0 : Date.now() - serverNow;
     state.me = session.user;
     state.csrf = session.csrf_token;
+    state.autoLogin = Boolean(session.auto_login);
+    state.expiresAt = session.expires_at ? Date.parse(session.expires_at) + skew : null;
   }
 
-  function sessionEnded() {
+  // The warning shown this long before the session ends.
+  const WARN_BEFORE_MS = 5 * 60 * 1000;
+  let sessionTimer = null;
+
+  function watchSession() {
+    clearInterval(sessionTimer);
+    sessionTimer = null;
+    checkSession();
+    if (state.me && state.expiresAt) sessionTimer = setInterval(checkSession, 15000);
+  }
+
+  function checkSession() {
+    const box = document.getElementById('session-warning');
+    if (!state.me || !state.expiresAt) {
+      box.hidden = true;
+      return;
+    }
+    const left = state.expiresAt - Date.now();
+    if (left <= 0) {
+      box.hidden = true;
+      reauthenticate('ended');
+      return;
+    }
+    if (left > WARN_BEFORE_MS) {
+      box.hidden = true;
+      return;
+    }
+    const minutes = Math.max(1, Math.round(left / 60000));
+    const at = new Date(state.expiresAt).toLocaleTimeString(undefined, { timeStyle: 'short' });
+    const message = `Your session ends at ${at} (in ${minutes} ${plural(minutes, 'minute', 'minutes')}). Sign in again to keep working; what you typed stays.`;
+    let text = box.querySelector('.session-text');
+    if (!text) {
+      text = h('span.session-text');
+      const again = h('button.small', { type: 'button', text: 'Sign in again' });
+      again.addEventListener('click', () => reauthenticate('renew'));
+      box.replaceChildren(text, again);
+    }
+    if (text.textContent !== message) text.textContent = message;
+    box.hidden = false;
+  }
+
+  let reauthInFlight = null;
+
+  // Resolves true once the same user has signed in again, false when they
+  // chose the sign-in page instead. One dialog for all callers at once.
+  function reauthenticate(reason) {
+    if (!state.me) return Promise.resolve(false);
+    if (!reauthInFlight) {
+      reauthInFlight = openReauth(reason).finally(() => { reauthInFlight = null; });
+    }
+    return reauthInFlight;
+  }
+
+  // The dialog's form exists only while it is open.
+  function openReauth(reason) {
+    const dialog = document.getElementById('reauth');
+    const username = h('input', { name: 'username', autocomplete: 'username', readonly: true, value: state.me.username });
+    const password = h('input', { name: 'password', type: 'password', autocomplete: 'current-password', required: true });
+    const error = errorBox();
+    const ok = h('button', { type: 'submit', text: 'Sign in' });
+    const other = h('button.secondary', { type: 'button', text: 'Sign in as someone else' });
+    const form = h('form', { id: 'reauth-form' },
+      h('h2', { id: 'reauth-title', text: reason === 'renew' ? 'Sign in again' : 'Your session has ended' }),
+      h('p', { text: reason === 'renew'
+        ? 'Sign in again to start a new session. What you typed stays on the page.'
+        : 'Sign in again to go on. What you typed stays on the page, and what you were saving is sent once you are back.' }),
+      field('Username', username),
+      field('Password', password),
+      error,
+      h('div.actions', {}, ok, other));
+    dialog.replaceChildren(form);
+    const opener = document.activeElement;
+    return new Promise((resolve) => {
+      const finish = (value) => {
+        form.removeEventListener('submit', onSubmit);
+        other.removeEventListener('click', onOther);
+        dialog.removeEventListener('cancel', onCancel);
+        dialog.close();
+        dialog.replaceChildren();
+        if (value && opener && opener.isConnected) opener.focus();
+        resolve(value);
+      };
+      const onSubmit = async (event) => {
+        event.preventDefault();
+        showError(error, '');
+        ok.disabled = true;
+        const previous = state.me;
+        try {
+          const res = await send('POST', '/login', new URLSearchParams({ username: previous.username, password: password.value }));
+          const answer = await res.json().catch(() => null);
+          if (!res.ok) throw new ApiError(res.status, describe(answer && answer.detail, res.status));
+          state.csrf = answer.csrf_token;
+          await loadSession();
+          password.value = '';
+          showChrome();
+          watchSession();
+          finish(true);
+        } catch (e) {
+          showError(error, e.status === 401 ? 'Incorrect password.' : e.message);
+          password.focus();
+        } finally {
+          ok.disabled = false;
+        }
+      };
+      const onOther = () => {
+        finish(false);
+        endSession('Sign in.');
+      };
+      // Esc would leave a page that cannot save anything: keep it open.
+      const onCancel = (event) => event.preventDefault();
+      form.addEventListener('submit', onSubmit);
+      other.addEventListener('click', onOther);
+      dialog.addEventListener('cancel', onCancel);
+      dialog.showModal();
+      password.focus();
+    });
+  }
+
+  // Forgets the session (and any pending key) and shows the sign-in page.
+  function endSession(info) {
     state.me = null;
     state.csrf = null;
+    state.expiresAt = null;
+    state.pendingKey = null;
+    watchSession();
+    renderPendingKey();
+    clearToasts();
     showChrome();
-    renderLogin('Your session has ended; sign in again.');
+    renderLogin(null, info);
   }
 
   function showChrome() {
@@ -177,11 +466,14 @@
   }
 
   async function signOut() {
-    try { await api('POST', '/logout'); } catch (_) { /* signed out anyway */ }
-    state.me = null;
-    state.csrf = null;
-    showChrome();
-    renderLogin(null, 'You are signed out.');
+    if (state.pendingKey) {
+      const ok = await confirmDialog('Sign out and lose the new key?',
+        h('p', { text: 'The new key is shown only once. If you sign out before copying it, revoke it later and create another.' }),
+        'Sign out');
+      if (!ok) return;
+    }
+    try { await api('POST', '/logout', undefined, { quiet401: true }); } catch (_) { /* signed out anyway */ }
+    endSession('You are signed out.');
   }
 
   // ---------- routing ----------
@@ -189,13 +481,15 @@
   const routes = {
     '/keys': renderKeys,
     '/credentials': renderCredentials,
+    '/variables': renderVariables,
     '/flows': renderFlows,
     '/users': renderUsers,
   };
 
+  // "#/variables?add=NAME" -> { path: '/variables', params }.
   function currentRoute() {
-    const path = location.hash.replace(/^#/, '');
-    return routes[path] ? path : '/keys';
+    const [path, query] = location.hash.replace(/^#/, '').split('?');
+    return { path: routes[path] ? path : '/keys', params: new URLSearchParams(query || '') };
   }
 
   function page(title, lead) {
@@ -207,13 +501,19 @@
   }
 
   async function route() {
+    // Messages belong to the page they were said on.
+    clearToasts();
+    if (state.carry) {
+      toast(...state.carry);
+      state.carry = null;
+    }
     if (!state.me) {
       renderLogin();
       return;
     }
-    const path = currentRoute();
+    const { path, params } = currentRoute();
     if (path === '/users' && !state.me.is_superuser) {
-      notice('Only superusers can manage users.');
+      state.carry = ['Only superusers can manage users.', 'info'];
       location.replace('#/keys');
       return;
     }
@@ -221,7 +521,8 @@
       if (link.dataset.route === path) link.setAttribute('aria-current', 'page');
       else link.removeAttribute('aria-current');
     }
-    await routes[path]();
+    renderPendingKey();
+    await routes[path](params);
   }
 
   function focusHeading() {
@@ -253,10 +554,11 @@
         state.csrf = answer.csrf_token;
         await loadSession();
         showChrome();
+        watchSession();
         await route();
         focusHeading();
       } catch (e) {
-        showError(error, e.status === 401 ? `${e.message}.` : e.message);
+        showError(error, e.message);
         password.select();
         password.focus();
       } finally {
@@ -266,6 +568,88 @@
     main.replaceChildren(form);
     if (problem) showError(error, problem);
     username.focus();
+  }
+
+  // ---------- the new key, shown once ----------
+
+  // Shown above every page until dismissed, so going to Flows for the curl
+  // command and back keeps it; leaving or reloading asks first.
+  function renderPendingKey() {
+    const region = document.getElementById('pending-key');
+    const created = state.pendingKey;
+    if (!created || !state.me) {
+      region.replaceChildren();
+      return;
+    }
+    if (region.firstChild && region.firstChild.dataset.keyId === created.id) return;
+    const input = h('input.secret', { id: 'new-key', readonly: true, value: created.api_key, spellcheck: 'false', autocomplete: 'off' });
+    const status = h('span.copy-status', { role: 'status', 'aria-live': 'polite' });
+    const copy = h('button', { type: 'button', text: 'Copy key' });
+    copy.addEventListener('click', () => copyText(input.value, input, status));
+    const done = h('button.secondary', { type: 'button', text: 'I have copied it' });
+    done.addEventListener('click', () => {
+      input.value = '';
+      state.pendingKey = null;
+      region.replaceChildren();
+      toast('The new key is no longer shown.', 'info');
+      focusHeading();
+    });
+    const box = h('section.card.one-time', { 'aria-labelledby': 'one-time-title', 'data-key-id': created.id },
+      h('h2', { id: 'one-time-title', tabindex: '-1', text: `Your new key${created.name ? `: ${created.name}` : ''}` }),
+      h('p.warning', { text: 'Copy it now: this is the only time keygate shows the full key. Only its hash is stored, so it cannot be shown again. If you lose it, revoke it and create another.' }),
+      field('New API key', input, 'It stays here while you move between pages until you click "I have copied it". Leaving or reloading the page asks first.'),
+      h('div.actions', {}, copy, done, status));
+    region.replaceChildren(box);
+  }
+
+  function showNewKey(created) {
+    state.pendingKey = created;
+    renderPendingKey();
+    const heading = document.getElementById('one-time-title');
+    if (heading) heading.focus();
+  }
+
+  window.addEventListener('beforeunload', (event) => {
+    if (!state.pendingKey) return;
+    event.preventDefault();
+    event.returnValue = '';
+  });
+
+  // ---------- dialogs ----------
+
+  function confirmDialog(title, body, okLabel, options) {
+    const dialog = document.getElementById('dialog');
+    const ok = document.getElementById('dialog-ok');
+    document.getElementById('dialog-title').textContent = title;
+    document.getElementById('dialog-body').replaceChildren(...[].concat(body).filter(Boolean));
+    ok.textContent = okLabel;
+    ok.className = options && options.safe ? '' : 'danger';
+    dialog.returnValue = '';
+    const opener = document.activeElement;
+    return new Promise((resolve) => {
+      dialog.addEventListener('close', () => {
+        // The callers keep the controls they read; the page keeps none.
+        document.getElementById('dialog-body').replaceChildren();
+        if (opener && opener.isConnected) opener.focus();
+        resolve(dialog.returnValue === 'ok');
+      }, { once: true });
+      dialog.showModal();
+      if (options && options.focus) options.focus.focus();
+    });
+  }
+
+  // A live note under a name field when the name is already taken.
+  function duplicateNote(input, takenNames, what) {
+    const note = h('p.hint.note', { role: 'status' });
+    const update = () => {
+      const name = input.value.trim();
+      note.textContent = name && takenNames().includes(name)
+        ? `You already have ${what} named "${name}". A different name helps you tell them apart.`
+        : '';
+    };
+    input.addEventListener('input', update);
+    update();
+    return note;
   }
 
   // ---------- API keys ----------
@@ -280,16 +664,39 @@
     return key.is_active ? 'Active' : 'Inactive';
   }
 
+  // The list shows "sk-AbCdE" and asterisks; a few dots say as much.
+  function maskKey(masked) {
+    return `${String(masked || '').replace(/\*+$/, '')}…`;
+  }
+
+  const KEY_SORTS = {
+    newest: { label: 'Newest first', compare: (a, b) => b.created_at.localeCompare(a.created_at) },
+    oldest: { label: 'Oldest first', compare: (a, b) => a.created_at.localeCompare(b.created_at) },
+    name: { label: 'Name (A to Z)', compare: (a, b) => (a.name || '').localeCompare(b.name || '') },
+    used: { label: 'Last used', compare: (a, b) => (b.last_used_at || '').localeCompare(a.last_used_at || '') },
+    uses: { label: 'Most uses', compare: (a, b) => b.total_uses - a.total_uses },
+  };
+
   async function renderKeys() {
     page('API keys', 'Scripts call keygate with a key in the x-api-key header or the x-api-key query parameter. A key has your rights, or only the one flow it is bound to.');
     const error = errorBox();
     const createButton = h('button', { type: 'button', text: 'Create key', 'aria-expanded': 'false', 'aria-controls': 'create-key' });
     const revokeSelected = h('button.danger', { type: 'button', disabled: true, text: 'Revoke selected' });
+    const search = h('input', { type: 'search', name: 'search', placeholder: 'Name or key prefix', autocomplete: 'off', spellcheck: 'false' });
+    const statusFilter = h('select', { name: 'status' },
+      ['All', 'Active', 'Inactive', 'Expired'].map((s) => h('option', { value: s, text: s === 'All' ? 'All keys' : s })));
+    const sort = h('select', { name: 'sort' },
+      Object.entries(KEY_SORTS).map(([value, s]) => h('option', { value, text: s.label })));
+    const count = h('p.hint', { role: 'status' });
+    const filters = h('div.filters', {},
+      field('Search keys', search), field('Show', statusFilter), field('Sort by', sort));
     const toolbar = h('div.toolbar', {}, createButton, revokeSelected);
     const createArea = h('div', { id: 'create-key' });
-    const oneTime = h('div', { id: 'one-time' });
     const listArea = h('div', { id: 'key-list' });
-    main.append(toolbar, error, oneTime, createArea, listArea);
+    main.append(toolbar, error, createArea, filters, count, listArea);
+    for (const control of [search, statusFilter, sort]) {
+      control.addEventListener('input', drawTable);
+    }
 
     let flows = [];
     let keys = [];
@@ -320,62 +727,108 @@
       return flow ? flow.name : id;
     }
 
+    function visibleKeys() {
+      const needle = search.value.trim().toLowerCase();
+      return keys
+        .filter((k) => !needle || (k.name || '').toLowerCase().includes(needle) || k.api_key.toLowerCase().startsWith(needle))
+        .filter((k) => statusFilter.value === 'All' || keyStatus(k) === statusFilter.value)
+        .sort(KEY_SORTS[sort.value].compare);
+    }
+
     function drawTable() {
+      // A filter in use stays visible, so it can be undone.
+      filters.hidden = keys.length < 2 && !search.value && statusFilter.value === 'All';
       if (!keys.length) {
+        count.textContent = '';
         listArea.replaceChildren(h('p.empty', { text: 'No API keys yet. Create one to call keygate from a script.' }));
         return;
       }
-      const rows = keys.map((key) => {
-        const label = key.name || 'unnamed key';
-        const box = h('input', { type: 'checkbox', 'aria-label': `Select ${label}`, checked: selected.has(key.id) });
-        box.addEventListener('change', () => {
-          if (box.checked) selected.add(key.id); else selected.delete(key.id);
-          updateSelection();
+      const shown = visibleKeys();
+      count.textContent = shown.length === keys.length
+        ? `${keys.length} ${plural(keys.length, 'key', 'keys')}`
+        : `${shown.length} of ${keys.length} keys shown`;
+      if (!shown.length) {
+        const clear = h('button.secondary.small', { type: 'button', text: 'Show all keys' });
+        clear.addEventListener('click', () => {
+          search.value = '';
+          statusFilter.value = 'All';
+          drawTable();
+          search.focus();
         });
-        const toggle = h('button.secondary.small', {
-          type: 'button',
-          text: key.is_active ? 'Deactivate' : 'Activate',
-          'aria-label': `${key.is_active ? 'Deactivate' : 'Activate'} ${label}`,
-        });
-        toggle.addEventListener('click', async () => {
-          try {
-            await api('PATCH', `/api_key/${key.id}`, { is_active: !key.is_active });
-            notice(`${label} is now ${key.is_active ? 'inactive' : 'active'}.`);
-            await refresh();
-          } catch (e) { showError(error, e.message); }
-        });
-        const revoke = h('button.danger.small', { type: 'button', text: 'Revoke', 'aria-label': `Revoke ${label}` });
-        revoke.addEventListener('click', () => revokeKeys([key]));
-        const status = keyStatus(key);
-        return h('tr', { 'data-key-id': key.id },
-          h('td', { 'data-label': 'Select' }, box),
-          h('td', { 'data-label': 'Name' }, key.name ? key.name : h('span.muted', { text: 'unnamed' })),
-          h('td', { 'data-label': 'Key' }, h('code.masked', { text: key.api_key })),
-          h('td', { 'data-label': 'Created' }, timeCell(key.created_at)),
-          h('td', { 'data-label': 'Last used' }, timeCell(key.last_used_at, 'never')),
-          h('td.num', { 'data-label': 'Uses' }, String(key.total_uses)),
-          h('td', { 'data-label': 'Status' }, h(`span.badge.${status.toLowerCase()}`, { text: status })),
-          h('td', { 'data-label': 'Expires' }, timeCell(key.expires_at, 'never')),
-          h('td', { 'data-label': 'Flow' }, key.flow_id ? flowName(key.flow_id) : h('span.muted', { text: 'all my flows' })),
-          h('td.actions-cell', { 'data-label': 'Actions' }, h('div.btns', {}, toggle, revoke)));
-      });
-      const table = h('table.data', {},
+        listArea.replaceChildren(h('div.empty', {}, h('p', { text: 'No key matches.' }), clear));
+        return;
+      }
+      const table = h('table.data.keys', {},
         h('caption.visually-hidden', { text: 'Your API keys' }),
         h('thead', {}, h('tr', {}, ['', 'Name', 'Key', 'Created', 'Last used', 'Uses', 'Status', 'Expires', 'Flow', 'Actions']
           .map((name) => h('th', { scope: 'col' }, name || h('span.visually-hidden', { text: 'Select' }))))),
-        h('tbody', {}, rows));
+        h('tbody', {}, shown.map(keyRow)));
       listArea.replaceChildren(h('div.table-wrap', {}, table));
+    }
+
+    function keyRow(key) {
+      const label = key.name || 'unnamed key';
+      const box = h('input', { type: 'checkbox', 'aria-label': `Select ${label}`, checked: selected.has(key.id) });
+      box.addEventListener('change', () => {
+        if (box.checked) selected.add(key.id); else selected.delete(key.id);
+        updateSelection();
+      });
+      const rename = h('button.secondary.small', { type: 'button', text: 'Rename', 'aria-label': `Rename ${label}` });
+      rename.addEventListener('click', () => renameKey(key));
+      const toggle = h('button.secondary.small', {
+        type: 'button',
+        text: key.is_active ? 'Deactivate' : 'Activate',
+        'aria-label': `${key.is_active ? 'Deactivate' : 'Activate'} ${label}`,
+      });
+      toggle.addEventListener('click', async () => {
+        showError(error, '');
+        try {
+          await api('PATCH', `/api_key/${key.id}`, { is_active: !key.is_active });
+          toast(`${label} is now ${key.is_active ? 'inactive: scripts using it get 401 until you activate it' : 'active'}.`);
+          await refresh();
+        } catch (e) { showError(error, e.message); }
+      });
+      const revoke = h('button.danger.small', { type: 'button', text: 'Revoke', 'aria-label': `Revoke ${label}` });
+      revoke.addEventListener('click', () => revokeKeys([key]));
+      const status = keyStatus(key);
+      return h('tr', { 'data-key-id': key.id },
+        h('td.select', { 'data-label': 'Select' }, box),
+        h('td.name', { 'data-label': 'Name' }, key.name ? key.name : h('span.muted', { text: 'unnamed' })),
+        h('td', { 'data-label': 'Key' }, h('code.masked', { title: 'The full key is never shown again', text: maskKey(key.api_key) })),
+        h('td.when', { 'data-label': 'Created' }, timeCell(key.created_at)),
+        h('td.when', { 'data-label': 'Last used' }, timeCell(key.last_used_at, 'never')),
+        h('td.num', { 'data-label': 'Uses' }, String(key.total_uses)),
+        h('td', { 'data-label': 'Status' }, h(`span.badge.${status.toLowerCase()}`, { text: status })),
+        h('td.when', { 'data-label': 'Expires' }, exactCell(key.expires_at, 'never')),
+        h('td', { 'data-label': 'Flow' }, key.flow_id ? flowName(key.flow_id) : h('span.muted', { text: 'all my flows' })),
+        h('td.actions-cell', { 'data-label': 'Actions' }, h('div.btns', {}, rename, toggle, revoke)));
+    }
+
+    async function renameKey(key) {
+      const input = h('input', { name: 'name', maxlength: '255', autocomplete: 'off', value: key.name || '' });
+      const note = duplicateNote(input, () => keys.filter((k) => k.id !== key.id).map((k) => k.name), 'a key');
+      const ok = await confirmDialog(`Rename ${key.name || 'unnamed key'}`,
+        field('New name', input, 'Scripts are not affected: the key stays the same.', note), 'Rename', { safe: true, focus: input });
+      if (!ok) return;
+      showError(error, '');
+      const name = input.value.trim();
+      try {
+        await api('PATCH', `/api_key/${key.id}`, { name: name || null });
+        toast(name ? `The key is now named ${name}.` : 'The key has no name now.');
+        await refresh();
+      } catch (e) { showError(error, e.message); }
     }
 
     async function revokeKeys(chosen) {
       const names = chosen.map((k) => k.name || 'unnamed key');
+      const one = chosen.length === 1;
       const ok = await confirmDialog(
-        chosen.length === 1 ? `Revoke ${names[0]}?` : `Revoke ${chosen.length} keys?`,
+        one ? `Revoke ${names[0]}?` : `Revoke ${chosen.length} keys?`,
         [
-          chosen.length === 1 ? null : h('p', { text: names.join(', ') }),
-          h('p', { text: 'Scripts using it get 401 at once. This cannot be undone.' }),
+          one ? null : h('p', { text: names.join(', ') }),
+          h('p', { text: one ? 'Scripts using it get 401 at once. This cannot be undone.' : 'Scripts using them get 401 at once. This cannot be undone.' }),
         ],
-        chosen.length === 1 ? 'Revoke key' : `Revoke ${chosen.length} keys`,
+        one ? 'Revoke key' : `Revoke ${chosen.length} keys`,
       );
       if (!ok) return;
       showError(error, '');
@@ -384,12 +837,16 @@
         try {
           await api('DELETE', `/api_key/${key.id}`);
           selected.delete(key.id);
+          if (state.pendingKey && state.pendingKey.id === key.id) {
+            state.pendingKey = null;
+            renderPendingKey();
+          }
         } catch (e) {
           failed.push(`${key.name || 'unnamed key'}: ${e.message}`);
         }
       }
-      if (failed.length) showError(error, `Not revoked: ${failed.join('; ')}`);
-      else notice(chosen.length === 1 ? `${names[0]} was revoked.` : `${chosen.length} keys were revoked.`);
+      if (failed.length) showError(error, `Not revoked: ${failed.join(' ')}`);
+      else toast(one ? `${names[0]} was revoked.` : `${chosen.length} keys were revoked.`);
       await refresh();
     }
 
@@ -403,32 +860,12 @@
       createButton.setAttribute('aria-expanded', 'false');
     }
 
-    function showOneTime(created) {
-      const input = h('input.secret', { id: 'new-key', readonly: true, value: created.api_key, spellcheck: 'false', autocomplete: 'off' });
-      const status = h('span.copy-status', { role: 'status', 'aria-live': 'polite' });
-      const copy = h('button', { type: 'button', text: 'Copy key' });
-      copy.addEventListener('click', () => copyText(input.value, input, status));
-      const done = h('button.secondary', { type: 'button', text: 'I have copied it' });
-      done.addEventListener('click', () => {
-        input.value = '';
-        oneTime.replaceChildren();
-        createButton.focus();
-      });
-      const box = h('section.card.one-time', { 'aria-labelledby': 'one-time-title' },
-        h('h2', { id: 'one-time-title', tabindex: '-1', text: `Your new key${created.name ? `: ${created.name}` : ''}` }),
-        h('p.warning', { text: 'Copy it now: this is the only time keygate shows the full key. Only its hash is stored, so it cannot be shown again. If you lose it, revoke it and create another.' }),
-        field('New API key', input),
-        h('div.actions', {}, copy, done, status));
-      oneTime.replaceChildren(box);
-      box.querySelector('h2').focus();
-    }
-
     createButton.addEventListener('click', () => {
       if (createArea.firstChild) { closeCreate(); return; }
       createButton.setAttribute('aria-expanded', 'true');
       const name = h('input', { name: 'name', maxlength: '255', autocomplete: 'off' });
-      const tomorrow = new Date(Date.now() + 86400000).toISOString().slice(0, 10);
-      const expires = h('input', { name: 'expires', type: 'date', min: tomorrow });
+      const note = duplicateNote(name, () => keys.map((k) => k.name), 'a key');
+      const expires = h('input', { name: 'expires', type: 'datetime-local', min: localInputValue(new Date()) });
       const flow = h('select', { name: 'flow' },
         h('option', { value: '', text: 'Not bound: all my flows and the API' }),
         flows.map((f) => h('option', { value: f.id, text: f.name })));
@@ -437,22 +874,30 @@
       const cancel = h('button.secondary', { type: 'button', text: 'Cancel', onclick: closeCreate });
       const form = h('form.card', { 'aria-labelledby': 'create-title', id: 'create-key-form' },
         h('h2', { id: 'create-title', text: 'Create an API key' }),
-        field('Name', name, 'So you can tell your keys apart, e.g. "nightly report script".'),
-        field('Expires on (optional)', expires, 'The key stops working at 00:00 UTC on this day. Leave empty for no expiry.'),
+        field('Name', name, 'So you can tell your keys apart, e.g. "nightly report script".', note),
+        field('Expires (optional)', expires, `Date and time in your time zone (${zoneDescription()}); the key stops working then. Leave empty for no expiry.`),
         field('Bound to flow (optional)', flow, 'A bound key can only run that one flow.'),
         formError,
         h('div.actions', {}, submit, cancel));
       form.addEventListener('submit', async (event) => {
         event.preventDefault();
         showError(formError, '');
-        submit.disabled = true;
         const body = { name: name.value.trim() || null };
-        if (expires.value) body.expires_at = `${expires.value}T00:00:00Z`;
+        if (expires.value) {
+          const when = new Date(expires.value);
+          if (Number.isNaN(when.getTime()) || when <= new Date()) {
+            showError(formError, 'The expiry must be a date and time in the future.');
+            expires.focus();
+            return;
+          }
+          body.expires_at = when.toISOString();
+        }
         if (flow.value) body.flow_id = flow.value;
+        submit.disabled = true;
         try {
           const created = await api('POST', '/api_key/', body);
           closeCreate();
-          showOneTime(created);
+          showNewKey(created);
           await refresh();
         } catch (e) {
           showError(formError, e.message);
@@ -465,26 +910,6 @@
     });
 
     await refresh();
-  }
-
-  // ---------- dialogs ----------
-
-  function confirmDialog(title, body, okLabel, options) {
-    const dialog = document.getElementById('dialog');
-    const ok = document.getElementById('dialog-ok');
-    document.getElementById('dialog-title').textContent = title;
-    document.getElementById('dialog-body').replaceChildren(...[].concat(body).filter(Boolean));
-    ok.textContent = okLabel;
-    ok.className = options && options.safe ? '' : 'danger';
-    dialog.returnValue = '';
-    const opener = document.activeElement;
-    return new Promise((resolve) => {
-      dialog.addEventListener('close', () => {
-        if (opener && opener.isConnected) opener.focus();
-        resolve(dialog.returnValue === 'ok');
-      }, { once: true });
-      dialog.showModal();
-    });
   }
 
   // ---------- provider credentials ----------
@@ -521,6 +946,11 @@
     },
   ];
 
+  function providerTitle(id) {
+    const provider = PROVIDERS.find((p) => p.id === id);
+    return provider ? provider.title : id;
+  }
+
   async function renderCredentials() {
     page('Provider credentials', 'keygate keeps one credential per provider for you, encrypted, and injects it into your flows\' upstream calls. Secrets are never shown again in full.');
     const error = errorBox();
@@ -539,11 +969,13 @@
 
   function credentialCard(provider, saved) {
     const titleId = `cred-${provider.id}-title`;
-    const card = h('section.card.credential', { 'aria-labelledby': titleId, 'data-provider': provider.id });
+    const card = h('section.card.credential', { 'aria-labelledby': titleId, 'data-provider': provider.id, id: `credential-${provider.id}` });
     const status = h('div.saved', { 'aria-live': 'polite' });
     const error = errorBox();
     const inputs = {};
+    let isSaved = Boolean(saved);
     const form = h('form', {});
+    const secretHint = h('p.hint', { text: isSaved ? 'Stored. Type a new one to replace it.' : '' });
     for (const spec of provider.fields) {
       const input = h('input', {
         name: spec.name,
@@ -554,11 +986,11 @@
         spellcheck: 'false',
       });
       inputs[spec.name] = input;
-      form.append(field(`${provider.title} ${spec.label}`, input,
-        spec.secret && saved ? 'Stored. Type a new one to replace it.' : null));
+      form.append(field(`${provider.title} ${spec.label}`, input, spec.secret ? secretHint : null));
     }
-    const save = h('button', { type: 'submit', text: saved ? 'Save changes' : 'Save' });
-    const remove = h('button.danger.secondary', { type: 'button', text: 'Delete', hidden: !saved });
+    const saveLabel = () => (isSaved ? 'Save changes' : 'Save');
+    const save = h('button', { type: 'submit', text: saveLabel() });
+    const remove = h('button.danger.secondary', { type: 'button', text: 'Delete', hidden: !saved, 'aria-label': `Delete the ${provider.title} credential` });
     form.append(error, h('div.actions', {}, save, remove));
 
     function fill(view) {
@@ -575,7 +1007,7 @@
         if (view.project_name !== undefined || view.project_error !== undefined) {
           rows.push(['Project', view.project_name
             ? h('strong.project', { text: `${view.project_name}` })
-            : h('span.error-text', { text: view.project_error || 'unknown' })]);
+            : h('span.error-text', { text: plainError(view.project_error || 'unknown') })]);
         } else {
           rows.push(['Project', h('span.muted', { text: 'checking…' })]);
         }
@@ -601,14 +1033,17 @@
       try {
         const view = await api('PUT', `/providers/${provider.id}`, body);
         inputs.secret_key.value = '';
+        inputs.secret_key.required = false;
+        isSaved = true;
+        secretHint.textContent = 'Stored. Type a new one to replace it.';
         fill(view);
         remove.hidden = false;
-        notice(`${provider.title} credential saved.`);
+        toast(`${provider.title} credential saved.`);
       } catch (e) {
         showError(error, e.message);
       } finally {
         save.disabled = false;
-        save.textContent = 'Save changes';
+        save.textContent = saveLabel();
       }
     });
 
@@ -620,9 +1055,12 @@
         await api('DELETE', `/providers/${provider.id}`);
         for (const input of Object.values(inputs)) input.value = '';
         inputs.secret_key.required = true;
+        isSaved = false;
+        secretHint.textContent = '';
+        save.textContent = saveLabel();
         fill(null);
         remove.hidden = true;
-        notice(`${provider.title} credential deleted.`);
+        toast(`${provider.title} credential deleted.`);
       } catch (e) { showError(error, e.message); }
     });
 
@@ -632,6 +1070,150 @@
       api('GET', `/providers/${provider.id}`).then(fill).catch((e) => showError(error, e.message));
     }
     return card;
+  }
+
+  // ---------- variables ----------
+
+  const CREDENTIAL = 'Credential';
+  const GENERIC = 'Generic';
+
+  async function loadVariables() {
+    return api('GET', '/variables/');
+  }
+
+  // A value input that hides what is typed for a Credential.
+  function valueInput(type, value) {
+    return h('input', {
+      name: 'value',
+      type: type === CREDENTIAL ? 'password' : 'text',
+      autocomplete: 'off',
+      spellcheck: 'false',
+      value: value || '',
+    });
+  }
+
+  async function renderVariables(params) {
+    page('Variables', 'Langflow-style global variables. A flow can inject a Credential variable into its upstream calls. Credential values are encrypted and never shown again; Generic values are shown as stored.');
+    const error = errorBox();
+    const formArea = h('div', { id: 'variable-form-area' });
+    const list = h('div', { id: 'variable-list' });
+    main.append(error, formArea, list);
+    let variables = [];
+
+    async function refresh() {
+      try {
+        variables = await loadVariables();
+      } catch (e) {
+        showError(error, e.message);
+        return;
+      }
+      if (!variables.length) {
+        list.replaceChildren(h('p.empty', { text: 'No variables yet.' }));
+        return;
+      }
+      list.replaceChildren(h('div.table-wrap', {}, h('table.data', {},
+        h('caption.visually-hidden', { text: 'Your variables' }),
+        h('thead', {}, h('tr', {}, ['Name', 'Type', 'Value', 'Updated', 'Actions'].map((n) => h('th', { scope: 'col', text: n })))),
+        h('tbody', {}, variables.map(variableRow)))));
+    }
+
+    function variableRow(variable) {
+      const edit = h('button.secondary.small', { type: 'button', text: 'Edit', 'aria-label': `Edit ${variable.name}` });
+      edit.addEventListener('click', () => editVariable(variable));
+      const del = h('button.danger.small', { type: 'button', text: 'Delete', 'aria-label': `Delete ${variable.name}` });
+      del.addEventListener('click', async () => {
+        const ok = await confirmDialog(`Delete ${variable.name}?`,
+          h('p', { text: 'Flows that inject it fail until you add it again. This cannot be undone.' }), 'Delete variable');
+        if (!ok) return;
+        showError(error, '');
+        try {
+          await api('DELETE', `/variables/${variable.id}`);
+          toast(`${variable.name} was deleted.`);
+        } catch (e) { showError(error, e.message); }
+        await refresh();
+      });
+      const value = variable.type === CREDENTIAL
+        ? h('span.muted', { text: variable.has_value ? 'stored, encrypted (never shown)' : 'empty' })
+        : h('code.value', { text: variable.value });
+      return h('tr', { 'data-variable': variable.name },
+        h('td.name', { 'data-label': 'Name' }, h('code', { text: variable.name })),
+        h('td', { 'data-label': 'Type' }, variable.type),
+        h('td.value-cell', { 'data-label': 'Value' }, value),
+        h('td.when', { 'data-label': 'Updated' }, timeCell(variable.updated_at)),
+        h('td.actions-cell', { 'data-label': 'Actions' }, h('div.btns', {}, edit, del)));
+    }
+
+    function addForm(prefill) {
+      const name = h('input', { name: 'name', required: true, maxlength: '255', autocomplete: 'off', spellcheck: 'false', value: prefill.name || '' });
+      const note = duplicateNote(name, () => variables.map((v) => v.name), 'a variable');
+      const type = h('select', { name: 'type' }, h('option', { value: CREDENTIAL, text: 'Credential (secret, never shown again)' }), h('option', { value: GENERIC, text: 'Generic (shown as stored)' }));
+      type.value = prefill.type === GENERIC ? GENERIC : CREDENTIAL;
+      let value = valueInput(type.value);
+      value.required = true;
+      const valueField = field('Value', value);
+      type.addEventListener('change', () => { value.type = type.value === CREDENTIAL ? 'password' : 'text'; });
+      const formError = errorBox();
+      const submit = h('button', { type: 'submit', text: 'Add variable' });
+      const form = h('form.card', { id: 'add-variable-form', 'aria-labelledby': 'add-variable-title' },
+        h('h2', { id: 'add-variable-title', text: 'Add a variable' }),
+        h('div.row', {}, field('Name', name, 'Unique among your variables, e.g. OPENAI_API_KEY.', note), field('Type', type)),
+        valueField, formError, h('div.actions', {}, submit));
+      form.addEventListener('submit', async (event) => {
+        event.preventDefault();
+        showError(formError, '');
+        submit.disabled = true;
+        try {
+          const created = await api('POST', '/variables/', { name: name.value.trim(), type: type.value, value: value.value });
+          toast(`${created.name} was added.`);
+          form.reset();
+          value.type = 'password';
+          await refresh();
+          name.focus();
+        } catch (e) {
+          showError(formError, e.message);
+        } finally {
+          submit.disabled = false;
+        }
+      });
+      formArea.replaceChildren(form);
+      if (prefill.name) value.focus();
+    }
+
+    async function editVariable(variable) {
+      const name = h('input', { name: 'name', required: true, maxlength: '255', autocomplete: 'off', spellcheck: 'false', value: variable.name });
+      const type = h('select', { name: 'type' }, h('option', { value: CREDENTIAL, text: CREDENTIAL }), h('option', { value: GENERIC, text: GENERIC }));
+      type.value = variable.type;
+      const value = valueInput(variable.type, variable.type === GENERIC ? variable.value : '');
+      const hint = h('p.hint');
+      const sync = () => {
+        value.type = type.value === CREDENTIAL ? 'password' : 'text';
+        const changed = type.value !== variable.type;
+        value.required = changed || type.value === GENERIC;
+        hint.textContent = changed
+          ? 'Changing the type needs the value again.'
+          : (type.value === CREDENTIAL ? 'Stored and never shown. Leave empty to keep it, or type a new one to replace it.' : '');
+      };
+      type.addEventListener('change', sync);
+      sync();
+      const ok = await confirmDialog(`Edit ${variable.name}`,
+        [field('Name', name), field('Type', type), field('Value', value, hint)], 'Save variable', { safe: true, focus: name });
+      if (!ok) return;
+      const body = {};
+      if (name.value.trim() !== variable.name) body.name = name.value.trim();
+      if (type.value !== variable.type) body.type = type.value;
+      if (value.value && !(type.value === GENERIC && type.value === variable.type && value.value === variable.value)) body.value = value.value;
+      value.value = '';
+      if (!Object.keys(body).length) return;
+      showError(error, '');
+      try {
+        const saved = await api('PATCH', `/variables/${variable.id}`, body);
+        toast(`${saved.name} was saved.`);
+      } catch (e) { showError(error, e.message); }
+      await refresh();
+    }
+
+    addForm({ name: params.get('add') || '', type: params.get('type') || CREDENTIAL });
+    await refresh();
   }
 
   // ---------- flows ----------
@@ -658,18 +1240,53 @@
     return `${source}, ${how}`;
   }
 
+  // What a flow injects but its owner has not stored, with where to add
+  // it: the same rule as the API's `warnings`, from the lists at hand.
+  function missingSecret(flow, providers, variables) {
+    const cred = flow.upstream && flow.upstream.credential;
+    if (!cred) return null;
+    if (cred.provider) {
+      if (providers.some((p) => p.provider === cred.provider)) return null;
+      return {
+        text: `Runs fail: you have no ${providerTitle(cred.provider)} credential stored.`,
+        link: h('a', { href: '#/credentials', text: `Add the ${providerTitle(cred.provider)} credential` }),
+      };
+    }
+    const variable = variables.find((v) => v.name === cred.variable);
+    if (variable && variable.type === CREDENTIAL) return null;
+    return {
+      text: variable
+        ? `Runs fail: ${cred.variable} is a ${variable.type} variable, not a Credential variable.`
+        : `Runs fail: you have no variable named ${cred.variable}.`,
+      link: variable
+        ? h('a', { href: '#/variables', text: `Change ${cred.variable} on the Variables page` })
+        : h('a', { href: `#/variables?add=${encodeURIComponent(cred.variable)}`, text: `Add ${cred.variable} as a Credential variable` }),
+    };
+  }
+
+  function warningLink(warning) {
+    if (warning.provider) return h('a', { href: '#/credentials', text: `Add the ${providerTitle(warning.provider)} credential` });
+    if (warning.code === 'variable_missing') {
+      return h('a', { href: `#/variables?add=${encodeURIComponent(warning.variable)}`, text: `Add ${warning.variable} as a Credential variable` });
+    }
+    return h('a', { href: '#/variables', text: 'Open the Variables page' });
+  }
+
   async function renderFlows() {
     page('Flows', 'A flow forwards runs to its upstream with your stored credential injected. Scripts run it with one of your API keys.');
     const error = errorBox();
     const newButton = h('button', { type: 'button', text: 'New flow', 'aria-expanded': 'false' });
     const formArea = h('div', { id: 'flow-form-area' });
     const list = h('div', { id: 'flow-list' });
-    main.append(h('div.toolbar', {}, newButton), error, formArea, list);
+    const saveWarnings = h('div', { id: 'flow-warnings' });
+    main.append(h('div.toolbar', {}, newButton), error, saveWarnings, formArea, list);
+    let providers = [];
+    let variables = [];
 
     async function refresh() {
       let flows;
       try {
-        flows = await loadFlows();
+        [flows, providers, variables] = await Promise.all([loadFlows(), api('GET', '/providers/'), loadVariables()]);
       } catch (e) {
         showError(error, e.message);
         return;
@@ -693,7 +1310,7 @@
         if (!ok) return;
         try {
           await api('DELETE', `/flows/${flow.id}`);
-          notice(`Flow ${flow.name} was deleted.`);
+          toast(`Flow ${flow.name} was deleted.`);
           await refresh();
         } catch (e) { showError(error, e.message); }
       });
@@ -701,25 +1318,28 @@
         const status = h('span.copy-status', { role: 'status' });
         const pre = h('pre.command', { tabindex: '0', 'aria-label': label }, h('code', { text }));
         const copy = h('button.secondary.small', { type: 'button', text: 'Copy', 'aria-label': `Copy: ${label}` });
-        copy.addEventListener('click', () => copyText(text, null, status));
+        copy.addEventListener('click', () => copyText(text, pre, status));
         return h('div.command-block', {}, h('div.command-head', {}, h('span', { text: label }), copy, status), pre);
       };
       const upstream = flow.upstream;
+      const missing = missingSecret(flow, providers, variables);
       return h('article.card.flow', { 'aria-labelledby': titleId, 'data-flow-id': flow.id },
         h('div.card-head', {}, h('h2', { id: titleId, text: flow.name }), h('div.actions', {}, edit, del)),
+        missing ? h('p.warn-box', {}, missing.text, ' ', missing.link) : null,
         h('dl.facts', {},
           h('dt', { text: 'Endpoint name' }), h('dd', {}, flow.endpoint_name ? h('code', { text: flow.endpoint_name }) : h('span.muted', { text: 'none (run by id)' })),
           h('dt', { text: 'Flow id' }), h('dd', {}, h('code', { text: flow.id })),
           h('dt', { text: 'Upstream' }), h('dd', {}, upstream ? describeUpstream(upstream) : h('span.muted', { text: 'not set' })),
           h('dt', { text: 'Credential' }), h('dd', { text: describeCredential(upstream) })),
         h('h3', { text: 'Run it' }),
-        h('p.hint', {}, 'Set ', h('code', { text: 'KEYGATE_API_KEY' }), ' to one of your keys (see API keys).'),
+        h('p.hint', {}, 'Set ', h('code', { text: 'KEYGATE_API_KEY' }), ' to one of your keys (', h('a', { href: '#/keys', text: 'create or find one' }), '; a new key stays on screen until you dismiss it).'),
         command('With the x-api-key header', cmds.header),
         command('With the x-api-key query parameter', cmds.query));
     }
 
     function openForm(flow) {
       newButton.setAttribute('aria-expanded', 'true');
+      saveWarnings.replaceChildren();
       const up = (flow && flow.upstream) || {};
       const cred = up.credential || {};
       const name = h('input', { name: 'name', required: true, maxlength: '255', value: flow ? flow.name : '' });
@@ -727,21 +1347,25 @@
       const url = h('input', { name: 'upstream_url', type: 'url', value: up.url || '', placeholder: 'https://langflow.internal/api/v1/run/…', spellcheck: 'false' });
       const method = h('select', { name: 'method' }, ['POST', 'GET', 'PUT', 'PATCH', 'DELETE'].map((m) => h('option', { value: m, text: m })));
       method.value = up.method || 'POST';
+      const stored = (id) => (providers.some((p) => p.provider === id) ? '' : ' (not stored yet)');
       const source = h('select', { name: 'credential' },
         h('option', { value: '', text: 'None' }),
-        h('option', { value: 'provider:langfuse', text: 'Langfuse credential' }),
-        h('option', { value: 'provider:openai', text: 'OpenAI-compatible credential' }),
-        h('option', { value: 'provider:generic', text: 'Generic credential' }),
+        h('option', { value: 'provider:langfuse', text: `Langfuse credential${stored('langfuse')}` }),
+        h('option', { value: 'provider:openai', text: `OpenAI-compatible credential${stored('openai')}` }),
+        h('option', { value: 'provider:generic', text: `Generic credential${stored('generic')}` }),
         h('option', { value: 'variable', text: 'A Credential variable' }));
       source.value = cred.provider ? `provider:${cred.provider}` : (cred.variable ? 'variable' : '');
-      const variable = h('input', { name: 'variable', value: cred.variable || '' });
+      const names = h('datalist', { id: nextId('variables') },
+        variables.filter((v) => v.type === CREDENTIAL).map((v) => h('option', { value: v.name })));
+      const variable = h('input', { name: 'variable', value: cred.variable || '', list: names.id, autocomplete: 'off', spellcheck: 'false' });
       const inject = h('select', { name: 'as' },
         h('option', { value: 'bearer', text: 'Authorization: Bearer <secret>' }),
         h('option', { value: 'basic', text: 'Basic auth (public key and secret)' }),
         h('option', { value: 'header', text: 'A header of its own' }));
       inject.value = cred.as || 'bearer';
       const header = h('input', { name: 'header', value: cred.header || '', placeholder: 'x-api-key', spellcheck: 'false' });
-      const variableField = field('Variable name', variable);
+      const variableField = field('Variable name', variable, h('p.hint', {}, 'One of your Credential variables (see ', h('a', { href: '#/variables', text: 'Variables' }), ').'));
+      variableField.append(names);
       const injectField = field('Inject it as', inject);
       const headerField = field('Header name', header);
       function sync() {
@@ -787,10 +1411,12 @@
         }
         submit.disabled = true;
         try {
-          if (flow) await api('PATCH', `/flows/${flow.id}`, body);
-          else await api('POST', '/flows/', body);
+          const saved = flow ? await api('PATCH', `/flows/${flow.id}`, body) : await api('POST', '/flows/', body);
           close();
-          notice(flow ? `Flow ${body.name} was saved.` : `Flow ${body.name} was created.`);
+          toast(flow ? `Flow ${saved.name} was saved.` : `Flow ${saved.name} was created.`);
+          const warnings = (saved && saved.warnings) || [];
+          saveWarnings.replaceChildren(...warnings.map((w) => h('p.warn-box', { role: 'alert' },
+            `Flow ${saved.name} was saved, but runs fail until this is fixed: ${plainError(w.detail)} `, warningLink(w))));
           await refresh();
         } catch (e) {
           showError(formError, e.message);
@@ -847,7 +1473,7 @@
       showError(error, '');
       try {
         await api('PATCH', `/users/${user.id}`, body);
-        notice(message);
+        toast(message);
       } catch (e) { showError(error, e.message); }
       await refresh();
     }
@@ -859,27 +1485,45 @@
         type: 'button', text: user.is_active ? 'Deactivate' : 'Activate',
         'aria-label': `${user.is_active ? 'Deactivate' : 'Activate'} ${name}`, disabled: self,
       });
-      toggleActive.addEventListener('click', () => change(user, { is_active: !user.is_active }, `${name} is now ${user.is_active ? 'inactive' : 'active'}.`));
+      toggleActive.addEventListener('click', async () => {
+        if (user.is_active) {
+          const ok = await confirmDialog(`Deactivate ${name}?`,
+            h('p', { text: `${name} is signed out everywhere and cannot sign in, and their API keys stop working, until you activate the account again.` }),
+            'Deactivate user');
+          if (!ok) return;
+        }
+        await change(user, { is_active: !user.is_active }, `${name} is now ${user.is_active ? 'inactive' : 'active'}.`);
+      });
       const toggleSuper = h('button.secondary.small', {
         type: 'button', text: user.is_superuser ? 'Remove superuser' : 'Make superuser',
         'aria-label': `${user.is_superuser ? 'Remove superuser from' : 'Make superuser:'} ${name}`, disabled: self,
       });
-      toggleSuper.addEventListener('click', () => change(user, { is_superuser: !user.is_superuser }, `${name} is ${user.is_superuser ? 'no longer' : 'now'} a superuser.`));
+      toggleSuper.addEventListener('click', async () => {
+        if (!user.is_superuser) {
+          const ok = await confirmDialog(`Make ${name} a superuser?`,
+            h('p', { text: `${name} will be able to add, change and delete every user, including you, and to see and revoke anyone's API keys.` }),
+            'Make superuser');
+          if (!ok) return;
+        }
+        await change(user, { is_superuser: !user.is_superuser }, `${name} is ${user.is_superuser ? 'no longer' : 'now'} a superuser.`);
+      });
       const reset = h('button.secondary.small', { type: 'button', text: 'Reset password', 'aria-label': `Reset password of ${name}` });
       reset.addEventListener('click', async () => {
         const input = h('input', { type: 'password', name: 'new_password', required: true, minlength: '8', autocomplete: 'new-password' });
         // Your own password takes the current one as well.
         const current = self ? h('input', { type: 'password', name: 'current_password', required: true, autocomplete: 'current-password' }) : null;
-        const fields = [field('New password', input, self ? 'At least 8 characters. Your other sessions end.' : 'At least 8 characters. Their other sessions end.')];
+        const fields = [field('New password', input, self
+          ? 'At least 8 characters. Your other sessions end; this one stays.'
+          : `At least 8 characters. All of ${name}'s sessions end; their API keys keep working.`)];
         if (current) fields.unshift(field('Current password', current));
-        const ok = await confirmDialog(`New password for ${name}`, fields, 'Set password', { safe: true });
+        const ok = await confirmDialog(`New password for ${name}`, fields, 'Set password', { safe: true, focus: current || input });
         if (!ok) return;
         showError(error, '');
         const body = { password: input.value };
         if (current) body.current_password = current.value;
         try {
           await api('PATCH', `/users/${user.id}/reset-password`, body);
-          notice(`The password of ${name} was changed.`);
+          toast(`The password of ${name} was changed.`);
         } catch (e) { showError(error, e.message); }
       });
       const del = h('button.danger.small', { type: 'button', text: 'Delete', 'aria-label': `Delete ${name}`, disabled: self });
@@ -890,7 +1534,7 @@
         showError(error, '');
         try {
           await api('DELETE', `/users/${user.id}`);
-          notice(`${name} was deleted.`);
+          toast(`${name} was deleted.`);
         } catch (e) { showError(error, e.message); }
         await refresh();
       });
@@ -898,8 +1542,8 @@
         h('td', { 'data-label': 'Username' }, name, self ? h('span.muted', { text: ' (you)' }) : null),
         h('td', { 'data-label': 'Active' }, h(`span.badge.${user.is_active ? 'active' : 'inactive'}`, { text: user.is_active ? 'Active' : 'Inactive' })),
         h('td', { 'data-label': 'Superuser' }, user.is_superuser ? 'Yes' : 'No'),
-        h('td', { 'data-label': 'Created' }, timeCell(user.created_at)),
-        h('td', { 'data-label': 'Last sign-in' }, timeCell(user.last_login_at, 'never')),
+        h('td.when', { 'data-label': 'Created' }, timeCell(user.created_at)),
+        h('td.when', { 'data-label': 'Last sign-in' }, timeCell(user.last_login_at, 'never')),
         h('td.actions-cell', { 'data-label': 'Actions' }, h('div.btns', {}, toggleActive, toggleSuper, reset, del)));
     }
 
@@ -912,7 +1556,7 @@
           username: username.value.trim(), password: password.value,
           is_active: active.checked, is_superuser: superuser.checked,
         });
-        notice(`${username.value.trim()} was added.`);
+        toast(`${username.value.trim()} was added.`);
         form.reset();
         active.checked = true;
         await refresh();
@@ -929,24 +1573,31 @@
 
   // ---------- start ----------
 
+  // One question on load: the session answer says whether someone is
+  // signed in and whether auto-login is on; only then is auto-login asked.
   async function start() {
     document.getElementById('signout').addEventListener('click', signOut);
     window.addEventListener('hashchange', async () => {
       await route();
       focusHeading();
     });
+    let problem = null;
     try {
       await loadSession();
-    } catch (_) {
-      try {
+      if (!state.me && state.autoLogin) {
         await api('GET', '/auto_login', undefined, { quiet401: true });
         await loadSession();
-        state.autoLogin = true;
-      } catch (_) {
-        state.me = null;
       }
+    } catch (e) {
+      state.me = null;
+      problem = e.status === 401 ? 'Your session has ended; sign in again.' : e.message;
     }
     showChrome();
+    watchSession();
+    if (!state.me) {
+      renderLogin(problem);
+      return;
+    }
     await route();
   }
 

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod langflow;
 pub mod store;
 pub mod upstream;
+pub mod warnings;
 
 pub use upstream::{CredentialRef, Injection, LangflowTarget, SecretSource, Upstream};
 
@@ -369,17 +370,28 @@ async fn create_flow(
         webhook: request.webhook.unwrap_or(false),
     };
     let flow = db::run(&state.pool, move |conn| store::insert(conn, new)).await?;
-    written(&state, StatusCode::CREATED, flow)
+    written(&state, StatusCode::CREATED, flow).await
 }
 
-/// Announces a written flow on the bus and answers with it.
-fn written(
+/// A created or updated flow, with what it still lacks.
+#[derive(Serialize)]
+struct SavedFlow {
+    #[serde(flatten)]
+    flow: FlowView,
+    warnings: Vec<warnings::Warning>,
+}
+
+/// Announces a written flow on the bus and answers with it and its
+/// warnings.
+async fn written(
     state: &AppState,
     status: StatusCode,
     flow: store::Flow,
 ) -> Result<HttpResponse, AppError> {
     state.bus.publish(Event::FlowsChanged(flow.user_id.clone()));
-    Ok(HttpResponse::build(status).json(FlowView::try_from(flow)?))
+    let warnings = warnings::for_flow(state, &flow).await?;
+    let flow = FlowView::try_from(flow)?;
+    Ok(HttpResponse::build(status).json(SavedFlow { flow, warnings }))
 }
 
 async fn list_flows(
@@ -489,7 +501,7 @@ async fn update_flow(
         state.bus.publish(Event::FlowsChanged(owner));
     }
     let flow = flow?.ok_or_else(|| AppError::not_found(FLOW_NOT_FOUND))?;
-    written(&state, StatusCode::OK, flow)
+    written(&state, StatusCode::OK, flow).await
 }
 
 async fn delete_flow(

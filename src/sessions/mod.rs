@@ -58,10 +58,11 @@ pub async fn authenticate(
     })
     .await?;
     match found {
-        Some((session_id, user)) => Ok(Principal {
+        Some((session_id, expires_at, user)) => Ok(Principal {
             user: Arc::new(user),
             credential: Credential::Session {
                 session_id,
+                expires_at,
                 csrf_token: csrf_token(token),
                 via_cookie,
             },

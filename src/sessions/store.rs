@@ -41,19 +41,19 @@ pub fn create(
     Ok(id)
 }
 
-/// The session's id and user, when it exists, has not expired and its
-/// user is active.
+/// The session's id, end and user, when it exists, has not expired and
+/// its user is active.
 pub fn find_active(
     conn: &mut DbConnection,
     token_hash: &str,
     now: NaiveDateTime,
-) -> Result<Option<(String, AuthUser)>> {
+) -> Result<Option<(String, NaiveDateTime, AuthUser)>> {
     Ok(sessions::table
         .inner_join(users::table)
         .filter(sessions::token_hash.eq(token_hash))
         .filter(sessions::expires_at.gt(now))
         .filter(users::is_active.eq(true))
-        .select((sessions::id, db::auth_user_columns()))
+        .select((sessions::id, sessions::expires_at, db::auth_user_columns()))
         .first(conn)
         .optional()?)
 }

@@ -14,7 +14,7 @@ use super::{store, UserView};
 use crate::bus::Event;
 use crate::db;
 use crate::error::AppError;
-use crate::identity::{Principal, Resolved};
+use crate::identity::{MaybePrincipal, Resolved, MISSING_CREDENTIALS};
 use crate::sessions;
 use crate::state::AppState;
 use crate::token::SessionToken;
@@ -174,25 +174,65 @@ fn session_response(state: &AppState, token: SessionToken) -> HttpResponse {
 
 #[derive(Serialize)]
 struct SessionView {
-    csrf_token: String,
-    user: UserView,
+    /// `null` when signed out (only with `?optional=true`).
+    csrf_token: Option<String>,
+    user: Option<UserView>,
+    /// When the session ends (it is not extended by use).
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Whether `GET /api/v1/auto_login` hands out sessions, so a page asks
+    /// it only when it is on.
+    auto_login: bool,
 }
 
-/// The signed-in user and the session's CSRF token. Only for sessions: a
-/// request with an API key has no session to describe.
-async fn current_session(principal: Principal) -> Result<HttpResponse, AppError> {
-    let csrf_token = principal
-        .csrf_token()
-        .ok_or_else(|| {
-            AppError::bad_request("This route describes a sign-in session; an API key has none")
-        })?
-        .to_string();
+#[derive(Deserialize)]
+struct SessionQuery {
+    /// `true`: no credentials at all is a 200 with `user: null`, not a 401,
+    /// so a signed-out page load logs no error.
+    #[serde(default)]
+    optional: bool,
+}
+
+/// The signed-in user, the session's CSRF token and end, and whether
+/// auto-login is on. Only for sessions: a request with an API key has no
+/// session to describe. Answered from the principal, no database read.
+async fn current_session(
+    state: web::Data<AppState>,
+    MaybePrincipal(principal): MaybePrincipal,
+    query: web::Query<SessionQuery>,
+) -> Result<HttpResponse, AppError> {
+    let auto_login = state.config.auto_login;
+    let view = match principal {
+        None if query.optional => SessionView {
+            csrf_token: None,
+            user: None,
+            expires_at: None,
+            auto_login,
+        },
+        None => {
+            return Err(crate::identity::reject(
+                "missing credentials",
+                AppError::unauthorized(MISSING_CREDENTIALS),
+            ))
+        }
+        Some(principal) => {
+            let (Some(csrf_token), Some(expires_at)) =
+                (principal.csrf_token(), principal.session_expires_at())
+            else {
+                return Err(AppError::bad_request(
+                    "This route describes a sign-in session; an API key has none",
+                ));
+            };
+            SessionView {
+                csrf_token: Some(csrf_token.to_string()),
+                user: Some(UserView::from(&*principal.user)),
+                expires_at: Some(expires_at.and_utc()),
+                auto_login,
+            }
+        }
+    };
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(SessionView {
-            csrf_token,
-            user: UserView::from(&*principal.user),
-        }))
+        .json(view))
 }
 
 /// Langflow's auto-login: with `KEYGATE_AUTO_LOGIN=true`, anyone who can

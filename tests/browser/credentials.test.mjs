@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startKeygate, startUpstream, launchBrowser, newPage, signIn, screenshot,
+  startKeygate, startUpstream, launchBrowser, newPage, signIn,
   LANGFUSE_PUBLIC, LANGFUSE_SECRET,
 } from './harness.mjs';
 
@@ -53,7 +53,6 @@ test('a Langfuse credential is checked, saved, masked and shows its project', as
   await generic.getByLabel('Generic secret').fill('generic-secret-value-1234567890');
   await generic.getByRole('button', { name: 'Save' }).click();
   await generic.getByText('…7890').waitFor();
-  await screenshot(page, 'credentials');
 
   // After a reload the project is looked up again.
   await page.reload();

@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startKeygate, startUpstream, launchBrowser, newPage, signIn, screenshot, apiLogin, apiCall,
+  startKeygate, startUpstream, launchBrowser, newPage, signIn, apiLogin, apiCall,
 } from './harness.mjs';
 
 let keygate;
@@ -51,7 +51,6 @@ test('create a flow, run it with its curl command, edit it, delete it', async ()
   assert.ok(headerForm.includes('-H "x-api-key: $KEYGATE_API_KEY"'), headerForm);
   assert.ok(queryForm.includes(`"${target}?x-api-key=$KEYGATE_API_KEY"`), queryForm);
   await card.getByText('generic provider credential, in header x-upstream-key').waitFor();
-  await screenshot(page, 'flows');
 
   // The command works as shown, with a real key in place of the placeholder.
   const key = (await apiCall(keygate.base, 'POST', '/api/v1/api_key/', { token, body: { name: 'runner' } })).body.api_key;
@@ -75,7 +74,7 @@ test('create a flow, run it with its curl command, edit it, delete it', async ()
   // A key bound to the flow, made on the keys page, runs it and nothing else.
   await page.getByRole('link', { name: 'API keys' }).click();
   await page.getByRole('button', { name: 'Create key', exact: true }).click();
-  await page.getByLabel('Name').fill('bound to support');
+  await page.getByLabel('Name', { exact: true }).fill('bound to support');
   await page.getByLabel('Bound to flow (optional)').selectOption({ label: 'Support bot' });
   await page.getByRole('button', { name: 'Create API key' }).click();
   const bound = await page.getByLabel('New API key').inputValue();

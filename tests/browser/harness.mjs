@@ -4,7 +4,8 @@
 // Chromium driven by playwright-core. Nothing here sleeps for a fixed time:
 // every wait is on a log line, a response or a page condition.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -12,7 +13,13 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const SCREENSHOTS = join(ROOT, 'docs', 'screenshots');
+// The docs' screenshots are rewritten only when asked
+// (KEYGATE_REFRESH_SCREENSHOTS=1); otherwise they go to a temporary
+// directory, so a test run leaves the work tree as it was.
+export const REFRESH_SCREENSHOTS = process.env.KEYGATE_REFRESH_SCREENSHOTS === '1';
+export const SCREENSHOTS = REFRESH_SCREENSHOTS
+  ? join(ROOT, 'docs', 'screenshots')
+  : join(tmpdir(), 'keygate-screenshots');
 export const ADMIN = 'admin';
 export const ADMIN_PASSWORD = 'admin-password-for-browser-tests';
 export const LANGFUSE_PUBLIC = 'pk-lf-browser-test';
@@ -137,13 +144,18 @@ export async function startUpstream() {
   };
 }
 
-export async function launchBrowser() {
-  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+/** `extraArgs`: more Chromium flags (e.g. a host-resolver rule to loopback). */
+export async function launchBrowser(extraArgs = []) {
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_ARGS, ...extraArgs] });
 }
 
+export const DESKTOP = { width: 1280, height: 860 };
+export const NARROW_DESKTOP = { width: 1024, height: 768 };
+export const PHONE = { width: 390, height: 844 };
+
 /** A fresh context (own cookies) and page at desktop width. */
-export async function newPage(browser, viewport = { width: 1280, height: 860 }) {
-  const context = await browser.newContext({ viewport, locale: 'en-GB', timezoneId: 'UTC' });
+export async function newPage(browser, viewport = DESKTOP, { timezoneId = 'UTC' } = {}) {
+  const context = await browser.newContext({ viewport, locale: 'en-GB', timezoneId });
   const page = await context.newPage();
   page.setDefaultTimeout(15000);
   const problems = [];
@@ -158,6 +170,38 @@ export async function newPage(browser, viewport = { width: 1280, height: 860 }) 
   page.on('pageerror', (err) => problems.push(String(err)));
   page.problems = problems;
   return page;
+}
+
+/** How many pixels the page is wider than the window (0 when it fits). */
+export async function horizontalOverflow(page) {
+  return page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+}
+
+const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+/** axe-core's serious and critical violations on the page as it is now. */
+export async function seriousViolations(page) {
+  if (!(await page.evaluate(() => Boolean(window.axe)))) {
+    // Through the DevTools protocol, so the page's CSP does not apply.
+    await page.evaluate(AXE_SOURCE);
+  }
+  const results = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+  return results.violations
+    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+    .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+}
+
+/** WCAG contrast ratio of two CSS colours `rgb(r, g, b)`. */
+export function contrast(a, b) {
+  const lum = (css) => {
+    const [r, g, bl] = css.match(/[\d.]+/g).slice(0, 3).map(Number).map((v) => {
+      const c = v / 255;
+      return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * bl;
+  };
+  const [hi, lo] = [lum(a), lum(b)].sort((x, y) => y - x);
+  return (hi + 0.05) / (lo + 0.05);
 }
 
 export async function screenshot(page, name) {

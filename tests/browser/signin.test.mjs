@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startKeygate, launchBrowser, newPage, signIn, screenshot, ADMIN, ADMIN_PASSWORD,
+  startKeygate, launchBrowser, newPage, signIn, ADMIN, ADMIN_PASSWORD,
 } from './harness.mjs';
 
 let keygate;
@@ -33,10 +33,8 @@ test('a wrong password shows an error; the right one signs in; sign out signs ou
   await page.keyboard.type(ADMIN);
   await page.keyboard.press('Tab');
   await page.keyboard.type('not-the-password');
-  await screenshot(page, 'sign-in');
   await page.keyboard.press('Enter');
   await page.getByRole('alert').filter({ hasText: 'Incorrect username or password' }).waitFor();
-  await screenshot(page, 'sign-in-error');
 
   await page.getByLabel('Password').fill(ADMIN_PASSWORD);
   await page.getByRole('button', { name: 'Sign in' }).click();

@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startKeygate, launchBrowser, newPage, signIn, screenshot,
+  startKeygate, launchBrowser, newPage, signIn,
 } from './harness.mjs';
 
 let keygate;
@@ -32,11 +32,13 @@ test('a superuser adds, promotes, deactivates, resets and deletes a user; others
   await admin.getByText('alice was added.').waitFor();
 
   await admin.getByRole('button', { name: 'Make superuser: alice' }).click();
+  await admin.getByRole('dialog').getByRole('button', { name: 'Make superuser' }).click();
   await row.locator('td[data-label="Superuser"]', { hasText: 'Yes' }).waitFor();
   await admin.getByRole('button', { name: 'Remove superuser from alice' }).click();
   await row.locator('td[data-label="Superuser"]', { hasText: 'No' }).waitFor();
 
   await admin.getByRole('button', { name: 'Deactivate alice' }).click();
+  await admin.getByRole('dialog').getByRole('button', { name: 'Deactivate user' }).click();
   await row.getByText('Inactive').waitFor();
   await admin.getByRole('button', { name: 'Activate alice' }).click();
   await row.getByText('Active', { exact: true }).waitFor();
@@ -46,7 +48,6 @@ test('a superuser adds, promotes, deactivates, resets and deletes a user; others
   await dialog.getByLabel('New password').fill('alice-second-password');
   await dialog.getByRole('button', { name: 'Set password' }).click();
   await admin.getByText('The password of alice was changed.').waitFor();
-  await screenshot(admin, 'users');
 
   // alice signs in with the new password; she has no Users page.
   const alice = await newPage(browser);
@@ -63,9 +64,12 @@ test('a superuser adds, promotes, deactivates, resets and deletes a user; others
   await admin.getByRole('button', { name: 'Delete alice' }).click();
   await admin.getByRole('dialog').getByRole('button', { name: 'Delete user' }).click();
   await row.waitFor({ state: 'detached' });
+  // The sign-in dialog opens over her page; she may go to the sign-in page.
   await alice.getByRole('link', { name: 'Flows' }).click();
+  const again = alice.getByRole('dialog', { name: 'Your session has ended' });
+  await again.waitFor();
+  await again.getByRole('button', { name: 'Sign in as someone else' }).click();
   await alice.getByRole('heading', { name: 'Sign in to keygate' }).waitFor();
-  await alice.getByText('Your session has ended').waitFor();
   assert.deepEqual(admin.problems, []);
   await admin.context().close();
   await alice.context().close();
