@@ -22,6 +22,7 @@ crate::on_both_backends!(
     an_abandoned_upload_is_cut_off_upstream,
     webhook_and_advanced_run_reach_langflow,
     langflow_routes_keep_the_run_rules,
+    put_creates_or_replaces_the_callers_flow_by_id,
 );
 
 const ALLOW_PRIVATE: (&str, &str) = ("KEYGATE_ALLOW_PRIVATE_UPSTREAMS", "true");
@@ -141,7 +142,10 @@ async fn langflows_flow_fields_are_stored_and_returned(backend: Backend) {
     let read = expect(app.as_session(&token).get(&path).await, StatusCode::OK).await;
     // A save also answers its `warnings`; a read does not.
     let mut saved = created.clone();
-    assert_eq!(saved.as_object_mut().unwrap().remove("warnings"), Some(json!([])));
+    assert_eq!(
+        saved.as_object_mut().unwrap().remove("warnings"),
+        Some(json!([]))
+    );
     assert_eq!(read, saved);
 
     // Langflow's `FlowUpdate`: flags, texts and the access type change;
@@ -879,4 +883,66 @@ async fn langflow_routes_keep_the_run_rules(backend: Backend) {
     .await;
     assert!(answer["detail"].as_str().unwrap().contains("127.0.0.1"));
     assert!(langflow.received_nothing());
+}
+
+/// Langflow's upsert: `PUT /api/v1/flows/{id}` creates the caller's flow
+/// under that id (201), replaces it on the next PUT (200, creation time
+/// kept), and another user's id is a 404 that changes nothing.
+async fn put_creates_or_replaces_the_callers_flow_by_id(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let admin = app.admin_token().await;
+    let (_, token) = app.create_user(&admin, "ulla").await;
+    let stable = uuid::Uuid::new_v4().to_string();
+    let path = format!("/api/v1/flows/{stable}");
+    let created = expect(
+        app.as_session(&token)
+            .put_json(
+                &path,
+                &json!({"name": "first", "endpoint_name": "upsert-me", "tags": ["a"]}),
+            )
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(created["id"], stable.as_str());
+    assert_eq!(created["endpoint_name"], "upsert-me");
+    let replaced = expect(
+        app.as_session(&token)
+            .put_json(&path, &json!({"name": "second", "locked": true}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(replaced["id"], stable.as_str());
+    assert_eq!(replaced["name"], "second");
+    assert_eq!(replaced["locked"], true);
+    // A replacement, not a patch: what the body leaves out is gone.
+    assert_eq!(replaced["endpoint_name"], Value::Null);
+    assert_eq!(replaced["tags"], Value::Null);
+    assert_eq!(replaced["created_at"], created["created_at"]);
+    let read = expect(app.as_session(&token).get(&path).await, StatusCode::OK).await;
+    assert_eq!(read["name"], "second");
+
+    // Someone else's id: 404, and the flow is untouched.
+    let (_, other) = app.create_user(&admin, "vic").await;
+    let refused = expect(
+        app.as_session(&other)
+            .put_json(&path, &json!({"name": "taken over"}))
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(refused["detail"], "Flow not found");
+    let read = expect(app.as_session(&token).get(&path).await, StatusCode::OK).await;
+    assert_eq!(read["name"], "second");
+    // Bad input loses nothing either.
+    expect(
+        app.as_session(&token)
+            .put_json(&path, &json!({"name": ""}))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let read = expect(app.as_session(&token).get(&path).await, StatusCode::OK).await;
+    assert_eq!(read["name"], "second");
 }

@@ -51,7 +51,7 @@ pub fn services(state: &AppState) -> std::sync::Arc<cache::FlowCache> {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     routing::resources!(cfg {
         "/flows": get list_flows, post create_flow;
-        "/flows/{id}" ["flow"]: get get_flow, patch update_flow, delete delete_flow;
+        "/flows/{id}" ["flow"]: get get_flow, patch update_flow, put upsert_flow, delete delete_flow;
     });
 }
 
@@ -342,10 +342,42 @@ async fn create_flow(
     principal: Principal,
     body: LenientJson<CreateFlowRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let request = body.0;
+    let id = uuid::Uuid::new_v4().to_string();
+    let new = new_flow(&state, &principal, body.0, id)?;
+    let flow = db::run(&state.pool, move |conn| store::insert(conn, new)).await?;
+    written(&state, StatusCode::CREATED, flow).await
+}
+
+/// Langflow's `PUT /api/v1/flows/{id}`: creates the caller's flow with this
+/// id (201), or replaces every field of the caller's flow that has it
+/// (200). Another user's id is 404, like every cross-user access.
+async fn upsert_flow(
+    state: web::Data<AppState>,
+    ById { principal, id }: ById,
+    body: LenientJson<CreateFlowRequest>,
+) -> Result<HttpResponse, AppError> {
+    let new = new_flow(&state, &principal, body.0, id)?;
+    let (flow, created) = db::run(&state.pool, move |conn| store::upsert(conn, new))
+        .await?
+        .ok_or_else(|| AppError::not_found(FLOW_NOT_FOUND))?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    written(&state, status, flow).await
+}
+
+/// The flow a create (or a replacing PUT) describes, checked.
+fn new_flow(
+    state: &AppState,
+    principal: &Principal,
+    request: CreateFlowRequest,
+    id: String,
+) -> Result<store::Flow, AppError> {
     let now = db::now();
-    let new = store::Flow {
-        id: uuid::Uuid::new_v4().to_string(),
+    Ok(store::Flow {
+        id,
         user_id: principal.user.id.clone(),
         name: check_name(&request.name)?,
         description: check_description(request.description)?,
@@ -353,7 +385,7 @@ async fn create_flow(
         data: request.data.map(|d| d.get().to_string()),
         upstream: request
             .upstream
-            .map(|u| store_upstream(&state, u))
+            .map(|u| store_upstream(state, u))
             .transpose()?,
         access: langflow::merge_access(request.access, request.access_type, check_access)?
             .unwrap_or_else(|| ACCESS_PRIVATE.into()),
@@ -368,9 +400,7 @@ async fn create_flow(
         locked: request.locked.unwrap_or(false),
         mcp_enabled: request.mcp_enabled.unwrap_or(false),
         webhook: request.webhook.unwrap_or(false),
-    };
-    let flow = db::run(&state.pool, move |conn| store::insert(conn, new)).await?;
-    written(&state, StatusCode::CREATED, flow).await
+    })
 }
 
 /// A created or updated flow, with what it still lacks.

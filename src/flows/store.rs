@@ -88,6 +88,58 @@ pub fn insert(conn: &mut DbConnection, new: Flow) -> Result<Flow> {
     })
 }
 
+/// Inserts `new` under its own id, or, when the owner already has a flow
+/// with that id, replaces all its fields but the creation time: `(flow,
+/// created)`. `None` when the id belongs to another user's flow.
+pub fn upsert(conn: &mut DbConnection, new: Flow) -> Result<Option<(Flow, bool)>> {
+    db::serializable_transaction(conn, |conn| {
+        let owner: Option<String> = flows::table
+            .find(&new.id)
+            .select(flows::user_id)
+            .first(conn)
+            .optional()?;
+        match owner {
+            None => {
+                diesel::insert_into(flows::table)
+                    .values(&new)
+                    .execute(conn)
+                    .map_err(db::conflict_on_duplicate(endpoint_taken(
+                        new.endpoint_name.as_deref(),
+                    )))?;
+                public_name_is_free(conn, &new)?;
+                Ok(Some((new, true)))
+            }
+            Some(owner) if owner != new.user_id => Ok(None),
+            Some(_) => {
+                let (user_id, id) = (new.user_id.clone(), new.id.clone());
+                let changes = FlowChanges {
+                    name: Some(new.name),
+                    description: Some(new.description),
+                    endpoint_name: Some(new.endpoint_name),
+                    data: Some(new.data),
+                    upstream: Some(new.upstream),
+                    access: Some(new.access),
+                    updated_at: Some(new.updated_at),
+                    is_component: Some(new.is_component),
+                    folder_id: Some(new.folder_id),
+                    icon: Some(new.icon),
+                    icon_bg_color: Some(new.icon_bg_color),
+                    gradient: Some(new.gradient),
+                    tags: Some(new.tags),
+                    locked: Some(new.locked),
+                    mcp_enabled: Some(new.mcp_enabled),
+                    webhook: Some(new.webhook),
+                };
+                let flow = update_for_user(conn, &user_id, &id, changes)?;
+                if let Some(flow) = &flow {
+                    public_name_is_free(conn, flow)?;
+                }
+                Ok(flow.map(|flow| (flow, false)))
+            }
+        }
+    })
+}
+
 /// [`update_for_user`], refused (409) when it would give two public flows
 /// one endpoint name.
 pub fn update(

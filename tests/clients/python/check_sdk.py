@@ -53,6 +53,18 @@ try:
 except LangflowNotFoundError:
     pass
 
+# upsert_flow(): PUT creates the flow under the caller's id (201), then
+# replaces it (200), keeping the id.
+import uuid
+
+stable = uuid.uuid4()
+made, was_created = client.upsert_flow(stable, FlowCreate(name="upserted", endpoint_name="sdk-upsert"))
+assert was_created is True and str(made.id) == str(stable), made
+again, was_created = client.upsert_flow(stable, FlowCreate(name="upserted again", tags=["v2"]))
+assert was_created is False and str(again.id) == str(stable), again
+assert again.name == "upserted again" and again.tags == ["v2"] and again.endpoint_name is None, again
+client.delete_flow(stable)
+
 # run(): the chat text and Langflow's default session id (keygate's id).
 answer = client.run(flow_id, "hello from python")
 assert answer.first_text_output() == "echo: hello from python", answer
