@@ -35,6 +35,11 @@ impl Cidr {
         }
     }
 
+    /// True when every address of this block is in `outer`.
+    pub fn within(&self, outer: &Cidr) -> bool {
+        self.prefix >= outer.prefix && outer.contains(self.network)
+    }
+
     /// Parses a comma-separated list (`KEYGATE_TRUSTED_PROXIES`); blanks
     /// between commas are skipped.
     pub fn parse_list(text: &str) -> Result<Vec<Cidr>, String> {

@@ -21,7 +21,8 @@ use actix_web::{web, HttpRequest};
 
 use crate::error::AppError;
 use crate::identity::{
-    reject, Credential, Principal, Resolved, API_KEY_HEADER, API_KEY_QUERY, INVALID_KEY,
+    reason, reject, Credential, Principal, Resolved, Scope, API_KEY_HEADER, API_KEY_QUERY,
+    FORBIDDEN_ADDRESS, INVALID_KEY,
 };
 use crate::keys::{self, KeyVerifier};
 use crate::sessions;
@@ -52,6 +53,9 @@ pub async fn resolve<B: MessageBody>(
         Ok(principal) => Ok(principal),
     };
     if let Ok(Some(principal)) = &outcome {
+        if let Err(error) = key_policy_allows(req.request(), principal) {
+            return Ok(req.error_response(error).map_into_right_body());
+        }
         if !csrf_satisfied(req.request(), principal) {
             let error = reject(
                 "missing or invalid CSRF token",
@@ -64,6 +68,47 @@ pub async fn resolve<B: MessageBody>(
     next.call(req)
         .await
         .map(ServiceResponse::map_into_left_body)
+}
+
+/// A key's own limits, from the cached key: the address it is used from
+/// (after `KEYGATE_TRUSTED_PROXIES`) and the scope the route needs.
+fn key_policy_allows(req: &HttpRequest, principal: &Principal) -> Result<(), AppError> {
+    let Credential::ApiKey { policy, .. } = &principal.credential else {
+        return Ok(());
+    };
+    if policy.allowed_ips.is_some() {
+        let failures = req
+            .app_data::<web::Data<KeyFailures>>()
+            .ok_or_else(|| AppError::internal("key verification services missing"))?;
+        if !policy.allows_address(failures.address(req)) {
+            return Err(reject(
+                "key used from an address it is not allowed from",
+                AppError::forbidden(FORBIDDEN_ADDRESS).with_reason(reason::FORBIDDEN_ADDRESS),
+            ));
+        }
+    }
+    match required_scope(req) {
+        Some(scope) if !policy.scopes.contains(scope) => Err(scope.missing()),
+        _ => Ok(()),
+    }
+}
+
+/// The scope a route needs from a key: `run` for flow runs, `read` for
+/// other safe methods, `write` for everything else under `/api/`. The
+/// `admin` scope is checked where superuser rights are
+/// (`Principal::require_superuser`). `/api/v1/auth/check` only describes
+/// the key itself and needs none.
+fn required_scope(req: &HttpRequest) -> Option<Scope> {
+    let path = req.path();
+    if !path.starts_with("/api/") || path.trim_end_matches('/') == "/api/v1/auth/check" {
+        None
+    } else if path.starts_with("/api/v1/run/") || path.starts_with("/api/v1/process/") {
+        Some(Scope::Run)
+    } else if req.method().is_safe() {
+        Some(Scope::Read)
+    } else {
+        Some(Scope::Write)
+    }
 }
 
 /// Paths a page may POST to without a CSRF token: signing in replaces the
@@ -213,7 +258,8 @@ async fn authenticate_key(req: &HttpRequest, key: &str) -> Result<Principal, App
                     StatusCode::TOO_MANY_REQUESTS,
                     throttle::TOO_MANY_INVALID_KEYS,
                 )
-                .retry_after(retry_after),
+                .retry_after(retry_after)
+                .with_reason(reason::INVALID_KEYS_THROTTLED),
             ))
         }
         other => other,
