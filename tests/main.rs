@@ -13,6 +13,7 @@ mod hardening;
 mod hot_paths;
 mod keys;
 mod layers;
+mod lifecycle;
 mod migrations;
 mod ops;
 mod ui;

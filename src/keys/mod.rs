@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::bus::Event;
+use crate::client_ip::Cidr;
 use crate::db::{self, DbConnection};
 use crate::error::AppError;
-use crate::client_ip::Cidr;
 use crate::identity::{ById, Credential, Principal, Scope, Scopes};
 use crate::routing;
 use crate::state::AppState;
