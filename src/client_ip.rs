@@ -173,6 +173,17 @@ mod tests {
     }
 
     #[test]
+    fn blocks_within_blocks() {
+        let outer: Cidr = "203.0.113.0/24".parse().unwrap();
+        let inner: Cidr = "203.0.113.128/25".parse().unwrap();
+        assert!(inner.within(&outer));
+        assert!(!outer.within(&inner));
+        assert!(outer.within(&outer));
+        assert!(!"198.51.100.0/25".parse::<Cidr>().unwrap().within(&outer));
+        assert!(!"2001:db8::/32".parse::<Cidr>().unwrap().within(&outer));
+    }
+
+    #[test]
     fn parses_and_matches_blocks() {
         let list = cidrs("10.0.0.0/8, 192.168.1.7 ,fd00::/8,,[::1]");
         assert!(list[0].contains(ip("10.255.0.1")));

@@ -402,3 +402,37 @@ impl FromRequest for ById {
         std::future::ready(by_id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_round_trip_and_fail_closed() {
+        assert_eq!(Scopes::ALL.to_stored(), None);
+        assert_eq!(Scopes::from_stored(None), Scopes::ALL);
+        let read_run = Scopes::of([Scope::Run, Scope::Read]);
+        assert_eq!(read_run.to_stored().as_deref(), Some("read run"));
+        assert_eq!(Scopes::from_stored(Some("read run")), read_run);
+        // Unknown stored words grant nothing.
+        assert_eq!(
+            Scopes::from_stored(Some("read everything")),
+            Scopes::of([Scope::Read])
+        );
+        assert!(read_run.is_subset_of(Scopes::ALL));
+        assert!(!Scopes::ALL.is_subset_of(read_run));
+        assert!(Scopes::ALL.without(Scope::Admin).is_subset_of(Scopes::ALL));
+    }
+
+    #[test]
+    fn address_lists_fail_closed() {
+        let any = KeyPolicy::from_stored(None, None);
+        assert!(any.allows_address("198.51.100.1".parse().unwrap()));
+        let listed = KeyPolicy::from_stored(None, Some("203.0.113.0/24,2001:db8::/32"));
+        assert!(listed.allows_address("203.0.113.200".parse().unwrap()));
+        assert!(listed.allows_address("::ffff:203.0.113.1".parse().unwrap()));
+        assert!(!listed.allows_address("203.0.114.1".parse().unwrap()));
+        let broken = KeyPolicy::from_stored(None, Some("203.0.113.0/99"));
+        assert!(!broken.allows_address("203.0.113.1".parse().unwrap()));
+    }
+}

@@ -14,6 +14,7 @@ crate::on_both_backends!(
     rotation_with_no_grace_stops_the_old_key_now,
     allowed_ips_confine_a_key_to_its_addresses,
     an_invalid_key_gets_no_reason,
+    a_leaked_key_report_revokes_without_credentials,
 );
 
 const REASON: &str = "x-keygate-reason";
@@ -475,4 +476,78 @@ async fn a_rotation_on_one_instance_stops_the_old_key_on_the_other() {
         "write",
     )
     .await;
+}
+
+async fn report(app: &TestApp, keys: Value) -> reqwest::Response {
+    app.anon()
+        .post_json("/api/v1/api_key/revoke-leaked", &json!({"keys": keys}))
+        .await
+}
+
+async fn a_leaked_key_report_revokes_without_credentials(backend: Backend) {
+    // Reports and invalid keys share the address's budget of 4 a minute.
+    let app = TestApp::start_with(backend, &[("KEYGATE_KEY_FAILURES_PER_MINUTE", "4")]).await;
+    let admin = app.admin_token().await;
+    let (leaked_id, leaked, _) = key_with(&app, &admin, json!({})).await;
+    let (_, kept, _) = key_with(&app, &admin, json!({})).await;
+    expect(
+        app.as_key(&leaked).get("/api/v1/api_key/").await,
+        StatusCode::OK,
+    )
+    .await;
+    // A stored key and junk get the same answer.
+    let unknown = format!("sk-{}", "b".repeat(leaked.len() - 3));
+    let revoked = expect(
+        report(&app, json!([leaked, "not a key", unknown])).await,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    let nothing = expect(report(&app, json!([unknown])).await, StatusCode::ACCEPTED).await;
+    assert_eq!(revoked, nothing);
+    // The reported key is gone (the cached one too); the other one stays.
+    expect(
+        app.as_key(&leaked).get("/api/v1/api_key/").await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let list = expect(
+        app.as_key(&kept).get("/api/v1/api_key/").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(list["total_count"], 1);
+    assert_ne!(list["api_keys"][0]["id"], leaked_id.as_str());
+    // At most 100 keys; bad bodies are 422.
+    let many: Vec<String> = (0..101).map(|_| unknown.clone()).collect();
+    expect(
+        report(&app, json!(many)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let res = app
+        .anon()
+        .post_json("/api/v1/api_key/revoke-leaked", &json!({"key": leaked}))
+        .await;
+    expect(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    // Throttled per address: two reports and the refused key counted
+    // three; one more report reaches the budget, the next is refused and
+    // revokes nothing.
+    expect(report(&app, json!([])).await, StatusCode::ACCEPTED).await;
+    let res = report(&app, json!([kept])).await;
+    assert!(res.headers().contains_key("retry-after"));
+    expect(res, StatusCode::TOO_MANY_REQUESTS).await;
+    expect(
+        app.as_session(&admin).get("/api/v1/api_key/").await,
+        StatusCode::OK,
+    )
+    .await;
+    let list = expect(
+        app.as_session(&admin).get("/api/v1/api_key/").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        list["total_count"], 1,
+        "the throttled report revoked nothing"
+    );
 }

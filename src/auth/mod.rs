@@ -73,7 +73,10 @@ pub async fn resolve<B: MessageBody>(
 /// A key's own limits, from the cached key: the address it is used from
 /// (after `KEYGATE_TRUSTED_PROXIES`) and the scope the route needs.
 fn key_policy_allows(req: &HttpRequest, principal: &Principal) -> Result<(), AppError> {
-    let Credential::ApiKey { policy, .. } = &principal.credential else {
+    let Credential::ApiKey {
+        policy, flow_id, ..
+    } = &principal.credential
+    else {
         return Ok(());
     };
     if policy.allowed_ips.is_some() {
@@ -87,8 +90,10 @@ fn key_policy_allows(req: &HttpRequest, principal: &Principal) -> Result<(), App
             ));
         }
     }
+    // A flow-bound key is confined by the principal extractors, with its
+    // own answer, as before scopes existed.
     match required_scope(req) {
-        Some(scope) if !policy.scopes.contains(scope) => Err(scope.missing()),
+        Some(scope) if flow_id.is_none() && !policy.scopes.contains(scope) => Err(scope.missing()),
         _ => Ok(()),
     }
 }
@@ -160,6 +165,49 @@ enum Failure {
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/auth/check", web::get().to(check));
+    // Before the key domain's `/api_key/{id}`, which would take the path.
+    cfg.route("/api_key/revoke-leaked", web::post().to(revoke_leaked));
+}
+
+pub const TOO_MANY_REPORTS: &str = "Too many leaked-key reports from this address; retry later";
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeakedKeys {
+    keys: Vec<String>,
+}
+
+/// `POST /api/v1/api_key/revoke-leaked`: anyone who finds a key in public
+/// (a person, a secret scanner) kills it, with no credentials. The answer
+/// is 202 whatever the keys were, so it is no oracle for which exist. It
+/// lives here, above the key domain, because each report counts against
+/// the address's failed-key budget ([`KeyFailures`]): a flood of reports
+/// is throttled like a flood of invalid keys.
+async fn revoke_leaked(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    failures: web::Data<KeyFailures>,
+    crate::validate::LenientJson(report): crate::validate::LenientJson<LeakedKeys>,
+) -> Result<actix_web::HttpResponse, AppError> {
+    let client = failures.client(&req);
+    if let Some(retry_after) = failures.throttled(client) {
+        return Err(
+            AppError::new(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_REPORTS)
+                .retry_after(retry_after)
+                .with_reason(reason::INVALID_KEYS_THROTTLED),
+        );
+    }
+    if report.keys.len() > keys::MAX_LEAKED_KEYS {
+        return Err(AppError::unprocessable(format!(
+            "keys may list at most {} keys per report",
+            keys::MAX_LEAKED_KEYS
+        )));
+    }
+    failures.record_failure(client);
+    keys::revoke_leaked(&state, &report.keys).await?;
+    Ok(actix_web::HttpResponse::Accepted().json(serde_json::json!({
+        "detail": "Reported; every stored key among these is revoked"
+    })))
 }
 
 /// `GET /api/v1/auth/check`: who the credentials belong to, answered from

@@ -528,6 +528,43 @@ async fn rotate_key(
     }))
 }
 
+/// The most keys one leaked-key report may carry.
+pub const MAX_LEAKED_KEYS: usize = 100;
+
+/// Revokes every stored key among `texts`, whoever owns it (a leaked-key
+/// report, which needs no credentials); malformed entries are skipped.
+/// Each revocation is logged with its key's id and owner (never the key)
+/// and on the bus before the caller answers. The count is for the log
+/// only: the reporter is told nothing.
+pub async fn revoke_leaked(state: &AppState, texts: &[String]) -> Result<usize, AppError> {
+    let mut hashes: Vec<String> = texts
+        .iter()
+        .map(|text| text.trim())
+        .filter(|text| PlainKey::is_well_formed(text))
+        .map(|text| {
+            crate::token::TokenDigest::of(text)
+                .to_hash()
+                .as_str()
+                .to_string()
+        })
+        .collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    if hashes.is_empty() {
+        return Ok(0);
+    }
+    let revoked = db::run(&state.pool, move |conn| {
+        store::delete_by_hashes(conn, &hashes)
+    })
+    .await?;
+    let count = revoked.len();
+    for (key_id, owner) in revoked {
+        tracing::warn!(%key_id, %owner, "a key reported as leaked was revoked");
+        state.bus.publish(Event::KeyChanged(key_id));
+    }
+    Ok(count)
+}
+
 /// Deletes one key: the caller's own, or for a superuser anyone's (the
 /// incident response to a leaked key; logged). Another user's key is a
 /// 404 for everyone else, the same as an unknown id.

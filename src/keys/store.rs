@@ -358,3 +358,22 @@ pub fn add_usage(conn: &mut DbConnection, batch: &[(String, i64, NaiveDateTime)]
         Ok(())
     })
 }
+
+/// Deletes the keys among `key_hashes`, whoever owns them (a leaked-key
+/// report); each deleted key's id and owner.
+pub fn delete_by_hashes(
+    conn: &mut DbConnection,
+    key_hashes: &[String],
+) -> Result<Vec<(String, String)>> {
+    db::transaction(conn, |conn| {
+        let found: Vec<(String, String)> = api_keys::table
+            .filter(api_keys::key_hash.eq_any(key_hashes))
+            .select((api_keys::id, api_keys::user_id))
+            .load(conn)?;
+        if !found.is_empty() {
+            let ids: Vec<&String> = found.iter().map(|(id, _)| id).collect();
+            diesel::delete(api_keys::table.filter(api_keys::id.eq_any(ids))).execute(conn)?;
+        }
+        Ok(found)
+    })
+}
