@@ -169,6 +169,8 @@ fn create_key_for(
             display_prefix: &token::display_prefix(&plain),
             expires_at: None,
             flow_id: None,
+            scopes: None,
+            allowed_ips: None,
         },
     )?;
     // Running instances' key filters hold the key before it is printed

@@ -35,6 +35,11 @@ impl Cidr {
         }
     }
 
+    /// True when every address of this block is in `outer`.
+    pub fn within(&self, outer: &Cidr) -> bool {
+        self.prefix >= outer.prefix && outer.contains(self.network)
+    }
+
     /// Parses a comma-separated list (`KEYGATE_TRUSTED_PROXIES`); blanks
     /// between commas are skipped.
     pub fn parse_list(text: &str) -> Result<Vec<Cidr>, String> {
@@ -165,6 +170,17 @@ mod tests {
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn blocks_within_blocks() {
+        let outer: Cidr = "203.0.113.0/24".parse().unwrap();
+        let inner: Cidr = "203.0.113.128/25".parse().unwrap();
+        assert!(inner.within(&outer));
+        assert!(!outer.within(&inner));
+        assert!(outer.within(&outer));
+        assert!(!"198.51.100.0/25".parse::<Cidr>().unwrap().within(&outer));
+        assert!(!"2001:db8::/32".parse::<Cidr>().unwrap().within(&outer));
     }
 
     #[test]

@@ -24,7 +24,12 @@ pub struct AppError {
     /// The database could not be reached: the connection that saw it is
     /// not trusted again (see `db::run`).
     database_outage: bool,
+    /// A machine-readable reason for a refusal, sent as `X-Keygate-Reason`.
+    reason: Option<&'static str>,
 }
+
+/// The header a refusal's machine-readable reason goes in.
+pub const REASON_HEADER: &str = "x-keygate-reason";
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
@@ -51,7 +56,18 @@ impl AppError {
             detail: detail.into(),
             retry_after: None,
             database_outage: false,
+            reason: None,
         }
+    }
+
+    /// Names the refusal for machines (`X-Keygate-Reason`).
+    pub fn with_reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
+    pub fn reason(&self) -> Option<&'static str> {
+        self.reason
     }
 
     /// Asks the client to retry after `seconds` (sent as `Retry-After`).
@@ -121,6 +137,9 @@ impl ResponseError for AppError {
         let mut response = HttpResponse::build(self.status);
         if let Some(seconds) = self.retry_after {
             response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
+        }
+        if let Some(reason) = self.reason {
+            response.insert_header((REASON_HEADER, reason));
         }
         response.json(ErrorBody {
             detail: &self.detail,

@@ -31,6 +31,141 @@ pub const INVALID_KEY: &str = "Invalid API key";
 pub const INVALID_SESSION: &str = "Invalid or expired session; sign in again";
 pub const NOT_ENOUGH_PRIVILEGES: &str = "The user doesn't have enough privileges";
 pub const FLOW_BOUND_KEY: &str = "This API key is bound to one flow and can only run it";
+pub const FORBIDDEN_ADDRESS: &str = "This API key is not allowed from this address";
+
+/// Machine-readable refusal reasons, sent in `X-Keygate-Reason`. An
+/// invalid, revoked, expired or inactive key never gets one: those stay
+/// one indistinguishable 401.
+pub mod reason {
+    pub const MISSING_SCOPE: &str = "MISSING_SCOPE";
+    pub const FORBIDDEN_ADDRESS: &str = "FORBIDDEN_ADDRESS";
+    pub const FLOW_BOUND_KEY: &str = "FLOW_BOUND_KEY";
+    pub const INVALID_KEYS_THROTTLED: &str = "INVALID_KEYS_THROTTLED";
+}
+
+/// One right a key may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// GET routes about the owner's own objects.
+    Read,
+    /// Creating, changing and deleting the owner's objects.
+    Write,
+    /// Running flows (`/api/v1/run`, `/api/v1/process`).
+    Run,
+    /// Superuser routes (only for a superuser's key).
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 4] = [Scope::Read, Scope::Write, Scope::Run, Scope::Admin];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Run => "run",
+            Scope::Admin => "admin",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+
+    pub fn parse(text: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|s| s.name() == text)
+    }
+
+    /// The 403 for a key without this scope.
+    pub fn missing(self) -> AppError {
+        reject(
+            "key lacks a scope",
+            AppError::forbidden(format!("This API key lacks the '{}' scope", self.name()))
+                .with_reason(reason::MISSING_SCOPE),
+        )
+    }
+}
+
+/// A set of scopes; every scope unless a key was given a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    pub const ALL: Scopes = Scopes(0b1111);
+
+    pub fn contains(self, scope: Scope) -> bool {
+        self.0 & scope.bit() != 0
+    }
+
+    pub fn is_subset_of(self, other: Scopes) -> bool {
+        self.0 & !other.0 == 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn without(self, scope: Scope) -> Scopes {
+        Scopes(self.0 & !scope.bit())
+    }
+
+    pub fn of(scopes: impl IntoIterator<Item = Scope>) -> Scopes {
+        Scopes(scopes.into_iter().fold(0, |bits, s| bits | s.bit()))
+    }
+
+    /// The stored form: `None` (every scope) or names separated by spaces.
+    /// Unknown words in a stored list grant nothing.
+    pub fn from_stored(text: Option<&str>) -> Scopes {
+        match text {
+            None => Scopes::ALL,
+            Some(text) => Scopes::of(text.split_whitespace().filter_map(Scope::parse)),
+        }
+    }
+
+    pub fn to_stored(self) -> Option<String> {
+        (self != Scopes::ALL).then(|| self.names().join(" "))
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        Scope::ALL
+            .into_iter()
+            .filter(|s| self.contains(*s))
+            .map(Scope::name)
+            .collect()
+    }
+}
+
+/// What a key may do beyond proving who it is, parsed once when the key
+/// enters the verification cache and checked per request from there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPolicy {
+    pub scopes: Scopes,
+    /// `None`: any address.
+    pub allowed_ips: Option<Vec<crate::client_ip::Cidr>>,
+}
+
+impl KeyPolicy {
+    pub const UNRESTRICTED: KeyPolicy = KeyPolicy {
+        scopes: Scopes::ALL,
+        allowed_ips: None,
+    };
+
+    /// From the stored columns. A stored address list that no longer
+    /// parses allows no address (fails closed).
+    pub fn from_stored(scopes: Option<&str>, allowed_ips: Option<&str>) -> KeyPolicy {
+        KeyPolicy {
+            scopes: Scopes::from_stored(scopes),
+            allowed_ips: allowed_ips
+                .map(|text| crate::client_ip::Cidr::parse_list(text).unwrap_or_default()),
+        }
+    }
+
+    pub fn allows_address(&self, addr: std::net::IpAddr) -> bool {
+        self.allowed_ips
+            .as_ref()
+            .is_none_or(|blocks| blocks.iter().any(|block| block.contains(addr)))
+    }
+}
 
 /// The authenticated user, as every handler sees it: every field an answer
 /// that only describes the caller (`whoami`) shows, so such answers are
@@ -55,6 +190,8 @@ pub enum Credential {
     ApiKey {
         key_id: String,
         flow_id: Option<String>,
+        /// Shared with the key cache.
+        policy: Arc<KeyPolicy>,
     },
     Session {
         session_id: String,
@@ -76,11 +213,39 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// A superuser's rights: the user is one and, for a key, the key has
+    /// the `admin` scope.
     pub fn require_superuser(&self) -> Result<(), AppError> {
-        if self.user.is_superuser {
-            Ok(())
-        } else {
+        if !self.user.is_superuser {
             Err(AppError::forbidden(NOT_ENOUGH_PRIVILEGES))
+        } else if !self.scopes().contains(Scope::Admin) {
+            Err(Scope::Admin.missing())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// True when the caller has a superuser's rights (see
+    /// [`Self::require_superuser`]).
+    pub fn is_superuser(&self) -> bool {
+        self.user.is_superuser && self.scopes().contains(Scope::Admin)
+    }
+
+    /// What the credential may do: every scope for a session.
+    pub fn scopes(&self) -> Scopes {
+        match &self.credential {
+            Credential::ApiKey { policy, .. } => policy.scopes,
+            Credential::Session { .. } => Scopes::ALL,
+        }
+    }
+
+    /// The scopes that mean something for this user: `admin` only for a
+    /// superuser.
+    pub fn effective(&self, scopes: Scopes) -> Scopes {
+        if self.user.is_superuser {
+            scopes
+        } else {
+            scopes.without(Scope::Admin)
         }
     }
 
@@ -169,7 +334,7 @@ fn resolved_unbound(req: &HttpRequest) -> Result<Option<Principal>, AppError> {
     if principal.as_ref().is_some_and(|p| p.bound_flow().is_some()) {
         return Err(reject(
             "flow-bound key outside its flow",
-            AppError::forbidden(FLOW_BOUND_KEY),
+            AppError::forbidden(FLOW_BOUND_KEY).with_reason(reason::FLOW_BOUND_KEY),
         ));
     }
     Ok(principal)
@@ -245,5 +410,39 @@ impl FromRequest for ById {
                 })
             });
         std::future::ready(by_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_round_trip_and_fail_closed() {
+        assert_eq!(Scopes::ALL.to_stored(), None);
+        assert_eq!(Scopes::from_stored(None), Scopes::ALL);
+        let read_run = Scopes::of([Scope::Run, Scope::Read]);
+        assert_eq!(read_run.to_stored().as_deref(), Some("read run"));
+        assert_eq!(Scopes::from_stored(Some("read run")), read_run);
+        // Unknown stored words grant nothing.
+        assert_eq!(
+            Scopes::from_stored(Some("read everything")),
+            Scopes::of([Scope::Read])
+        );
+        assert!(read_run.is_subset_of(Scopes::ALL));
+        assert!(!Scopes::ALL.is_subset_of(read_run));
+        assert!(Scopes::ALL.without(Scope::Admin).is_subset_of(Scopes::ALL));
+    }
+
+    #[test]
+    fn address_lists_fail_closed() {
+        let any = KeyPolicy::from_stored(None, None);
+        assert!(any.allows_address("198.51.100.1".parse().unwrap()));
+        let listed = KeyPolicy::from_stored(None, Some("203.0.113.0/24,2001:db8::/32"));
+        assert!(listed.allows_address("203.0.113.200".parse().unwrap()));
+        assert!(listed.allows_address("::ffff:203.0.113.1".parse().unwrap()));
+        assert!(!listed.allows_address("203.0.114.1".parse().unwrap()));
+        let broken = KeyPolicy::from_stored(None, Some("203.0.113.0/99"));
+        assert!(!broken.allows_address("203.0.113.1".parse().unwrap()));
     }
 }

@@ -43,6 +43,8 @@ async fn keys_bulk_written_by_another_process_work_at_once_on_sqlite() {
                     display_prefix: "sk-bulk",
                     expires_at: None,
                     flow_id: None,
+                    scopes: None,
+                    allowed_ips: None,
                 },
             )?;
         }

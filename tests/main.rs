@@ -16,6 +16,7 @@ mod key_filter;
 mod keys;
 mod langflow;
 mod layers;
+mod lifecycle;
 mod migrations;
 mod ops;
 mod ui;

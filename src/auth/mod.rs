@@ -21,7 +21,8 @@ use actix_web::{web, HttpRequest};
 
 use crate::error::AppError;
 use crate::identity::{
-    reject, Credential, Principal, Resolved, API_KEY_HEADER, API_KEY_QUERY, INVALID_KEY,
+    reason, reject, Credential, Principal, Resolved, Scope, API_KEY_HEADER, API_KEY_QUERY,
+    FORBIDDEN_ADDRESS, INVALID_KEY,
 };
 use crate::keys::{self, KeyVerifier};
 use crate::sessions;
@@ -52,6 +53,9 @@ pub async fn resolve<B: MessageBody>(
         Ok(principal) => Ok(principal),
     };
     if let Ok(Some(principal)) = &outcome {
+        if let Err(error) = key_policy_allows(req.request(), principal) {
+            return Ok(req.error_response(error).map_into_right_body());
+        }
         if !csrf_satisfied(req.request(), principal) {
             let error = reject(
                 "missing or invalid CSRF token",
@@ -64,6 +68,52 @@ pub async fn resolve<B: MessageBody>(
     next.call(req)
         .await
         .map(ServiceResponse::map_into_left_body)
+}
+
+/// A key's own limits, from the cached key: the address it is used from
+/// (after `KEYGATE_TRUSTED_PROXIES`) and the scope the route needs.
+fn key_policy_allows(req: &HttpRequest, principal: &Principal) -> Result<(), AppError> {
+    let Credential::ApiKey {
+        policy, flow_id, ..
+    } = &principal.credential
+    else {
+        return Ok(());
+    };
+    if policy.allowed_ips.is_some() {
+        let failures = req
+            .app_data::<web::Data<KeyFailures>>()
+            .ok_or_else(|| AppError::internal("key verification services missing"))?;
+        if !policy.allows_address(failures.address(req)) {
+            return Err(reject(
+                "key used from an address it is not allowed from",
+                AppError::forbidden(FORBIDDEN_ADDRESS).with_reason(reason::FORBIDDEN_ADDRESS),
+            ));
+        }
+    }
+    // A flow-bound key is confined by the principal extractors, with its
+    // own answer, as before scopes existed.
+    match required_scope(req) {
+        Some(scope) if flow_id.is_none() && !policy.scopes.contains(scope) => Err(scope.missing()),
+        _ => Ok(()),
+    }
+}
+
+/// The scope a route needs from a key: `run` for flow runs, `read` for
+/// other safe methods, `write` for everything else under `/api/`. The
+/// `admin` scope is checked where superuser rights are
+/// (`Principal::require_superuser`). `/api/v1/auth/check` only describes
+/// the key itself and needs none.
+fn required_scope(req: &HttpRequest) -> Option<Scope> {
+    let path = req.path();
+    if !path.starts_with("/api/") || path.trim_end_matches('/') == "/api/v1/auth/check" {
+        None
+    } else if path.starts_with("/api/v1/run/") || path.starts_with("/api/v1/process/") {
+        Some(Scope::Run)
+    } else if req.method().is_safe() {
+        Some(Scope::Read)
+    } else {
+        Some(Scope::Write)
+    }
 }
 
 /// Paths a page may POST to without a CSRF token: signing in replaces the
@@ -115,6 +165,49 @@ enum Failure {
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/auth/check", web::get().to(check));
+    // Before the key domain's `/api_key/{id}`, which would take the path.
+    cfg.route("/api_key/revoke-leaked", web::post().to(revoke_leaked));
+}
+
+pub const TOO_MANY_REPORTS: &str = "Too many leaked-key reports from this address; retry later";
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeakedKeys {
+    keys: Vec<String>,
+}
+
+/// `POST /api/v1/api_key/revoke-leaked`: anyone who finds a key in public
+/// (a person, a secret scanner) kills it, with no credentials. The answer
+/// is 202 whatever the keys were, so it is no oracle for which exist. It
+/// lives here, above the key domain, because each report counts against
+/// the address's failed-key budget ([`KeyFailures`]): a flood of reports
+/// is throttled like a flood of invalid keys.
+async fn revoke_leaked(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    failures: web::Data<KeyFailures>,
+    crate::validate::LenientJson(report): crate::validate::LenientJson<LeakedKeys>,
+) -> Result<actix_web::HttpResponse, AppError> {
+    let client = failures.client(&req);
+    if let Some(retry_after) = failures.throttled(client) {
+        return Err(
+            AppError::new(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_REPORTS)
+                .retry_after(retry_after)
+                .with_reason(reason::INVALID_KEYS_THROTTLED),
+        );
+    }
+    if report.keys.len() > keys::MAX_LEAKED_KEYS {
+        return Err(AppError::unprocessable(format!(
+            "keys may list at most {} keys per report",
+            keys::MAX_LEAKED_KEYS
+        )));
+    }
+    failures.record_failure(client);
+    keys::revoke_leaked(&state, &report.keys).await?;
+    Ok(actix_web::HttpResponse::Accepted().json(serde_json::json!({
+        "detail": "Reported; every stored key among these is revoked"
+    })))
 }
 
 /// `GET /api/v1/auth/check`: who the credentials belong to, answered from
@@ -213,7 +306,8 @@ async fn authenticate_key(req: &HttpRequest, key: &str) -> Result<Principal, App
                     StatusCode::TOO_MANY_REQUESTS,
                     throttle::TOO_MANY_INVALID_KEYS,
                 )
-                .retry_after(retry_after),
+                .retry_after(retry_after)
+                .with_reason(reason::INVALID_KEYS_THROTTLED),
             ))
         }
         other => other,

@@ -60,6 +60,11 @@ impl KeyFailures {
     }
 
     /// The address the counts are kept under.
+    /// The client's full address (after the trusted proxies).
+    pub fn address(&self, req: &actix_web::HttpRequest) -> IpAddr {
+        client_ip(req, &self.trusted_proxies)
+    }
+
     pub fn client(&self, req: &actix_web::HttpRequest) -> IpAddr {
         match client_ip(req, &self.trusted_proxies) {
             IpAddr::V6(ip) => {

@@ -37,6 +37,8 @@ diesel::table! {
         is_active -> Bool,
         expires_at -> Nullable<Timestamp>,
         flow_id -> Nullable<Text>,
+        scopes -> Nullable<Text>,
+        allowed_ips -> Nullable<Text>,
     }
 }
 

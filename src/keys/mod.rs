@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::bus::Event;
+use crate::client_ip::Cidr;
 use crate::db::{self, DbConnection};
 use crate::error::AppError;
-use crate::identity::{ById, Principal};
+use crate::identity::{ById, Credential, Principal, Scope, Scopes};
 use crate::routing;
 use crate::state::AppState;
 use crate::token::PlainKey;
@@ -39,6 +40,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     routing::resources!(cfg {
         "/api_key": get list_keys, post create_key, delete revoke_all;
         "/api_key/{id}" ["API key"]: delete delete_key, patch update_key;
+        "/api_key/{id}/rotate" ["API key"]: post rotate_key;
     });
 }
 
@@ -78,6 +80,9 @@ pub struct ApiKeyView {
     pub expires_at: Option<DateTime<Utc>>,
     /// The one flow the key may run; `null` for an ordinary key.
     pub flow_id: Option<String>,
+    pub scopes: Vec<&'static str>,
+    /// `null`: any address.
+    pub allowed_ips: Option<Vec<String>>,
 }
 
 impl From<store::ApiKey> for ApiKeyView {
@@ -93,6 +98,10 @@ impl From<store::ApiKey> for ApiKeyView {
             is_active: key.is_active,
             expires_at: key.expires_at.map(|t| t.and_utc()),
             flow_id: key.flow_id,
+            scopes: Scopes::from_stored(key.scopes.as_deref()).names(),
+            allowed_ips: key
+                .allowed_ips
+                .map(|text| text.split(',').map(str::to_string).collect()),
         }
     }
 }
@@ -113,6 +122,34 @@ struct CreateKeyRequest {
     /// Binds the new key to one of the caller's flows.
     #[serde(default)]
     flow_id: Option<String>,
+    /// `null` or absent: every scope.
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    /// `null` or absent: any address.
+    #[serde(default)]
+    allowed_ips: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateRequest {
+    #[serde(default)]
+    grace_seconds: Option<i64>,
+}
+
+/// The old key's overlap after a rotation, by default and at most.
+const DEFAULT_GRACE_SECONDS: i64 = 86_400;
+const MAX_GRACE_SECONDS: i64 = 30 * 86_400;
+/// The most address blocks one key may list.
+const MAX_ALLOWED_IPS: usize = 100;
+
+/// A rotation's answer: the new key (shown once) and when the old stops.
+#[derive(Serialize)]
+struct RotatedView {
+    #[serde(flatten)]
+    key: ApiKeyView,
+    old_key_id: String,
+    old_key_expires_at: DateTime<Utc>,
 }
 
 /// `?user_id=`: whose keys a route is about (the caller's by default;
@@ -137,6 +174,114 @@ struct UpdateKeyRequest {
     name: Option<Option<String>>,
     #[serde(default)]
     is_active: Option<bool>,
+    #[serde(default, deserialize_with = "validate::double_option")]
+    scopes: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "validate::double_option")]
+    allowed_ips: Option<Option<Vec<String>>>,
+}
+
+/// The scopes a request names: known ones, at least one, `admin` only for
+/// a superuser's key (403).
+fn parse_scopes(principal: &Principal, list: Vec<String>) -> Result<Scopes, AppError> {
+    let mut scopes = Vec::with_capacity(list.len());
+    for name in &list {
+        scopes.push(Scope::parse(name.trim()).ok_or_else(|| {
+            AppError::unprocessable(format!(
+                "Unknown scope {name:?}; scopes are read, write, run and admin"
+            ))
+        })?);
+    }
+    let scopes = Scopes::of(scopes);
+    if scopes.is_empty() {
+        return Err(AppError::unprocessable(
+            "scopes must name at least one of read, write, run, admin (null or absent: all)",
+        ));
+    }
+    if scopes.contains(Scope::Admin) && !principal.user.is_superuser {
+        return Err(AppError::forbidden(
+            "Only a superuser's key can have the 'admin' scope",
+        ));
+    }
+    Ok(scopes)
+}
+
+/// The request's scopes for a key; a flow-bound key has `run` only.
+fn key_scopes(
+    principal: &Principal,
+    list: Option<Vec<String>>,
+    flow_bound: bool,
+) -> Result<Scopes, AppError> {
+    let run_only = Scopes::of([Scope::Run]);
+    let scopes = match list {
+        None if flow_bound => run_only,
+        None => Scopes::ALL,
+        Some(list) => parse_scopes(principal, list)?,
+    };
+    if flow_bound && scopes != run_only {
+        return Err(AppError::unprocessable(
+            "A key bound to a flow has the 'run' scope only",
+        ));
+    }
+    Ok(scopes)
+}
+
+/// No escalation: a key gives no key a scope it lacks itself, nor an
+/// address its own list does not cover. Sessions may give anything.
+fn check_no_escalation(
+    principal: &Principal,
+    scopes: Scopes,
+    allowed_ips: Option<&str>,
+) -> Result<(), AppError> {
+    let Credential::ApiKey { policy, .. } = &principal.credential else {
+        return Ok(());
+    };
+    if !principal
+        .effective(scopes)
+        .is_subset_of(principal.effective(policy.scopes))
+    {
+        return Err(AppError::forbidden(
+            "An API key cannot give a key scopes it lacks itself",
+        ));
+    }
+    if let Some(own) = &policy.allowed_ips {
+        let covered = allowed_ips.is_some_and(|text| {
+            Cidr::parse_list(text).is_ok_and(|blocks| {
+                blocks
+                    .iter()
+                    .all(|block| own.iter().any(|outer| block.within(outer)))
+            })
+        });
+        if !covered {
+            return Err(AppError::forbidden(
+                "An API key cannot give a key addresses beyond its own allowed_ips",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The stored form of an address list: comma-separated blocks, each
+/// checked.
+fn parse_allowed_ips(list: Vec<String>) -> Result<String, AppError> {
+    if list.is_empty() {
+        return Err(AppError::unprocessable(
+            "allowed_ips must list at least one address or CIDR block (null: any address)",
+        ));
+    }
+    if list.len() > MAX_ALLOWED_IPS {
+        return Err(AppError::unprocessable(format!(
+            "allowed_ips may list at most {MAX_ALLOWED_IPS} blocks"
+        )));
+    }
+    let mut blocks = Vec::with_capacity(list.len());
+    for entry in &list {
+        let entry = entry.trim();
+        entry
+            .parse::<Cidr>()
+            .map_err(|error| AppError::unprocessable(format!("allowed_ips: {error}")))?;
+        blocks.push(entry);
+    }
+    Ok(blocks.join(","))
 }
 
 fn check_name(name: Option<String>) -> Result<Option<String>, AppError> {
@@ -266,6 +411,10 @@ async fn create_key(
                 .map_err(|_| AppError::unprocessable("flow_id must be a flow's id (a UUID)"))?,
         ),
     };
+    let scopes = key_scopes(&principal, request.scopes, flow_id.is_some())?;
+    let allowed_ips = request.allowed_ips.map(parse_allowed_ips).transpose()?;
+    check_no_escalation(&principal, scopes, allowed_ips.as_deref())?;
+    let scopes = scopes.to_stored();
     let plain = PlainKey::generate()?;
     let digest = plain.digest();
     let key_hash = digest.to_hash();
@@ -281,6 +430,8 @@ async fn create_key(
                 display_prefix: &display_prefix,
                 expires_at,
                 flow_id: flow_id.as_deref(),
+                scopes: scopes.as_deref(),
+                allowed_ips: allowed_ips.as_deref(),
             },
         )
     })
@@ -297,11 +448,32 @@ async fn update_key(
     key: ById,
     web::Json(request): web::Json<UpdateKeyRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let changes = store::KeyChanges {
-        name: request.name.map(check_name).transpose()?,
-        is_active: request.is_active,
-    };
+    let name = request.name.map(check_name).transpose()?;
     let (user_id, id) = (key.user_id(), key.id.clone());
+    let mut changes = store::KeyChanges {
+        name,
+        is_active: request.is_active,
+        ..Default::default()
+    };
+    if request.scopes.is_some() || request.allowed_ips.is_some() {
+        let current = db::run(&state.pool, {
+            let (user_id, id) = (user_id.clone(), id.clone());
+            move |conn| store::find_for_user(conn, &user_id, &id)
+        })
+        .await?
+        .ok_or_else(|| AppError::not_found(KEY_NOT_FOUND))?;
+        let scopes = match request.scopes {
+            None => Scopes::from_stored(current.scopes.as_deref()),
+            Some(list) => key_scopes(&key.principal, list, current.flow_id.is_some())?,
+        };
+        let allowed_ips = match request.allowed_ips {
+            None => current.allowed_ips,
+            Some(list) => list.map(parse_allowed_ips).transpose()?,
+        };
+        check_no_escalation(&key.principal, scopes, allowed_ips.as_deref())?;
+        changes.scopes = Some(scopes.to_stored());
+        changes.allowed_ips = Some(allowed_ips);
+    }
     let updated = db::run(&state.pool, move |conn| {
         store::update_for_user(conn, &user_id, &id, &changes)
     })
@@ -311,12 +483,106 @@ async fn update_key(
     Ok(HttpResponse::Ok().json(ApiKeyView::from(updated)))
 }
 
+/// `POST /api/v1/api_key/{id}/rotate`: a new key (shown once) with the
+/// old one's name, scopes, addresses, flow binding and expiry; the old one
+/// keeps working for `grace_seconds` (default a day, at most 30 days, 0:
+/// stops now), then is as invalid as any unknown key. The old key's new
+/// expiry is on the bus before the answer.
+async fn rotate_key(
+    state: web::Data<AppState>,
+    key: ById,
+    LenientJson(request): LenientJson<RotateRequest>,
+) -> Result<HttpResponse, AppError> {
+    let grace = request.grace_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
+    if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
+        return Err(AppError::unprocessable(format!(
+            "grace_seconds must be 0 to {MAX_GRACE_SECONDS} (30 days)"
+        )));
+    }
+    let old_expires_by = db::truncate_to_micros(db::now() + chrono::Duration::seconds(grace));
+    let plain = PlainKey::generate()?;
+    let digest = plain.digest();
+    let key_hash = digest.to_hash();
+    let display_prefix = token::display_prefix(&plain);
+    let (user_id, id) = (key.user_id(), key.id.clone());
+    let principal = key.principal.clone();
+    let rotated = db::run(&state.pool, move |conn| {
+        store::rotate(
+            conn,
+            &user_id,
+            &id,
+            (key_hash.as_str(), &display_prefix),
+            old_expires_by,
+            |old| {
+                check_no_escalation(
+                    &principal,
+                    Scopes::from_stored(old.scopes.as_deref()),
+                    old.allowed_ips.as_deref(),
+                )
+            },
+        )
+    })
+    .await?
+    .map_err(|refusal| match refusal {
+        store::RotateRefusal::NotFound => AppError::not_found(KEY_NOT_FOUND),
+        store::RotateRefusal::Unusable => {
+            AppError::conflict("Only an active, unexpired key can be rotated")
+        }
+    })?;
+    state.bus.publish(Event::KeyChanged(key.id.clone()));
+    state.bus.publish(Event::KeyCreated(digest.fingerprint()));
+    let mut view = ApiKeyView::from(rotated.new_key);
+    view.api_key = plain.into_string();
+    Ok(routing::no_store_json(RotatedView {
+        key: view,
+        old_key_id: key.id,
+        old_key_expires_at: rotated.old_key_expires_at.and_utc(),
+    }))
+}
+
+/// The most keys one leaked-key report may carry.
+pub const MAX_LEAKED_KEYS: usize = 100;
+
+/// Revokes every stored key among `texts`, whoever owns it (a leaked-key
+/// report, which needs no credentials); malformed entries are skipped.
+/// Each revocation is logged with its key's id and owner (never the key)
+/// and on the bus before the caller answers. The count is for the log
+/// only: the reporter is told nothing.
+pub async fn revoke_leaked(state: &AppState, texts: &[String]) -> Result<usize, AppError> {
+    let mut hashes: Vec<String> = texts
+        .iter()
+        .map(|text| text.trim())
+        .filter(|text| PlainKey::is_well_formed(text))
+        .map(|text| {
+            crate::token::TokenDigest::of(text)
+                .to_hash()
+                .as_str()
+                .to_string()
+        })
+        .collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    if hashes.is_empty() {
+        return Ok(0);
+    }
+    let revoked = db::run(&state.pool, move |conn| {
+        store::delete_by_hashes(conn, &hashes)
+    })
+    .await?;
+    let count = revoked.len();
+    for (key_id, owner) in revoked {
+        tracing::warn!(%key_id, %owner, "a key reported as leaked was revoked");
+        state.bus.publish(Event::KeyChanged(key_id));
+    }
+    Ok(count)
+}
+
 /// Deletes one key: the caller's own, or for a superuser anyone's (the
 /// incident response to a leaked key; logged). Another user's key is a
 /// 404 for everyone else, the same as an unknown id.
 async fn delete_key(state: web::Data<AppState>, key: ById) -> Result<HttpResponse, AppError> {
     let (user_id, id) = (key.user_id(), key.id.clone());
-    let superuser = key.principal.user.is_superuser;
+    let superuser = key.principal.is_superuser();
     let delete = move |conn: &mut DbConnection| {
         if !superuser {
             return store::delete_for_user(conn, &user_id, &id);

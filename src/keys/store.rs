@@ -25,6 +25,10 @@ pub struct ApiKey {
     pub expires_at: Option<NaiveDateTime>,
     /// The one flow this key may run, if it is bound to one.
     pub flow_id: Option<String>,
+    /// Stored form of `identity::Scopes` (`None`: every scope).
+    pub scopes: Option<String>,
+    /// Comma-separated CIDR blocks (`None`: any address).
+    pub allowed_ips: Option<String>,
 }
 
 #[derive(Insertable)]
@@ -40,6 +44,8 @@ struct NewKeyRow<'a> {
     is_active: bool,
     expires_at: Option<NaiveDateTime>,
     flow_id: Option<&'a str>,
+    scopes: Option<&'a str>,
+    allowed_ips: Option<&'a str>,
 }
 
 pub struct NewKey<'a> {
@@ -50,6 +56,8 @@ pub struct NewKey<'a> {
     pub expires_at: Option<NaiveDateTime>,
     /// Binds the key to one of the user's flows (checked by [`insert`]).
     pub flow_id: Option<&'a str>,
+    pub scopes: Option<&'a str>,
+    pub allowed_ips: Option<&'a str>,
 }
 
 #[derive(Default, AsChangeset)]
@@ -57,6 +65,17 @@ pub struct NewKey<'a> {
 pub struct KeyChanges {
     pub name: Option<Option<String>>,
     pub is_active: Option<bool>,
+    pub scopes: Option<Option<String>>,
+    pub allowed_ips: Option<Option<String>>,
+}
+
+impl KeyChanges {
+    fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.is_active.is_none()
+            && self.scopes.is_none()
+            && self.allowed_ips.is_none()
+    }
 }
 
 /// What verification needs to know about a key and its owner, in the
@@ -67,6 +86,8 @@ pub struct KeyWithOwner {
     pub key_active: bool,
     pub expires_at: Option<NaiveDateTime>,
     pub flow_id: Option<String>,
+    pub scopes: Option<String>,
+    pub allowed_ips: Option<String>,
     pub owner: AuthUser,
 }
 
@@ -108,6 +129,8 @@ fn insert_row(conn: &mut DbConnection, new: NewKey<'_>) -> diesel::QueryResult<A
             is_active: true,
             expires_at: new.expires_at,
             flow_id: new.flow_id,
+            scopes: new.scopes,
+            allowed_ips: new.allowed_ips,
         })
         .execute(conn)?;
     Ok(ApiKey {
@@ -121,6 +144,70 @@ fn insert_row(conn: &mut DbConnection, new: NewKey<'_>) -> diesel::QueryResult<A
         is_active: true,
         expires_at: new.expires_at,
         flow_id: new.flow_id.map(str::to_string),
+        scopes: new.scopes.map(str::to_string),
+        allowed_ips: new.allowed_ips.map(str::to_string),
+    })
+}
+
+/// What rotating a key did: the new key, and the old one's (possibly
+/// earlier) expiry.
+pub struct Rotated {
+    pub new_key: ApiKey,
+    pub old_key_expires_at: NaiveDateTime,
+}
+
+/// Why a key could not be rotated.
+pub enum RotateRefusal {
+    NotFound,
+    /// Inactive or already expired: rotation must not bring it back.
+    Unusable,
+}
+
+/// Rotates one of the user's keys in one transaction: a new key with the
+/// old one's name, scopes, addresses, flow binding and expiry, and the old
+/// one set to expire at `old_expires_by` (or its own earlier expiry).
+/// `check` sees the old key first and may refuse (escalation).
+pub fn rotate(
+    conn: &mut DbConnection,
+    user_id: &str,
+    id: &str,
+    new: (&str, &str),
+    old_expires_by: NaiveDateTime,
+    check: impl Fn(&ApiKey) -> Result<()>,
+) -> Result<std::result::Result<Rotated, RotateRefusal>> {
+    let (key_hash, display_prefix) = new;
+    db::transaction(conn, |conn| {
+        let Some(old) = find_for_user(conn, user_id, id)? else {
+            return Ok(Err(RotateRefusal::NotFound));
+        };
+        let now = db::now();
+        if !old.is_active || old.expires_at.is_some_and(|at| at <= now) {
+            return Ok(Err(RotateRefusal::Unusable));
+        }
+        check(&old)?;
+        let old_key_expires_at = old
+            .expires_at
+            .map_or(old_expires_by, |at| at.min(old_expires_by));
+        diesel::update(owned(user_id, id))
+            .set(api_keys::expires_at.eq(Some(old_key_expires_at)))
+            .execute(conn)?;
+        let new_key = insert_row(
+            conn,
+            NewKey {
+                user_id,
+                name: old.name.as_deref(),
+                key_hash,
+                display_prefix,
+                expires_at: old.expires_at,
+                flow_id: old.flow_id.as_deref(),
+                scopes: old.scopes.as_deref(),
+                allowed_ips: old.allowed_ips.as_deref(),
+            },
+        )?;
+        Ok(Ok(Rotated {
+            new_key,
+            old_key_expires_at,
+        }))
     })
 }
 
@@ -168,7 +255,7 @@ pub fn update_for_user(
     changes: &KeyChanges,
 ) -> Result<Option<ApiKey>> {
     db::transaction(conn, |conn| {
-        if changes.name.is_some() || changes.is_active.is_some() {
+        if !changes.is_empty() {
             diesel::update(owned(user_id, id))
                 .set(changes)
                 .execute(conn)?;
@@ -193,6 +280,8 @@ pub fn find_by_hashes(
                 api_keys::is_active,
                 api_keys::expires_at,
                 api_keys::flow_id,
+                api_keys::scopes,
+                api_keys::allowed_ips,
                 db::auth_user_columns(),
             ),
         ))
@@ -316,5 +405,24 @@ pub fn add_usage(conn: &mut DbConnection, batch: &[(String, i64, NaiveDateTime)]
             .execute(conn)?;
         }
         Ok(())
+    })
+}
+
+/// Deletes the keys among `key_hashes`, whoever owns them (a leaked-key
+/// report); each deleted key's id and owner.
+pub fn delete_by_hashes(
+    conn: &mut DbConnection,
+    key_hashes: &[String],
+) -> Result<Vec<(String, String)>> {
+    db::transaction(conn, |conn| {
+        let found: Vec<(String, String)> = api_keys::table
+            .filter(api_keys::key_hash.eq_any(key_hashes))
+            .select((api_keys::id, api_keys::user_id))
+            .load(conn)?;
+        if !found.is_empty() {
+            let ids: Vec<&String> = found.iter().map(|(id, _)| id).collect();
+            diesel::delete(api_keys::table.filter(api_keys::id.eq_any(ids))).execute(conn)?;
+        }
+        Ok(found)
     })
 }

@@ -28,7 +28,7 @@ use crate::cache::GuardedCache;
 use crate::config::Config;
 use crate::db::{self, DbPool};
 use crate::error::AppError;
-use crate::identity::{reject, AuthUser, Credential, Principal, INVALID_KEY};
+use crate::identity::{reject, AuthUser, Credential, KeyPolicy, Principal, INVALID_KEY};
 use crate::keys::filter::KeyFilter;
 use crate::keys::store;
 use crate::keys::usage::{KeyCounters, UsageRecorder};
@@ -43,6 +43,8 @@ pub struct VerifiedKey {
     pub usage: Arc<KeyCounters>,
     /// The one flow this key may run, if it is bound to one.
     pub flow_id: Option<String>,
+    /// Scopes and allowed addresses, checked per request from here.
+    pub policy: Arc<KeyPolicy>,
     key_active: bool,
     expires_at: Option<NaiveDateTime>,
 }
@@ -57,6 +59,10 @@ impl VerifiedKey {
             usage,
             key_id: row.key_id,
             owner: Arc::new(row.owner),
+            policy: Arc::new(KeyPolicy::from_stored(
+                row.scopes.as_deref(),
+                row.allowed_ips.as_deref(),
+            )),
             flow_id: row.flow_id,
             key_active: row.key_active,
             expires_at: row.expires_at,
@@ -300,6 +306,7 @@ fn judge(found: Option<Arc<VerifiedKey>>) -> Result<Principal, AppError> {
                 credential: Credential::ApiKey {
                     key_id: key.key_id.clone(),
                     flow_id: key.flow_id.clone(),
+                    policy: key.policy.clone(),
                 },
             })
         }

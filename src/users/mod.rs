@@ -247,7 +247,7 @@ async fn create_user(
     principal: MaybePrincipal,
     web::Json(request): web::Json<CreateUserRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let by_superuser = principal.0.as_ref().is_some_and(|p| p.user.is_superuser);
+    let by_superuser = principal.0.as_ref().is_some_and(Principal::is_superuser);
     if !by_superuser && !state.config.enable_signup {
         return Err(match principal.0 {
             Some(_) => AppError::forbidden(NOT_ENOUGH_PRIVILEGES),
@@ -295,7 +295,7 @@ async fn update_user(
     web::Json(request): web::Json<UpdateUserRequest>,
 ) -> Result<HttpResponse, AppError> {
     let is_self = principal.user.id == id;
-    if !principal.user.is_superuser {
+    if !principal.is_superuser() {
         // A user may change their own password, nothing else.
         let privileged = request.is_active.is_some()
             || request.is_superuser.is_some()
@@ -367,7 +367,7 @@ async fn reset_password(
     web::Json(request): web::Json<ResetPasswordRequest>,
 ) -> Result<HttpResponse, AppError> {
     let is_self = principal.user.id == id;
-    if !is_self && !principal.user.is_superuser {
+    if !is_self && !principal.is_superuser() {
         return Err(AppError::forbidden(NOT_ENOUGH_PRIVILEGES));
     }
     if principal.is_api_key() {
