@@ -15,6 +15,7 @@ mod keys;
 mod layers;
 mod migrations;
 mod ops;
+mod readiness;
 mod ui;
 mod users;
 mod variables;
