@@ -207,6 +207,14 @@ fn check_canary(secret_box: &SecretBox, stored: &str, source: &SecretSource) -> 
     }
 }
 
+/// Readiness: whether the stored canary opens with this instance's secret
+/// box (false when there is none or it does not match).
+pub fn canary_matches(conn: &mut DbConnection, secret_box: &SecretBox) -> Result<bool, String> {
+    Ok(read_canary(conn)?
+        .and_then(|stored| secret_box.try_decrypt(&stored).ok())
+        .is_some_and(|text| text == CANARY_TEXT))
+}
+
 fn read_canary(conn: &mut DbConnection) -> Result<Option<String>, String> {
     settings::table
         .find(CANARY_SETTING)

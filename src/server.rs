@@ -160,6 +160,7 @@ pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clon
             .app_data(key_failures.clone())
             .route("/health", web::get().to(health))
             .route("/health_check", web::get().to(health_check))
+            .route("/ready", web::get().to(ready))
             .configure(ui::routes)
             .service(
                 // Resources are tried in this order: the calls scripts make
@@ -190,6 +191,33 @@ async fn health_check(state: web::Data<AppState>) -> Result<HttpResponse, AppErr
     })
     .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ok", "db": "ok"})))
+}
+
+/// Readiness for an orchestrator: 200 only when the database answers, its
+/// migrations are all applied and the secret key opens the stored canary;
+/// otherwise 503 with the reason. `/health` stays a liveness check.
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let secrets = state.secrets.clone();
+    let checked = db::run(&state.pool, move |conn| {
+        if !db::migrations_current(conn).map_err(AppError::internal)? {
+            return Ok(Some("database migrations are not current"));
+        }
+        if !crate::crypto::canary_matches(conn, &secrets).map_err(AppError::internal)? {
+            return Ok(Some("the secret key does not match the stored canary"));
+        }
+        Ok::<_, AppError>(None)
+    })
+    .await;
+    match checked {
+        Ok(None) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
+        Ok(Some(reason)) => not_ready(reason),
+        Err(_) => not_ready("the database does not answer"),
+    }
+}
+
+fn not_ready(reason: &str) -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .json(serde_json::json!({"status": "not ready", "detail": reason}))
 }
 
 async fn not_found() -> Result<HttpResponse, AppError> {

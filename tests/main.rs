@@ -19,6 +19,7 @@ mod layers;
 mod lifecycle;
 mod migrations;
 mod ops;
+mod readiness;
 mod ui;
 mod ui_support;
 mod users;

@@ -234,6 +234,16 @@ pub fn run_migrations(conn: &mut DbConnection) -> Result<usize, String> {
     Ok(applied.len())
 }
 
+/// Readiness: whether every embedded migration of the backend is applied.
+pub fn migrations_current(conn: &mut DbConnection) -> Result<bool, String> {
+    let pending = match conn {
+        DbConnection::Postgresql(conn) => conn.has_pending_migration(POSTGRES_MIGRATIONS),
+        DbConnection::Sqlite(conn) => conn.has_pending_migration(SQLITE_MIGRATIONS),
+    }
+    .map_err(|e| format!("cannot read the applied migrations: {e}"))?;
+    Ok(!pending)
+}
+
 /// Creates a directory keygate keeps private data in (the data directory),
 /// readable by the owner only (`0700`). An existing directory is left as
 /// it is (the operator may share it on purpose), with a warning when
