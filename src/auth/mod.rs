@@ -98,6 +98,15 @@ fn key_policy_allows(req: &HttpRequest, principal: &Principal) -> Result<(), App
     }
 }
 
+/// The gateway's per-flow routes: a run, Langflow's advanced run, webhook
+/// and file upload all act on a flow as its run does.
+const FLOW_ROUTES: [&str; 4] = [
+    "/api/v1/run/",
+    "/api/v1/process/",
+    "/api/v1/webhook/",
+    "/api/v1/files/upload/",
+];
+
 /// The scope a route needs from a key: `run` for flow runs, `read` for
 /// other safe methods, `write` for everything else under `/api/`. The
 /// `admin` scope is checked where superuser rights are
@@ -107,7 +116,7 @@ fn required_scope(req: &HttpRequest) -> Option<Scope> {
     let path = req.path();
     if !path.starts_with("/api/") || path.trim_end_matches('/') == "/api/v1/auth/check" {
         None
-    } else if path.starts_with("/api/v1/run/") || path.starts_with("/api/v1/process/") {
+    } else if FLOW_ROUTES.iter().any(|prefix| path.starts_with(prefix)) {
         Some(Scope::Run)
     } else if req.method().is_safe() {
         Some(Scope::Read)
@@ -403,6 +412,34 @@ fn strip_bearer(value: &str) -> Option<&str> {
 mod tests {
     use super::*;
     use actix_web::http::header::{HeaderName, HeaderValue};
+    use actix_web::http::Method;
+    use actix_web::test::TestRequest;
+
+    fn scope(method: Method, uri: &str) -> Option<Scope> {
+        required_scope(
+            &TestRequest::default()
+                .method(method)
+                .uri(uri)
+                .to_http_request(),
+        )
+    }
+
+    #[test]
+    fn every_per_flow_route_needs_the_run_scope() {
+        for uri in [
+            "/api/v1/run/flow",
+            "/api/v1/run/advanced/flow",
+            "/api/v1/process/flow",
+            "/api/v1/webhook/flow",
+            "/api/v1/files/upload/flow",
+        ] {
+            assert_eq!(scope(Method::POST, uri), Some(Scope::Run), "{uri}");
+        }
+        assert_eq!(scope(Method::POST, "/api/v1/flows/"), Some(Scope::Write));
+        assert_eq!(scope(Method::GET, "/api/v1/flows/"), Some(Scope::Read));
+        assert_eq!(scope(Method::GET, "/api/v1/auth/check"), None);
+        assert_eq!(scope(Method::GET, "/health"), None);
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
