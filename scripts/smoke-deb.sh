@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# Smoke test of the Debian package on this machine (run as root, by
+# .ci/run): builds it with scripts/build-deb.sh, installs it with dpkg -i
+# (twice: a first installation, then the upgrade path), checks its files,
+# users and permissions, verifies the systemd unit, starts the installed
+# /usr/bin/keygate as the keygate user against a fresh data directory on
+# 127.0.0.1, creates a key with the command line and uses it, stops the
+# server with SIGTERM, then removes and purges the package. Whatever
+# happens, the machine is left as it was: the trap purges the package.
+#
+# systemd need not be running (CI machines have no systemd as PID 1): the
+# server is started directly, with the unit's user, umask and
+# no-new-privileges, not through systemctl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+started=$SECONDS
+step() { printf '== smoke-deb [%3ss] %s\n' "$((SECONDS - started))" "$*"; }
+fail() {
+    echo "smoke-deb: FAILED: $*" >&2
+    exit 1
+}
+
+[ "$(id -u)" = 0 ] || fail "run as root (it installs and purges the package)"
+
+# Never touch a real installation.
+if dpkg-query -W -f='${Status}' keygate 2>/dev/null | grep -qv 'not-installed'; then
+    fail "a keygate package is already installed here; not touching it"
+fi
+for path in /etc/keygate /var/lib/keygate /usr/bin/keygate /lib/systemd/system/keygate.service; do
+    [ ! -e "$path" ] || fail "$path exists already; not touching it"
+done
+getent passwd keygate >/dev/null && fail "a user keygate exists already; not touching it"
+getent group keygate >/dev/null && fail "a group keygate exists already; not touching it"
+
+# What the package may change outside its own files, to compare after purge.
+systemd_state() {
+    find /etc/systemd/system /var/lib/systemd/deb-systemd-helper-enabled \
+        /var/lib/systemd/deb-systemd-helper-masked -name '*keygate*' 2>/dev/null | LC_ALL=C sort
+}
+state_before=$(systemd_state)
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/keygate-smoke-deb.XXXXXX")
+chmod 0755 "$work"
+server_pid=
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+        kill -KILL "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    if dpkg-query -W -f='${Status}' keygate 2>/dev/null | grep -qv 'not-installed'; then
+        echo "smoke-deb: purging keygate after a failure" >&2
+        dpkg -P keygate >/dev/null || echo "smoke-deb: dpkg -P keygate failed" >&2
+    fi
+    if ((status != 0)) && [ -s "$work/server.err" ]; then
+        echo "--- server log (last 40 lines) ---" >&2
+        tail -n 40 "$work/server.err" >&2
+    fi
+    rm -rf "$work"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Polls a condition (a command) every 0.1 s until it holds or the deadline
+# (in seconds) passes.
+wait_for() {
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.1
+    done
+}
+
+step "building the package"
+build_started=$SECONDS
+deb=$(scripts/build-deb.sh | tail -n1)
+[ -f "$deb" ] || fail "build-deb.sh printed no package ($deb)"
+step "built $deb in $((SECONDS - build_started))s ($(du -h "$deb" | cut -f1))"
+dpkg-deb --info "$deb" | sed -n 's/^ \(Depends\|Installed-Size\|Version\):/  \1:/p'
+
+step "dpkg -i (first installation)"
+dpkg -i "$deb"
+dpkg-query -W -f='${Status}\n' keygate | grep -qx 'install ok installed' || fail "keygate is not installed"
+
+step "checking the installed files"
+listing=$(dpkg -L keygate)
+for path in /usr/bin/keygate /lib/systemd/system/keygate.service /etc/keygate/keygate.env \
+    /usr/share/doc/keygate/copyright /usr/share/doc/keygate/README.md.gz \
+    /usr/share/doc/keygate/operator-guide.md.gz; do
+    grep -qx "$path" <<<"$listing" || fail "dpkg -L keygate does not list $path"
+    [ -e "$path" ] || fail "$path is listed but missing"
+done
+dpkg-query -W -f='${Conffiles}\n' keygate | grep -q '^ /etc/keygate/keygate.env ' ||
+    fail "/etc/keygate/keygate.env is not a conffile"
+grep -qv -e '^#' -e '^[[:space:]]*$' /etc/keygate/keygate.env && fail "the env file sets something"
+/usr/bin/keygate --version
+
+check_mode() { # path owner:group mode
+    local got
+    got=$(stat -c '%U:%G %a' "$1")
+    [ "$got" = "$2 $3" ] || fail "$1 is $got, expected $2 $3"
+}
+check_users() {
+    local entry uid shell
+    entry=$(getent passwd keygate) || fail "no user keygate"
+    uid=$(cut -d: -f3 <<<"$entry")
+    shell=$(cut -d: -f7 <<<"$entry")
+    ((uid < 1000)) || fail "keygate is not a system user (uid $uid)"
+    case "$shell" in */nologin | */false) ;; *) fail "keygate has the login shell $shell" ;; esac
+    [ "$(id -gn keygate)" = keygate ] || fail "keygate's group is $(id -gn keygate)"
+    check_mode /etc/keygate/keygate.env root:keygate 640
+    check_mode /var/lib/keygate keygate:keygate 700
+    check_mode /usr/bin/keygate root:root 755
+}
+check_users
+
+step "dpkg -i again (the upgrade path of the maintainer scripts)"
+dpkg -i "$deb"
+check_users
+
+step "verifying the systemd unit"
+unit=/lib/systemd/system/keygate.service
+if command -v systemd-analyze >/dev/null 2>&1; then
+    # verify checks the syntax, the referenced binary and the settings.
+    verify=$(systemd-analyze verify "$unit" 2>&1) || fail "systemd-analyze verify: $verify"
+    [ -z "$verify" ] || fail "systemd-analyze verify complains: $verify"
+    # The exposure score of the hardening (0 = locked down, 10 = none); a
+    # regression above 2.0 fails.
+    security=$(systemd-analyze security --offline=true --threshold=20 "$unit" 2>&1) ||
+        fail "systemd-analyze security: exposure above 2.0: $(tail -n1 <<<"$security")"
+    tail -n1 <<<"$security"
+else
+    echo "smoke-deb: systemd-analyze not installed; the unit file is not verified"
+fi
+for setting in 'User=keygate' 'StateDirectory=keygate' 'EnvironmentFile=/etc/keygate/keygate.env' \
+    'Environment=KEYGATE_DATA_DIR=/var/lib/keygate' 'ProtectSystem=strict' 'NoNewPrivileges=true' \
+    'CapabilityBoundingSet=' 'UMask=0077' 'Restart=on-failure' 'ExecStart=/usr/bin/keygate serve'; do
+    grep -qx "$setting" "$unit" || fail "$unit lacks $setting"
+done
+
+step "starting /usr/bin/keygate as keygate on a fresh data directory"
+data=$work/data
+install -d -o keygate -g keygate -m 0700 "$data"
+# As the unit runs it: user and group keygate, no capabilities, no new
+# privileges, the package's env file, a clean environment. Port 0: the
+# server picks a free port and logs it.
+as_keygate=(setpriv --reuid=keygate --regid=keygate --init-groups --no-new-privs
+    --inh-caps=-all --bounding-set=-all
+    env -i PATH=/usr/bin:/bin KEYGATE_DATA_DIR="$data" KEYGATE_HOST=127.0.0.1
+    KEYGATE_LOG=info /usr/bin/keygate --env-file /etc/keygate/keygate.env)
+(cd "$data" && umask 0077 && exec "${as_keygate[@]}" serve --port 0) \
+    >"$work/server.out" 2>"$work/server.err" &
+server_pid=$!
+
+listening_port() {
+    port=$(sed -n 's/.*keygate is listening.*addr=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/server.err" | head -n1)
+    [ -n "$port" ] || { kill -0 "$server_pid" 2>/dev/null || fail "the server exited during start-up"; false; }
+}
+wait_for 60 listening_port || fail "no 'keygate is listening' line within 60s"
+base=http://127.0.0.1:$port
+answers() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$base$1")" = 200 ]; }
+wait_for 30 answers /health || fail "GET /health did not answer 200 within 30s"
+wait_for 30 answers /ready || fail "GET /ready did not answer 200 within 30s: $(curl -s "$base/ready")"
+step "listening on $base; /health and /ready answer 200"
+
+grep -q 'keygate created the superuser "admin"' "$work/server.out" ||
+    fail "the first start did not create the superuser"
+
+step "creating a key with the command line and calling whoami with it"
+key=$(cd "$data" && umask 0077 && "${as_keygate[@]}" api-key --name smoke-deb 2>"$work/api-key.err") ||
+    fail "keygate api-key failed: $(cat "$work/api-key.err")"
+[[ "$key" == sk-* ]] || fail "keygate api-key printed no key"
+whoami=$(curl -fsS -H "x-api-key: $key" "$base/api/v1/users/whoami") || fail "whoami with the new key failed"
+grep -q '"username":"admin"' <<<"$whoami" || fail "whoami answered $whoami"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'x-api-key: sk-not-a-key' "$base/api/v1/users/whoami")
+[ "$code" = 401 ] || fail "whoami with an invalid key answered $code, not 401"
+
+# What the server created is the keygate user's alone.
+check_mode "$data" keygate:keygate 700
+check_mode "$data/keygate.db" keygate:keygate 600
+check_mode "$data/secret.key" keygate:keygate 600
+
+step "stopping the server with SIGTERM"
+kill -TERM "$server_pid"
+stopped() { ! kill -0 "$server_pid" 2>/dev/null; }
+wait_for 30 stopped || fail "the server did not stop within 30s of SIGTERM"
+status=0
+wait "$server_pid" || status=$?
+server_pid=
+((status == 0)) || fail "the server exited with status $status after SIGTERM"
+grep -q 'shutting down gracefully' "$work/server.err" || fail "no graceful shutdown in the log"
+
+step "dpkg -r: the program goes, the settings and the user stay"
+dpkg -r keygate
+[ ! -e /usr/bin/keygate ] || fail "/usr/bin/keygate is still there after dpkg -r"
+[ -f /etc/keygate/keygate.env ] || fail "dpkg -r removed the env file (a conffile)"
+getent passwd keygate >/dev/null || fail "dpkg -r removed the user"
+[ -d /var/lib/keygate ] || fail "dpkg -r removed the state directory"
+
+step "dpkg -P: everything goes"
+dpkg -P keygate
+for path in /etc/keygate /var/lib/keygate /usr/bin/keygate "$unit" /usr/share/doc/keygate; do
+    [ ! -e "$path" ] || fail "$path is still there after dpkg -P"
+done
+getent passwd keygate >/dev/null && fail "the user keygate is still there after dpkg -P"
+getent group keygate >/dev/null && fail "the group keygate is still there after dpkg -P"
+state_after=$(systemd_state)
+[ "$state_after" = "$state_before" ] || fail "systemd state differs after purge: $state_after"
+
+step "passed in $((SECONDS - started))s"
