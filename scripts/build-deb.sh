@@ -142,7 +142,12 @@ owner_of() {
 }
 resolved=$(ldd "$abs_binary")
 for lib in $(readelf -d "$abs_binary" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
-    path=$(awk -v lib="$lib" '$1 == lib && $2 == "=>" { print $3; exit }' <<<"$resolved")
+    # "libpq.so.5 => /lib/.../libpq.so.5 (0x…)", or the loader's own line,
+    # "/lib64/ld-linux-x86-64.so.2 (0x…)".
+    path=$(awk -v lib="$lib" '
+        $1 == lib && $2 == "=>" { print $3; exit }
+        substr($1, length($1) - length(lib)) == "/" lib { print $1; exit }
+    ' <<<"$resolved")
     owner=$(owner_of "${path:-/nonexistent}") || {
         echo "build-deb: no installed package holds $lib (${path:-not found by ldd})" >&2
         exit 1

@@ -30,15 +30,32 @@ fi
 for path in /etc/keygate /var/lib/keygate /usr/bin/keygate /lib/systemd/system/keygate.service; do
     [ ! -e "$path" ] || fail "$path exists already; not touching it"
 done
-getent passwd keygate >/dev/null && fail "a user keygate exists already; not touching it"
-getent group keygate >/dev/null && fail "a group keygate exists already; not touching it"
+if getent passwd keygate >/dev/null || getent group keygate >/dev/null; then
+    fail "a user or group keygate exists already; not touching it"
+fi
 
 # What the package may change outside its own files, to compare after purge.
 systemd_state() {
     find /etc/systemd/system /var/lib/systemd/deb-systemd-helper-enabled \
-        /var/lib/systemd/deb-systemd-helper-masked -name '*keygate*' 2>/dev/null | LC_ALL=C sort
+        /var/lib/systemd/deb-systemd-helper-masked -name '*keygate*' 2>/dev/null | LC_ALL=C sort || true
 }
 state_before=$(systemd_state)
+
+# dpkg, waiting (up to 10 minutes) while another installation on this
+# shared machine holds dpkg's lock; any other failure is final.
+pkg() {
+    local deadline=$((SECONDS + 600)) out said=
+    until out=$(dpkg "$@" 2>&1); do
+        if ! grep -q 'locked by another process' <<<"$out" || ((SECONDS >= deadline)); then
+            printf '%s\n' "$out" >&2
+            return 1
+        fi
+        [ -n "$said" ] || echo "smoke-deb: dpkg is busy with another installation; waiting"
+        said=1
+        sleep 1
+    done
+    printf '%s\n' "$out"
+}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/keygate-smoke-deb.XXXXXX")
 chmod 0755 "$work"
@@ -52,7 +69,7 @@ cleanup() {
     fi
     if dpkg-query -W -f='${Status}' keygate 2>/dev/null | grep -qv 'not-installed'; then
         echo "smoke-deb: purging keygate after a failure" >&2
-        dpkg -P keygate >/dev/null || echo "smoke-deb: dpkg -P keygate failed" >&2
+        pkg -P keygate >/dev/null || echo "smoke-deb: dpkg -P keygate failed" >&2
     fi
     if ((status != 0)) && [ -s "$work/server.err" ]; then
         echo "--- server log (last 40 lines) ---" >&2
@@ -84,7 +101,7 @@ step "built $deb in $((SECONDS - build_started))s ($(du -h "$deb" | cut -f1))"
 dpkg-deb --info "$deb" | sed -n 's/^ \(Depends\|Installed-Size\|Version\):/  \1:/p'
 
 step "dpkg -i (first installation)"
-dpkg -i "$deb"
+pkg -i "$deb"
 dpkg-query -W -f='${Status}\n' keygate | grep -qx 'install ok installed' || fail "keygate is not installed"
 
 step "checking the installed files"
@@ -97,7 +114,9 @@ for path in /usr/bin/keygate /lib/systemd/system/keygate.service /etc/keygate/ke
 done
 dpkg-query -W -f='${Conffiles}\n' keygate | grep -q '^ /etc/keygate/keygate.env ' ||
     fail "/etc/keygate/keygate.env is not a conffile"
-grep -qv -e '^#' -e '^[[:space:]]*$' /etc/keygate/keygate.env && fail "the env file sets something"
+if grep -qv -e '^#' -e '^[[:space:]]*$' /etc/keygate/keygate.env; then
+    fail "the env file sets something"
+fi
 /usr/bin/keygate --version
 
 check_mode() { # path owner:group mode
@@ -120,7 +139,7 @@ check_users() {
 check_users
 
 step "dpkg -i again (the upgrade path of the maintainer scripts)"
-dpkg -i "$deb"
+pkg -i "$deb"
 check_users
 
 step "verifying the systemd unit"
@@ -196,19 +215,20 @@ server_pid=
 grep -q 'shutting down gracefully' "$work/server.err" || fail "no graceful shutdown in the log"
 
 step "dpkg -r: the program goes, the settings and the user stay"
-dpkg -r keygate
+pkg -r keygate
 [ ! -e /usr/bin/keygate ] || fail "/usr/bin/keygate is still there after dpkg -r"
 [ -f /etc/keygate/keygate.env ] || fail "dpkg -r removed the env file (a conffile)"
 getent passwd keygate >/dev/null || fail "dpkg -r removed the user"
 [ -d /var/lib/keygate ] || fail "dpkg -r removed the state directory"
 
 step "dpkg -P: everything goes"
-dpkg -P keygate
+pkg -P keygate
 for path in /etc/keygate /var/lib/keygate /usr/bin/keygate "$unit" /usr/share/doc/keygate; do
     [ ! -e "$path" ] || fail "$path is still there after dpkg -P"
 done
-getent passwd keygate >/dev/null && fail "the user keygate is still there after dpkg -P"
-getent group keygate >/dev/null && fail "the group keygate is still there after dpkg -P"
+if getent passwd keygate >/dev/null || getent group keygate >/dev/null; then
+    fail "the user or group keygate is still there after dpkg -P"
+fi
 state_after=$(systemd_state)
 [ "$state_after" = "$state_before" ] || fail "systemd state differs after purge: $state_after"
 
