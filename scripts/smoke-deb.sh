@@ -172,7 +172,14 @@ as_keygate=(setpriv --reuid=keygate --regid=keygate --init-groups --no-new-privs
     --inh-caps=-all --bounding-set=-all
     env -i PATH=/usr/bin:/bin KEYGATE_DATA_DIR="$data" KEYGATE_HOST=127.0.0.1
     KEYGATE_LOG=info /usr/bin/keygate --env-file /etc/keygate/keygate.env)
-(cd "$data" && umask 0077 && exec "${as_keygate[@]}" serve --port 0) \
+# Where strace is installed, the server runs under it, so that the system
+# calls, socket families and memory protections it used can be checked
+# against the unit's filters below (systemd itself cannot run here).
+tracer=()
+if command -v strace >/dev/null 2>&1; then
+    tracer=(strace -f -qq -o "$work/trace")
+fi
+(cd "$data" && umask 0077 && exec "${tracer[@]}" "${as_keygate[@]}" serve --port 0) \
     >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
 
@@ -204,8 +211,22 @@ check_mode "$data" keygate:keygate 700
 check_mode "$data/keygate.db" keygate:keygate 600
 check_mode "$data/secret.key" keygate:keygate 600
 
+step "signing in with the generated password"
+password=$(sed -n '/shown only now:/{n;n;s/^ *//p;}' "$work/server.out")
+[ -n "$password" ] || fail "no generated password on the server's standard output"
+login=$(curl -fsS -X POST "$base/api/v1/login" -d username=admin --data-urlencode "password=$password") ||
+    fail "signing in as admin failed"
+grep -q '"access_token"' <<<"$login" || fail "the sign-in answered $login"
+curl -fsS -o /dev/null "$base/" || fail "the settings UI did not answer"
+
 step "stopping the server with SIGTERM"
-kill -TERM "$server_pid"
+# Under strace the server is strace's child; SIGTERM goes to keygate
+# itself, and strace exits with keygate's status.
+keygate_pid=$server_pid
+if ((${#tracer[@]})); then
+    keygate_pid=$(pgrep -P "$server_pid" | head -n1) || fail "no keygate process under strace"
+fi
+kill -TERM "$keygate_pid"
 stopped() { ! kill -0 "$server_pid" 2>/dev/null; }
 wait_for 30 stopped || fail "the server did not stop within 30s of SIGTERM"
 status=0
@@ -213,6 +234,60 @@ wait "$server_pid" || status=$?
 server_pid=
 ((status == 0)) || fail "the server exited with status $status after SIGTERM"
 grep -q 'shutting down gracefully' "$work/server.err" || fail "no graceful shutdown in the log"
+
+if ((${#tracer[@]})); then
+    step "checking what the server did against the unit's sandbox"
+    # Only what /usr/bin/keygate did, not setpriv and env before it.
+    sed -n '/execve("\/usr\/bin\/keygate"/,$p' "$work/trace" >"$work/keygate.trace"
+    [ -s "$work/keygate.trace" ] || fail "strace recorded no execve of /usr/bin/keygate"
+    # The syscalls of systemd's filter groups, expanded.
+    filter_syscalls() {
+        local -A seen=()
+        local queue=("$@") group line
+        while ((${#queue[@]})); do
+            group=${queue[0]}
+            queue=("${queue[@]:1}")
+            [ -z "${seen[$group]:-}" ] || continue
+            seen[$group]=1
+            while read -r line; do
+                case $line in
+                '' | '#'*) ;;
+                @*) queue+=("$line") ;;
+                *) echo "$line" ;;
+                esac
+            done < <(systemd-analyze syscall-filter "$group" </dev/null | tail -n +2)
+        done | LC_ALL=C sort -u
+    }
+    # SystemCallFilter= lines: allowed groups, then ~denied ones; the
+    # Protect*= settings that add denials of their own.
+    allowed=() denied=()
+    while read -r value; do
+        if [[ $value == "~"* ]]; then
+            read -ra groups <<<"${value#\~}"
+            denied+=("${groups[@]}")
+        else
+            read -ra groups <<<"$value"
+            allowed+=("${groups[@]}")
+        fi
+    done < <(sed -n 's/^SystemCallFilter=//p' "$unit")
+    grep -qx 'ProtectClock=true' "$unit" && denied+=(@clock)
+    LC_ALL=C comm -23 <(filter_syscalls "${allowed[@]}") <(filter_syscalls "${denied[@]}") >"$work/allowed"
+    sed -n 's/^[0-9]* *\([a-z0-9_]*\)(.*/\1/p' "$work/keygate.trace" | LC_ALL=C sort -u >"$work/used"
+    blocked=$(LC_ALL=C comm -23 "$work/used" "$work/allowed" | tr '\n' ' ')
+    [ -z "$blocked" ] || fail "SystemCallFilter= would refuse: $blocked"
+    # RestrictAddressFamilies=
+    read -ra families <<<"$(sed -n 's/^RestrictAddressFamilies=//p' "$unit")"
+    while read -r family; do
+        [[ " ${families[*]} " == *" $family "* ]] || fail "RestrictAddressFamilies= would refuse $family"
+    done < <(sed -n 's/.* socket(\(AF_[A-Z0-9]*\),.*/\1/p' "$work/keygate.trace" | sort -u)
+    # MemoryDenyWriteExecute=: no mapping both writable and executable, and
+    # none made executable afterwards.
+    if grep -E ' (mmap|mprotect|pkey_mprotect)\(.*PROT_WRITE\|PROT_EXEC' "$work/keygate.trace" ||
+        grep -E ' (mprotect|pkey_mprotect)\(.*PROT_EXEC' "$work/keygate.trace"; then
+        fail "MemoryDenyWriteExecute= would refuse the calls above"
+    fi
+    echo "  $(wc -l <"$work/used") distinct system calls, all allowed by the unit's filter"
+fi
 
 step "dpkg -r: the program goes, the settings and the user stay"
 pkg -r keygate
