@@ -34,6 +34,16 @@ if getent passwd keygate >/dev/null || getent group keygate >/dev/null; then
     fail "a user or group keygate exists already; not touching it"
 fi
 
+# The few tools the build and the test need (present on most machines).
+need=()
+command -v dpkg-shlibdeps >/dev/null 2>&1 || need+=(dpkg-dev)
+command -v readelf >/dev/null 2>&1 && command -v strip >/dev/null 2>&1 || need+=(binutils)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if ((${#need[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+
 # What the package may change outside its own files, to compare after purge.
 systemd_state() {
     find /etc/systemd/system /var/lib/systemd/deb-systemd-helper-enabled \
