@@ -74,12 +74,21 @@ cleanup() {
     local status=$?
     trap - EXIT INT TERM
     if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+        # keygate first: under strace it is strace's child, and would
+        # outlive a killed strace (and keep the user from being deleted).
+        local child
+        for child in $(pgrep -P "$server_pid"); do
+            kill -KILL "$child" 2>/dev/null || true
+        done
         kill -KILL "$server_pid" 2>/dev/null || true
         wait "$server_pid" 2>/dev/null || true
     fi
     if dpkg-query -W -f='${Status}' keygate 2>/dev/null | grep -qv 'not-installed'; then
         echo "smoke-deb: purging keygate after a failure" >&2
         pkg -P keygate >/dev/null || echo "smoke-deb: dpkg -P keygate failed" >&2
+        if getent passwd keygate >/dev/null; then
+            echo "smoke-deb: the user keygate is left (processes: $(pgrep -u keygate | tr '\n' ' '))" >&2
+        fi
     fi
     if ((status != 0)) && [ -s "$work/server.err" ]; then
         echo "--- server log (last 40 lines) ---" >&2
