@@ -292,6 +292,7 @@ if ((${#tracer[@]})); then
     grep -qx 'ProtectClock=true' "$unit" && denied+=(@clock)
     LC_ALL=C comm -23 <(filter_syscalls "${allowed[@]}") <(filter_syscalls "${denied[@]}") >"$work/allowed"
     sed -n 's/^[0-9]* *\([a-z0-9_]*\)(.*/\1/p' "$work/keygate.trace" | LC_ALL=C sort -u >"$work/used"
+    (($(wc -l <"$work/used") > 20)) || fail "strace recorded too few system calls to judge"
     blocked=$(LC_ALL=C comm -23 "$work/used" "$work/allowed" | tr '\n' ' ')
     [ -z "$blocked" ] || fail "SystemCallFilter= would refuse: $blocked"
     # RestrictAddressFamilies=
