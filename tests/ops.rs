@@ -120,6 +120,8 @@ impl RequestHelper for Served {
 fn binary_env(db: &TestDb) -> std::collections::HashMap<String, String> {
     let mut env = base_env(db);
     env.insert("KEYGATE_USAGE_FLUSH_MS".into(), "3600000".into());
+    // These tests stop the binary often; no load balancer needs a drain.
+    env.insert("KEYGATE_SHUTDOWN_DRAIN_SECONDS".into(), "0".into());
     env
 }
 
