@@ -503,7 +503,7 @@ impl RequestObserver {
                 request_id = id.as_str(),
                 method = %req.method(),
                 route,
-                target = %target,
+                uri = %target,
                 status,
                 latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
                 user_id = caller.map(|c| c.user.id.as_str()),
