@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -44,6 +44,7 @@ use diesel::sql_types::Text;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use tokio::sync::oneshot;
 
+use crate::metrics::Histogram;
 use crate::token::KeyFingerprint;
 
 pub const CHANNEL: &str = "keygate_invalidation";
@@ -168,6 +169,9 @@ pub struct Bus {
 struct Outgoing {
     event: Event,
     confirmed: Option<oneshot::Sender<()>>,
+    /// When it was published, sent along so the receivers can measure the
+    /// lag (`keygate_invalidation_lag_seconds`).
+    published: SystemTime,
 }
 
 tokio::task_local! {
@@ -191,11 +195,24 @@ impl Bus {
     /// PostgreSQL database at `url`. Returns once the listener is connected
     /// (or after a few seconds; it keeps trying in the background).
     pub fn postgres(url: String, poll: Duration) -> Self {
+        Self::postgres_measured(url, poll, None)
+    }
+
+    /// [`Bus::postgres`], observing in `lag` how long each event from
+    /// another instance took from its publishing to its handling here.
+    pub fn postgres_measured(url: String, poll: Duration, lag: Option<Histogram>) -> Self {
         let subscribers = Arc::<Subscribers>::default();
         let current = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
-        let listener =
-            Listener::spawn(url, Arc::downgrade(&subscribers), rx, poll, current.clone());
+        let link = Link {
+            subscribers: Arc::downgrade(&subscribers),
+            outgoing: rx,
+            poll,
+            stop: Arc::new(AtomicBool::new(false)),
+            current: current.clone(),
+            lag,
+        };
+        let listener = Listener::spawn(url, link);
         Bus {
             subscribers,
             outgoing: Some(tx),
@@ -241,7 +258,11 @@ impl Bus {
         } else {
             None
         };
-        let _ = outgoing.send(Outgoing { event, confirmed });
+        let _ = outgoing.send(Outgoing {
+            event,
+            confirmed,
+            published: SystemTime::now(),
+        });
     }
 
     /// [`Bus::publish`] for commands run outside a request (the CLI, an
@@ -254,7 +275,12 @@ impl Bus {
         };
         let (confirmed, awaited) = oneshot::channel();
         let confirmed = Some(confirmed);
-        if outgoing.send(Outgoing { event, confirmed }).is_ok() {
+        let outgoing_event = Outgoing {
+            event,
+            confirmed,
+            published: SystemTime::now(),
+        };
+        if outgoing.send(outgoing_event).is_ok() {
             let _ = awaited.blocking_recv();
         }
     }
@@ -296,28 +322,12 @@ struct Listener {
 }
 
 impl Listener {
-    fn spawn(
-        url: String,
-        subscribers: Weak<Subscribers>,
-        outgoing: Receiver<Outgoing>,
-        poll: Duration,
-        current: Arc<AtomicBool>,
-    ) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread_stop = stop.clone();
+    fn spawn(url: String, link: Link) -> Self {
+        let stop = link.stop.clone();
         let (ready, listening) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("keygate-notify".into())
-            .spawn(move || {
-                let link = Link {
-                    subscribers,
-                    outgoing,
-                    poll,
-                    stop: thread_stop,
-                    current,
-                };
-                run(&url, &link, ready)
-            })
+            .spawn(move || run(&url, &link, ready))
             .map_err(|e| tracing::error!(error = %e, "cannot start the invalidation thread"))
             .ok();
         // Serve only once this instance hears other instances' changes (or
@@ -360,6 +370,7 @@ struct Link {
     poll: Duration,
     stop: Arc<AtomicBool>,
     current: Arc<AtomicBool>,
+    lag: Option<Histogram>,
 }
 
 /// An event sent with a sequence number, waiting for the instances that
@@ -474,9 +485,19 @@ fn serve_connection(
                         Some((payload, seq)) => (payload, Some(seq)),
                         None => (n.payload.as_str(), None),
                     };
+                    let (payload, published) = unstamp(payload);
                     if let Some(invalidation) = Event::parse(payload) {
                         if !apply(&link.subscribers, &invalidation) {
                             return true;
+                        }
+                        if let (Some(lag), Some(published)) = (&link.lag, published) {
+                            // Clocks of two hosts may disagree: a "negative"
+                            // lag counts as none.
+                            lag.observe(
+                                SystemTime::now()
+                                    .duration_since(published)
+                                    .unwrap_or_default(),
+                            );
                         }
                     }
                     if let Some(seq) = ack {
@@ -533,9 +554,10 @@ fn send_all(
             .confirmed
             .is_some()
             .then(|| seq.fetch_add(1, Ordering::Relaxed));
+        let stamped = stamp(&outgoing.event.payload(), outgoing.published);
         let payload = match number {
-            Some(number) => format!("{}#{number}", outgoing.event.payload()),
-            None => outgoing.event.payload(),
+            Some(number) => format!("{stamped}#{number}"),
+            None => stamped,
         };
         diesel::sql_query("SELECT pg_notify($1, $2)")
             .bind::<Text, _>(CHANNEL)
@@ -553,6 +575,29 @@ fn send_all(
         }
     }
     Ok(())
+}
+
+/// An event's payload with its publishing time: `<event>@<unix µs>`
+/// (before the `#<seq>` of an event that is confirmed). No event payload
+/// holds an `@` of its own.
+fn stamp(payload: &str, published: SystemTime) -> String {
+    let micros = published
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros();
+    format!("{payload}@{micros}")
+}
+
+/// The payload and its publishing time, if it carries one (an instance of
+/// an older version sends none).
+fn unstamp(stamped: &str) -> (&str, Option<SystemTime>) {
+    match stamped.rsplit_once('@') {
+        Some((payload, micros)) => match micros.parse::<u64>() {
+            Ok(micros) => (payload, Some(UNIX_EPOCH + Duration::from_micros(micros))),
+            Err(_) => (stamped, None),
+        },
+        None => (stamped, None),
+    }
 }
 
 /// Records `from`'s acknowledgement of one of this instance's events.
@@ -615,6 +660,7 @@ fn wait(outgoing: &Receiver<Outgoing>, unsent: &mut Vec<Outgoing>, pause: Durati
         unsent.push(Outgoing {
             event: Event::All,
             confirmed: None,
+            published: SystemTime::now(),
         });
     }
     true
@@ -638,5 +684,15 @@ mod tests {
             assert_eq!(Event::parse(&event.payload()), Some(event));
         }
         assert_eq!(Event::parse("bogus"), None);
+    }
+
+    #[test]
+    fn stamps_round_trip_and_old_payloads_still_parse() {
+        let at = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+        let stamped = stamp(&Event::KeyChanged("k1".into()).payload(), at);
+        assert_eq!(stamped, "key:k1@1700000000123456");
+        assert_eq!(unstamp(&stamped), ("key:k1", Some(at)));
+        assert_eq!(unstamp("key:k1"), ("key:k1", None));
+        assert_eq!(unstamp("all"), ("all", None));
     }
 }

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, UnitWeighter};
 
+use crate::metrics::CacheCounters;
+
 /// Taken before a database lookup whose result is then inserted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Generation(u64);
@@ -37,6 +39,8 @@ pub struct GuardedCache<K, V, S = DefaultHashBuilder> {
     /// While false the cache answers nothing and keeps nothing (see
     /// [`GuardedCache::gated`]).
     gate: Option<Arc<AtomicBool>>,
+    /// Hits and misses, for the metrics (see [`GuardedCache::counted`]).
+    counters: Option<CacheCounters>,
 }
 
 impl<K, V> GuardedCache<K, V>
@@ -70,7 +74,14 @@ where
             ttl,
             lookups: AtomicU64::new(0),
             gate: None,
+            counters: None,
         }
+    }
+
+    /// Counts every [`GuardedCache::get`] as a hit or a miss.
+    pub fn counted(mut self, counters: CacheCounters) -> Self {
+        self.counters = Some(counters);
+        self
     }
 
     /// Serves and keeps entries only while `open` holds: the bus's
@@ -89,13 +100,18 @@ where
 
     /// A fresh entry, if any.
     pub fn get(&self, key: &K) -> Option<V> {
-        if !self.is_open() {
-            return None;
+        let found = if self.is_open() {
+            self.entries
+                .get(key)
+                .filter(|entry| entry.at.elapsed() < self.ttl)
+                .map(|entry| entry.value)
+        } else {
+            None
+        };
+        if let Some(counters) = &self.counters {
+            counters.record(found.is_some());
         }
-        self.entries
-            .get(key)
-            .filter(|entry| entry.at.elapsed() < self.ttl)
-            .map(|entry| entry.value)
+        found
     }
 
     /// Starts a lookup that will fill the cache: counts it and returns the

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::bus::{Bus, Event};
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::crypto::{self, SecretBox, SecretSource};
 use crate::error::AppError;
 use crate::keys::{store as key_store, token};
@@ -78,7 +78,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         dotenvy::from_path(path).map_err(|e| format!("cannot load {}: {e}", path.display()))?;
     }
     let mut config = Config::from_env()?;
-    init_logging();
+    init_logging(config.log_format);
     match cli.command {
         Command::Serve { host, port } => {
             if let Some(host) = host {
@@ -114,23 +114,39 @@ pub fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-fn init_logging() {
+/// Logging on standard error, filtered by `KEYGATE_LOG`, as text or (with
+/// `KEYGATE_LOG_FORMAT=json`) one JSON object per line: `timestamp`,
+/// `level`, `target`, `message` and the event's fields at the top level,
+/// and, for lines written while a request is handled, its `request_id`
+/// under `span`.
+fn init_logging(format: LogFormat) {
     let filter = std::env::var("KEYGATE_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty())
         .unwrap_or_else(|| "info".into());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 async fn serve(config: Config) -> Result<(), String> {
     let state = server::prepare(config)?;
     let backend = state.config.database_url.backend_name();
     let running = server::start(state).await?;
-    server::stop_on_signals(running.handle()).map_err(|e| format!("cannot handle signals: {e}"))?;
+    running
+        .stop_on_signals()
+        .map_err(|e| format!("cannot handle signals: {e}"))?;
     tracing::info!(addr = %running.addr, backend, "keygate is listening");
     running.wait().await
 }

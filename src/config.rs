@@ -136,6 +136,23 @@ struct Settings {
     /// How long a request body may take to arrive (ms, at least 1); past it, 408.
     #[serde(default = "default_body_timeout_ms")]
     body_timeout_ms: u64,
+    /// Log lines as `text` (for people) or `json` (one object per line).
+    #[serde(default)]
+    log_format: Option<String>,
+    /// Serve Prometheus metrics at `/metrics`.
+    #[serde(default, deserialize_with = "flag")]
+    metrics: bool,
+    /// `host:port` of a listener of its own for `/metrics` (with
+    /// `KEYGATE_METRICS=true`); unset: `/metrics` on the main listener.
+    #[serde(default)]
+    metrics_addr: Option<String>,
+    /// After SIGTERM/SIGINT, how long `/ready` answers 503 while requests
+    /// are still served, before the server stops accepting (seconds).
+    #[serde(default = "default_shutdown_drain_seconds")]
+    shutdown_drain_seconds: u64,
+    /// Then, how long requests in flight may take to finish (seconds).
+    #[serde(default = "default_shutdown_timeout_seconds")]
+    shutdown_timeout_seconds: u64,
 }
 
 fn default_host() -> String {
@@ -206,6 +223,12 @@ fn default_key_failures_per_minute() -> u32 {
 }
 fn default_body_timeout_ms() -> u64 {
     10_000
+}
+fn default_shutdown_drain_seconds() -> u64 {
+    5
+}
+fn default_shutdown_timeout_seconds() -> u64 {
+    30
 }
 
 /// Booleans as operators write them: true/false, 1/0, yes/no, on/off.
@@ -284,6 +307,34 @@ pub struct Config {
     /// `KEYGATE_PASSWORD_QUEUE`: password checks and hashes that may wait
     /// for the hashing thread before new ones are refused with 503.
     pub password_queue: usize,
+    /// `KEYGATE_LOG_FORMAT`.
+    pub log_format: LogFormat,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics: MetricsEndpoint,
+    /// `KEYGATE_SHUTDOWN_DRAIN_SECONDS`: how long a stopping server keeps
+    /// serving with `/ready` at 503, so load balancers take it out first.
+    pub shutdown_drain: Duration,
+    /// `KEYGATE_SHUTDOWN_TIMEOUT_SECONDS`: how long requests in flight may
+    /// take once the server stops accepting.
+    pub shutdown_timeout: Duration,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `KEYGATE_METRICS` and `KEYGATE_METRICS_ADDR`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetricsEndpoint {
+    Off,
+    /// `/metrics` on the main listener.
+    Main,
+    /// `/metrics` only on a listener of its own at this `host:port`.
+    Separate(String),
 }
 
 /// `KEYGATE_LOGIN_*`: how many failed sign-ins a username or a client
@@ -344,6 +395,34 @@ impl Config {
             .map_err(|e| format!("KEYGATE_ALLOWED_HOSTS: {e}"))?;
         let trusted_proxies = Cidr::parse_list(s.trusted_proxies.as_deref().unwrap_or_default())
             .map_err(|e| format!("KEYGATE_TRUSTED_PROXIES: {e}"))?;
+        let log_format = match s
+            .log_format
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(format!(
+                    "KEYGATE_LOG_FORMAT: expected text or json, got {other:?}"
+                ))
+            }
+        };
+        let metrics = match (s.metrics, s.metrics_addr) {
+            (true, Some(addr)) => {
+                check_listen_addr(&addr).map_err(|e| format!("KEYGATE_METRICS_ADDR: {e}"))?;
+                MetricsEndpoint::Separate(addr)
+            }
+            (false, Some(_)) => {
+                return Err(
+                    "KEYGATE_METRICS_ADDR is set but KEYGATE_METRICS is not true; set both to serve metrics"
+                        .into(),
+                )
+            }
+            (true, None) => MetricsEndpoint::Main,
+            (false, None) => MetricsEndpoint::Off,
+        };
         Ok(Config {
             allowed_hosts: s.allowed_hosts,
             trusted_proxies,
@@ -382,6 +461,10 @@ impl Config {
                 backoff: Duration::from_secs(s.login_backoff_secs.max(1)),
             },
             password_queue: s.password_queue,
+            log_format,
+            metrics,
+            shutdown_drain: Duration::from_secs(s.shutdown_drain_seconds),
+            shutdown_timeout: Duration::from_secs(s.shutdown_timeout_seconds),
         })
     }
 }
@@ -394,6 +477,14 @@ impl Config {
         // valid setting invalid.
         AllowedHosts::from_setting(self.allowed_hosts.as_deref(), &self.host)
             .unwrap_or(AllowedHosts::Loopback)
+    }
+}
+
+/// `host:port` (a name or an address; `[::1]:9100` for IPv6).
+fn check_listen_addr(addr: &str) -> Result<(), String> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(format!("expected host:port, got {addr:?}")),
     }
 }
 
@@ -444,6 +535,41 @@ mod tests {
         assert!(config.trusted_proxies.is_empty());
         assert_eq!(config.key_failures_per_minute, 120);
         assert_eq!(config.body_timeout, Duration::from_millis(10_000));
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.metrics, MetricsEndpoint::Off);
+        assert_eq!(config.shutdown_drain, Duration::from_secs(5));
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn operations_settings() {
+        let config = |pairs: &[(&str, &str)]| {
+            let map: HashMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Config::from_map(&map)
+        };
+        let json = config(&[("KEYGATE_LOG_FORMAT", "JSON")]).unwrap();
+        assert_eq!(json.log_format, LogFormat::Json);
+        let error = config(&[("KEYGATE_LOG_FORMAT", "xml")]).unwrap_err();
+        assert!(error.starts_with("KEYGATE_LOG_FORMAT: "), "{error}");
+        let main = config(&[("KEYGATE_METRICS", "true")]).unwrap();
+        assert_eq!(main.metrics, MetricsEndpoint::Main);
+        let separate = config(&[
+            ("KEYGATE_METRICS", "true"),
+            ("KEYGATE_METRICS_ADDR", "127.0.0.1:9100"),
+        ])
+        .unwrap();
+        assert_eq!(
+            separate.metrics,
+            MetricsEndpoint::Separate("127.0.0.1:9100".into())
+        );
+        let error = config(&[("KEYGATE_METRICS_ADDR", "127.0.0.1:9100")]).unwrap_err();
+        assert!(error.contains("KEYGATE_METRICS is not true"), "{error}");
+        let error =
+            config(&[("KEYGATE_METRICS", "1"), ("KEYGATE_METRICS_ADDR", "9100")]).unwrap_err();
+        assert!(error.starts_with("KEYGATE_METRICS_ADDR: "), "{error}");
     }
 
     #[test]

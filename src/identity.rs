@@ -317,6 +317,38 @@ impl Resolved {
     }
 }
 
+/// The target of the access log, one line per request (see `server`).
+pub const ACCESS_LOG: &str = "keygate::access";
+
+/// Who a request came from, for its access log line: the user and, for a
+/// key, the key's id (never the key). Left in the request by the `auth`
+/// middleware, only while the access log is on.
+#[derive(Debug, Clone)]
+pub struct LoggedCaller {
+    pub user: Arc<AuthUser>,
+    pub key_id: Option<String>,
+}
+
+impl LoggedCaller {
+    pub fn store(req: &HttpRequest, principal: &Principal) {
+        if !tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO) {
+            return;
+        }
+        let key_id = match &principal.credential {
+            Credential::ApiKey { key_id, .. } => Some(key_id.clone()),
+            Credential::Session { .. } => None,
+        };
+        req.extensions_mut().insert(LoggedCaller {
+            user: principal.user.clone(),
+            key_id,
+        });
+    }
+
+    pub fn of(req: &HttpRequest) -> Option<LoggedCaller> {
+        req.extensions().get::<LoggedCaller>().cloned()
+    }
+}
+
 /// Logs why a request was refused (debug level) and hands the error back.
 pub fn reject(reason: &'static str, error: AppError) -> AppError {
     tracing::debug!(

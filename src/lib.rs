@@ -3,7 +3,8 @@
 //! The crate is layered; every import points down (a test in the suite
 //! reads `src/` and fails on an upward or circular import):
 //!
-//! - core: `error`, `random`, `cache`, `client_ip`, `hosts` (leaves); `db`, `token`, `validate`,
+//! - core: `metrics` (below everything, so every layer may count);
+//!   `error`, `random`, `request_id`, `cache`, `client_ip`, `hosts` (leaves); `db`, `token`, `validate`,
 //!   `routing`, `identity` (who is calling); `config`; `crypto`,
 //!   `outbound`, `bus` (the invalidation bus); `state` (what every handler
 //!   shares).
@@ -32,8 +33,10 @@ pub mod gateway;
 pub mod hosts;
 pub mod identity;
 pub mod keys;
+pub mod metrics;
 pub mod outbound;
 pub mod random;
+pub mod request_id;
 pub mod routing;
 pub mod server;
 pub mod sessions;

@@ -1,25 +1,32 @@
 //! Building the app, binding it, and shutting it down without losing
 //! usage counts.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers, Next};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
+use tracing::Instrument;
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, MetricsEndpoint};
 use crate::error::{extractors, AppError};
 use crate::flows::cache::FlowCache;
 use crate::gateway::SecretCache;
 use crate::hosts::{self, AllowedHosts};
-use crate::identity::API_KEY_QUERY;
+use crate::identity::{LoggedCaller, Principal, ACCESS_LOG, API_KEY_QUERY};
 use crate::keys::usage::UsageRecorder;
 use crate::keys::KeyVerifier;
+use crate::metrics::{self, HttpSeries, Metrics, UNMATCHED_ROUTE};
+use crate::request_id::{self, RequestId};
 use crate::state::AppState;
 use crate::{auth, bus, credentials, db, flows, gateway, keys, ui, users, variables};
 
@@ -46,6 +53,7 @@ impl Services {
             core.config.key_cache_size,
             core.config.key_cache_ttl,
             core.bus.current(),
+            &core.metrics,
         ));
         core.bus.subscribe(&secrets);
         let (signin, hashing) = users::services(&core.config);
@@ -102,7 +110,17 @@ pub enum PasswordNotice {
 }
 
 pub fn prepare_announcing(config: Config, notice: PasswordNotice) -> Result<AppState, String> {
-    let pool = db::connect_and_migrate(&config.database_url, config.pool_size, config.db_timeout)?;
+    let metrics = Arc::new(Metrics::new());
+    let measures = db::PoolMeasures {
+        wait: metrics.pool_wait(),
+        timeouts: metrics.pool_timeouts(),
+    };
+    let pool = db::connect_and_migrate_measured(
+        &config.database_url,
+        config.pool_size,
+        config.db_timeout,
+        Some(measures),
+    )?;
     let mut conn = pool
         .get()
         .map_err(|e| format!("cannot get a database connection: {e}"))?;
@@ -118,7 +136,7 @@ pub fn prepare_announcing(config: Config, notice: PasswordNotice) -> Result<AppS
         }
     }
     drop(conn);
-    Ok(AppState::new(config, pool, secrets, outbound))
+    Ok(AppState::new(config, pool, secrets, outbound, metrics))
 }
 
 fn generated_password_notice(username: &str, password: &str) -> String {
@@ -131,6 +149,7 @@ fn generated_password_notice(username: &str, password: &str) -> String {
 /// The whole HTTP surface, shared by `serve` and the tests.
 pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clone {
     let max_body = services.core.config.max_body_bytes;
+    let metrics_on_main = services.core.config.metrics == MetricsEndpoint::Main;
     let data = web::Data::new(services.core.clone());
     let keys = web::Data::from(services.keys.clone());
     let usage = web::Data::from(services.usage.clone());
@@ -161,6 +180,11 @@ pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clon
             .route("/health", web::get().to(health))
             .route("/health_check", web::get().to(health_check))
             .route("/ready", web::get().to(ready))
+            .configure(|cfg| {
+                if metrics_on_main {
+                    cfg.route("/metrics", web::get().to(guarded_metrics));
+                }
+            })
             .configure(ui::routes)
             .service(
                 // Resources are tried in this order: the calls scripts make
@@ -197,6 +221,9 @@ async fn health_check(state: web::Data<AppState>) -> Result<HttpResponse, AppErr
 /// migrations are all applied and the secret key opens the stored canary;
 /// otherwise 503 with the reason. `/health` stays a liveness check.
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    if state.shutting_down.load(Ordering::SeqCst) {
+        return not_ready("shutting down");
+    }
     let secrets = state.secrets.clone();
     let checked = db::run(&state.pool, move |conn| {
         if !db::migrations_current(conn).map_err(AppError::internal)? {
@@ -218,6 +245,33 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
 fn not_ready(reason: &str) -> HttpResponse {
     HttpResponse::ServiceUnavailable()
         .json(serde_json::json!({"status": "not ready", "detail": reason}))
+}
+
+/// `/metrics` on the main listener: for superusers (a session, or a key
+/// with the `admin` scope), since the metrics name every user's flows.
+async fn guarded_metrics(
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    principal.require_superuser()?;
+    Ok(metrics_answer(&state))
+}
+
+/// `/metrics` on the metrics listener of its own.
+async fn open_metrics(state: web::Data<AppState>) -> HttpResponse {
+    metrics_answer(&state)
+}
+
+fn metrics_answer(state: &AppState) -> HttpResponse {
+    let pool = state.pool.state();
+    state.metrics.set_pool(
+        pool.connections,
+        pool.idle_connections,
+        state.pool.max_size(),
+    );
+    HttpResponse::Ok()
+        .content_type(metrics::CONTENT_TYPE)
+        .body(state.metrics.encode())
 }
 
 async fn not_found() -> Result<HttpResponse, AppError> {
@@ -399,12 +453,120 @@ fn escape_after(bytes: &[u8], i: usize, depth: u8) -> Option<(u8, usize)> {
     Some((byte, len))
 }
 
+/// The target of the span each request's log lines are written in (with
+/// its `request_id`).
+pub const REQUEST_SPAN: &str = "keygate::request";
+
+/// What the server notes about every answer: the access log line and the
+/// request metrics. One per worker thread, which keeps the metric handles
+/// it has used by route template, method and status, so a request costs
+/// two atomic additions and no lock shared with other workers.
+struct RequestObserver {
+    metrics: Option<Arc<Metrics>>,
+    series: RefCell<HashMap<String, RouteSeries>>,
+}
+
+/// One route's handles by (method, status): a handful, searched in order.
+type RouteSeries = Vec<(&'static str, u16, HttpSeries)>;
+
+impl RequestObserver {
+    fn new(metrics: Option<Arc<Metrics>>) -> Self {
+        RequestObserver {
+            metrics,
+            series: RefCell::default(),
+        }
+    }
+
+    fn finish<B>(
+        &self,
+        response: &ServiceResponse<B>,
+        id: &RequestId,
+        target: Option<String>,
+        elapsed: Duration,
+    ) {
+        if self.metrics.is_none() && target.is_none() {
+            return;
+        }
+        let req = response.request();
+        // The route template, never the path: no key or id in a label.
+        let route = req.match_pattern();
+        let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE);
+        let status = response.status().as_u16();
+        if let Some(metrics) = &self.metrics {
+            self.observe(metrics, method_label(req.method()), route, status, elapsed);
+        }
+        if let Some(target) = target {
+            let extensions = req.extensions();
+            let caller = extensions.get::<LoggedCaller>();
+            tracing::info!(
+                target: ACCESS_LOG,
+                request_id = id.as_str(),
+                method = %req.method(),
+                route,
+                uri = %target,
+                status,
+                latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                user_id = caller.map(|c| c.user.id.as_str()),
+                key_id = caller.and_then(|c| c.key_id.as_deref()),
+                "request"
+            );
+        }
+    }
+
+    fn observe(
+        &self,
+        metrics: &Metrics,
+        method: &'static str,
+        route: &str,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        let mut series = self.series.borrow_mut();
+        let of_route = match series.get_mut(route) {
+            Some(of_route) => of_route,
+            None => series.entry(route.to_string()).or_default(),
+        };
+        match of_route
+            .iter()
+            .find(|(m, s, _)| *m == method && *s == status)
+        {
+            Some((_, _, handles)) => handles.observe(elapsed),
+            None => {
+                let handles = metrics.http_series(method, route, status);
+                handles.observe(elapsed);
+                of_route.push((method, status, handles));
+            }
+        }
+    }
+}
+
+/// A bounded method label: the methods the API has, and `other`.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+    ]
+    .iter()
+    .zip(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+    .find(|(known, _)| *known == method)
+    .map_or("other", |(_, label)| label)
+}
+
 /// A running server: its address and the means to stop it.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The metrics listener's address (`KEYGATE_METRICS_ADDR`), if any.
+    pub metrics_addr: Option<SocketAddr>,
     pub state: Services,
     handle: actix_web::dev::ServerHandle,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    metrics_server: Option<actix_web::dev::ServerHandle>,
     flusher: tokio::task::JoinHandle<()>,
     stop_flusher: std::sync::Arc<tokio::sync::Notify>,
 }
@@ -416,8 +578,8 @@ impl RunningServer {
         self.finish().await
     }
 
-    /// Waits until the server ends by itself (SIGTERM, Ctrl-C), then
-    /// writes pending counts.
+    /// Waits until the server ends by itself (after SIGTERM or SIGINT, see
+    /// [`RunningServer::stop_on_signals`]), then writes pending counts.
     pub async fn wait(mut self) -> Result<(), String> {
         let result = (&mut self.server).await;
         let finish = self.finish().await;
@@ -432,9 +594,60 @@ impl RunningServer {
         self.handle.clone()
     }
 
-    /// Stops the periodic flusher (letting a write in progress finish),
-    /// then writes what is left.
+    /// The graceful shutdown, begun by a signal: `/ready` answers 503 at
+    /// once while requests are still served for
+    /// `KEYGATE_SHUTDOWN_DRAIN_SECONDS` (so load balancers take this
+    /// instance out), or until `cut_short` resolves; then the server stops
+    /// accepting and lets requests in flight finish (for at most
+    /// `KEYGATE_SHUTDOWN_TIMEOUT_SECONDS`). [`RunningServer::wait`] then
+    /// writes the usage counts.
+    pub fn shutdown(&self, cut_short: impl std::future::Future<Output = ()> + 'static) {
+        begin_shutdown(&self.state.core, self.handle.clone(), cut_short);
+    }
+
+    /// Shuts down gracefully ([`RunningServer::shutdown`]) on SIGTERM or
+    /// SIGINT; a second one ends the drain at once. The handlers are
+    /// registered before this returns, so an early signal is never lost.
+    #[cfg(unix)]
+    pub fn stop_on_signals(&self) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let (first, first_seen) = tokio::sync::oneshot::channel::<&'static str>();
+        let (again, again_seen) = tokio::sync::oneshot::channel::<()>();
+        actix_web::rt::spawn(async move {
+            let mut first = Some(first);
+            let mut again = Some(again);
+            loop {
+                let name = tokio::select! {
+                    _ = terminate.recv() => "SIGTERM",
+                    _ = interrupt.recv() => "SIGINT",
+                };
+                if let Some(first) = first.take() {
+                    let _ = first.send(name);
+                } else if let Some(again) = again.take() {
+                    let _ = again.send(());
+                }
+            }
+        });
+        let (state, handle) = (self.state.core.clone(), self.handle.clone());
+        actix_web::rt::spawn(async move {
+            if let Ok(name) = first_seen.await {
+                tracing::info!(signal = name, "shutting down gracefully");
+                begin_shutdown(&state, handle, async move {
+                    let _ = again_seen.await;
+                });
+            }
+        });
+        Ok(())
+    }
+
+    /// Stops the metrics listener and the periodic flusher (letting a
+    /// write in progress finish), then writes what is left.
     async fn finish(self) -> Result<(), String> {
+        if let Some(metrics) = &self.metrics_server {
+            metrics.stop(true).await;
+        }
         self.stop_flusher.notify_one();
         let _ = self.flusher.await;
         let flushed = self.state.usage.flush().await;
@@ -446,22 +659,27 @@ impl RunningServer {
     }
 }
 
-/// Stops the server gracefully on SIGTERM or SIGINT. The handlers are
-/// registered before this returns.
-#[cfg(unix)]
-pub fn stop_on_signals(handle: actix_web::dev::ServerHandle) -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
+/// See [`RunningServer::shutdown`].
+fn begin_shutdown(
+    state: &AppState,
+    handle: actix_web::dev::ServerHandle,
+    cut_short: impl std::future::Future<Output = ()> + 'static,
+) {
+    let shutting_down = state.shutting_down.clone();
+    let drain = state.config.shutdown_drain;
     actix_web::rt::spawn(async move {
-        let name = tokio::select! {
-            _ = terminate.recv() => "SIGTERM",
-            _ = interrupt.recv() => "SIGINT",
-        };
-        tracing::info!(signal = name, "shutting down gracefully");
+        shutting_down.store(true, Ordering::SeqCst);
+        tracing::info!(
+            drain_seconds = drain.as_secs(),
+            "shutting down: /ready answers 503; still serving while load balancers notice"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(drain) => {}
+            _ = cut_short => tracing::info!("drain cut short"),
+        }
+        tracing::info!("no longer accepting connections; finishing requests in flight");
         handle.stop(true).await;
     });
-    Ok(())
 }
 
 /// Binds `host:port` (port 0 picks a free one) and starts serving.
@@ -476,6 +694,8 @@ pub async fn start(core: AppState) -> Result<RunningServer, String> {
         );
     }
     let app_config = configure(&state);
+    let request_metrics =
+        (config.metrics != MetricsEndpoint::Off).then(|| state.core.metrics.clone());
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(bus::await_confirmations))
@@ -485,30 +705,33 @@ pub async fn start(core: AppState) -> Result<RunningServer, String> {
                 crate::deadline::body_deadline,
             ))
             .wrap(actix_web::middleware::from_fn(host_guard))
-            .wrap_fn(|req, srv| {
-                // Built only when the access log is on (it re-encodes the
-                // query to redact keys, which costs on every request).
-                let logged = tracing::enabled!(target: "keygate::access", tracing::Level::INFO)
-                    .then(|| {
-                        (
-                            Instant::now(),
-                            req.method().clone(),
-                            redacted_target(req.path(), req.query_string()),
-                        )
-                    });
-                let response = srv.call(req);
-                async move {
-                    let response: ServiceResponse<EitherBody<_>> = response.await?;
-                    if let Some((started, method, target)) = logged {
-                        tracing::info!(
-                            target: "keygate::access",
-                            method = %method,
-                            target = %target,
-                            status = response.status().as_u16(),
-                            micros = started.elapsed().as_micros() as u64,
+            .wrap_fn({
+                // One per worker thread: its metric handles are its own.
+                let observer = Rc::new(RequestObserver::new(request_metrics.clone()));
+                move |req, srv| {
+                    let id = RequestId::from_caller_or_new(req.headers().get(request_id::HEADER));
+                    req.extensions_mut().insert(id.clone());
+                    // Built only when the access log is on (it re-encodes
+                    // the query to redact keys).
+                    let target = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO)
+                        .then(|| redacted_target(req.path(), req.query_string()));
+                    let started = Instant::now();
+                    let span = tracing::info_span!(
+                        target: REQUEST_SPAN,
+                        "request",
+                        request_id = id.as_str()
+                    );
+                    let response = srv.call(req).instrument(span);
+                    let observer = observer.clone();
+                    async move {
+                        let mut response: ServiceResponse<EitherBody<_>> = response.await?;
+                        response.headers_mut().insert(
+                            header::HeaderName::from_static(request_id::HEADER),
+                            id.header_value().clone(),
                         );
+                        observer.finish(&response, &id, target, started.elapsed());
+                        Ok(response)
                     }
-                    Ok(response)
                 }
             })
             .wrap(security_headers())
@@ -522,13 +745,13 @@ pub async fn start(core: AppState) -> Result<RunningServer, String> {
             let _ = tcp.set_nodelay(true);
         }
     })
-    .shutdown_timeout(10)
+    .shutdown_timeout(config.shutdown_timeout.as_secs())
     // A caller that closes its connection is gone: stop at once, which
     // drops a streamed run's upstream response and so cancels the upstream
     // request (with half-closed connections allowed, actix would keep
     // streaming until a write failed).
     .h1_allow_half_closed(false)
-    // Signals are handled by `serve` (see `stop_on_signals`), installed
+    // Signals are handled by `serve` (see `RunningServer::stop_on_signals`), installed
     // before it reports readiness, so an early SIGTERM is never lost.
     .disable_signals();
     if let Some(workers) = config.workers {
@@ -545,6 +768,13 @@ pub async fn start(core: AppState) -> Result<RunningServer, String> {
     let server = server.run();
     let handle = server.handle();
     let server = actix_web::rt::spawn(server);
+    let (metrics_server, metrics_addr) = match &config.metrics {
+        MetricsEndpoint::Separate(at) => {
+            let (metrics_handle, bound) = start_metrics_listener(&state.core, at)?;
+            (Some(metrics_handle), Some(bound))
+        }
+        _ => (None, None),
+    };
 
     let usage = state.usage.clone();
     let interval = config.usage_flush_interval;
@@ -565,12 +795,46 @@ pub async fn start(core: AppState) -> Result<RunningServer, String> {
     });
     Ok(RunningServer {
         addr,
+        metrics_addr,
         state,
         handle,
         server,
+        metrics_server,
         flusher,
         stop_flusher,
     })
+}
+
+/// The listener of `KEYGATE_METRICS_ADDR`: `/metrics` and nothing else,
+/// without credentials (it is meant for a private address), one worker.
+fn start_metrics_listener(
+    core: &AppState,
+    at: &str,
+) -> Result<(actix_web::dev::ServerHandle, SocketAddr), String> {
+    let data = web::Data::new(core.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap(ErrorHandlers::new().default_handler(json_error_body))
+            .wrap(security_headers())
+            .route("/metrics", web::get().to(open_metrics))
+            .default_service(web::to(not_found))
+    })
+    .workers(1)
+    .shutdown_timeout(1)
+    .disable_signals()
+    .bind(at)
+    .map_err(|e| format!("cannot listen on {at} (KEYGATE_METRICS_ADDR): {e}"))?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| "the metrics listener bound no address".to_string())?;
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    tracing::info!(addr = %addr, "metrics listening");
+    Ok((handle, addr))
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! What every handler shares from the core: settings, the pool, the box
-//! that encrypts stored secrets, the outbound HTTP client and the
-//! invalidation bus. Domain services (the key verifier, the flow cache, the
+//! that encrypts stored secrets, the outbound HTTP client, the
+//! invalidation bus, the metrics and the shutdown flag. Domain services (the key verifier, the flow cache, the
 //! usage counters) are app data of their own, built by `server` on top of
 //! this, so the core knows no domain.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::bus::{Bus, Event};
@@ -11,6 +12,7 @@ use crate::config::Config;
 use crate::crypto::SecretBox;
 use crate::db::{self, DatabaseUrl, DbConnection, DbPool};
 use crate::error::AppError;
+use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 
 #[derive(Clone)]
@@ -23,15 +25,31 @@ pub struct AppState {
     pub outbound: Arc<Outbound>,
     /// Where writes announce what they changed (see `bus`).
     pub bus: Arc<Bus>,
+    /// This server's Prometheus metrics (see `metrics`).
+    pub metrics: Arc<Metrics>,
+    /// Set once a graceful shutdown has begun: `/ready` answers 503.
+    pub shutting_down: Arc<AtomicBool>,
 }
 
 impl AppState {
-    pub fn new(config: Config, pool: DbPool, secrets: SecretBox, outbound: Outbound) -> Self {
+    pub fn new(
+        config: Config,
+        pool: DbPool,
+        secrets: SecretBox,
+        outbound: Outbound,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let bus = match &config.database_url {
-            DatabaseUrl::Postgres(url) => Bus::postgres(url.clone(), config.notify_poll),
+            DatabaseUrl::Postgres(url) => Bus::postgres_measured(
+                url.clone(),
+                config.notify_poll,
+                Some(metrics.invalidation_lag()),
+            ),
             DatabaseUrl::Sqlite(_) => Bus::local(),
         };
         AppState {
+            metrics,
+            shutting_down: Arc::new(AtomicBool::new(false)),
             secrets: Arc::new(secrets),
             outbound: Arc::new(outbound),
             bus: Arc::new(bus),

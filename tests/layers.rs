@@ -12,9 +12,17 @@ use std::path::{Path, PathBuf};
 
 /// Bottom first. Every top-level module of `src/` must be listed.
 const LAYERS: &[(&str, &[&str])] = &[
+    ("core: metrics", &["metrics"]),
     (
         "core: leaves",
-        &["error", "random", "cache", "client_ip", "hosts"],
+        &[
+            "error",
+            "random",
+            "request_id",
+            "cache",
+            "client_ip",
+            "hosts",
+        ],
     ),
     (
         "core: who and what",

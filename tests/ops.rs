@@ -67,17 +67,24 @@ impl Served {
                 }
             }
         });
-        // The server says where it listens once it is ready.
+        // The server says where it listens once it is ready (as text or,
+        // with KEYGATE_LOG_FORMAT=json, as a JSON line).
         let mut base = None;
         let mut early_log = Vec::new();
         for line in log.iter() {
             early_log.push(line.clone());
-            if let Some(rest) = line
-                .split("addr=")
-                .nth(1)
-                .filter(|_| line.contains("keygate is listening"))
-            {
-                let addr = rest.split_whitespace().next().unwrap();
+            if !line.contains("keygate is listening") {
+                continue;
+            }
+            let addr = match serde_json::from_str::<serde_json::Value>(&line) {
+                Ok(json) => json["addr"].as_str().map(str::to_string),
+                Err(_) => line
+                    .split("addr=")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(str::to_string),
+            };
+            if let Some(addr) = addr {
                 base = Some(format!("http://{addr}"));
                 break;
             }
@@ -93,17 +100,53 @@ impl Served {
     }
 
     /// Sends SIGTERM, waits for the exit, and returns (stdout, log).
-    pub(crate) fn terminate(mut self) -> (String, String) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = self.child.wait().unwrap();
+    pub(crate) fn terminate(self) -> (String, String) {
+        self.sigterm();
+        let (exit, stdout, log) = self.wait_for_exit();
         assert!(exit.success(), "keygate exited with {exit}");
+        (stdout, log)
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub(crate) fn sigterm(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill only sends a signal to the child this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    }
+
+    /// Whether the process has ended (without waiting).
+    pub(crate) fn has_exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
+    /// Waits for a log line containing `needle` (keeping every line read
+    /// for [`Served::wait_for_exit`]), for at most `patience`.
+    pub(crate) fn await_log(&mut self, needle: &str, patience: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => {
+                    self.early_log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no log line with {needle:?}; log so far:\n{}",
+                    self.early_log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits for the exit; returns its status, the standard output and the
+    /// whole log.
+    pub(crate) fn wait_for_exit(mut self) -> (std::process::ExitStatus, String, String) {
+        let exit = self.child.wait().unwrap();
         let mut log = self.early_log;
         log.extend(self.log.iter());
-        (self.stdout.join().unwrap(), log.join("\n"))
+        (exit, self.stdout.join().unwrap(), log.join("\n"))
     }
 }
 
@@ -117,9 +160,11 @@ impl RequestHelper for Served {
     }
 }
 
-fn binary_env(db: &TestDb) -> std::collections::HashMap<String, String> {
+pub(crate) fn binary_env(db: &TestDb) -> std::collections::HashMap<String, String> {
     let mut env = base_env(db);
     env.insert("KEYGATE_USAGE_FLUSH_MS".into(), "3600000".into());
+    // These tests stop the binary often; no load balancer needs a drain.
+    env.insert("KEYGATE_SHUTDOWN_DRAIN_SECONDS".into(), "0".into());
     env
 }
 

@@ -21,10 +21,11 @@ use actix_web::{web, HttpRequest};
 
 use crate::error::AppError;
 use crate::identity::{
-    reason, reject, Credential, Principal, Resolved, Scope, API_KEY_HEADER, API_KEY_QUERY,
-    FORBIDDEN_ADDRESS, INVALID_KEY,
+    reason, reject, Credential, KeyPolicy, LoggedCaller, Principal, Resolved, Scope,
+    API_KEY_HEADER, API_KEY_QUERY, FORBIDDEN_ADDRESS, INVALID_KEY,
 };
 use crate::keys::{self, KeyVerifier};
+use crate::metrics::KeyOutcome;
 use crate::sessions;
 use crate::state::AppState;
 use crate::token::ApiKeyKind;
@@ -53,6 +54,7 @@ pub async fn resolve<B: MessageBody>(
         Ok(principal) => Ok(principal),
     };
     if let Ok(Some(principal)) = &outcome {
+        LoggedCaller::store(req.request(), principal);
         if let Err(error) = key_policy_allows(req.request(), principal) {
             return Ok(req.error_response(error).map_into_right_body());
         }
@@ -71,7 +73,8 @@ pub async fn resolve<B: MessageBody>(
 }
 
 /// A key's own limits, from the cached key: the address it is used from
-/// (after `KEYGATE_TRUSTED_PROXIES`) and the scope the route needs.
+/// (after `KEYGATE_TRUSTED_PROXIES`) and the scope the route needs. The
+/// verdict is the key's outcome in the metrics: `valid`, or the refusal.
 fn key_policy_allows(req: &HttpRequest, principal: &Principal) -> Result<(), AppError> {
     let Credential::ApiKey {
         policy, flow_id, ..
@@ -79,21 +82,45 @@ fn key_policy_allows(req: &HttpRequest, principal: &Principal) -> Result<(), App
     else {
         return Ok(());
     };
+    let verdict = key_policy_verdict(req, policy, flow_id.is_some());
+    if let Some(verifier) = req.app_data::<web::Data<KeyVerifier>>() {
+        let outcome = match &verdict {
+            Ok(()) => KeyOutcome::Valid,
+            Err((_, outcome)) => *outcome,
+        };
+        verifier.outcomes().record(outcome);
+    }
+    verdict.map_err(|(error, _)| error)
+}
+
+fn key_policy_verdict(
+    req: &HttpRequest,
+    policy: &KeyPolicy,
+    flow_bound: bool,
+) -> Result<(), (AppError, KeyOutcome)> {
     if policy.allowed_ips.is_some() {
-        let failures = req
-            .app_data::<web::Data<KeyFailures>>()
-            .ok_or_else(|| AppError::internal("key verification services missing"))?;
+        let failures = req.app_data::<web::Data<KeyFailures>>().ok_or_else(|| {
+            (
+                AppError::internal("key verification services missing"),
+                KeyOutcome::ForbiddenAddress,
+            )
+        })?;
         if !policy.allows_address(failures.address(req)) {
-            return Err(reject(
-                "key used from an address it is not allowed from",
-                AppError::forbidden(FORBIDDEN_ADDRESS).with_reason(reason::FORBIDDEN_ADDRESS),
+            return Err((
+                reject(
+                    "key used from an address it is not allowed from",
+                    AppError::forbidden(FORBIDDEN_ADDRESS).with_reason(reason::FORBIDDEN_ADDRESS),
+                ),
+                KeyOutcome::ForbiddenAddress,
             ));
         }
     }
     // A flow-bound key is confined by the principal extractors, with its
     // own answer, as before scopes existed.
     match required_scope(req) {
-        Some(scope) if flow_id.is_none() && !policy.scopes.contains(scope) => Err(scope.missing()),
+        Some(scope) if !flow_bound && !policy.scopes.contains(scope) => {
+            Err((scope.missing(), KeyOutcome::MissingScope))
+        }
         _ => Ok(()),
     }
 }

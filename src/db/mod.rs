@@ -304,6 +304,34 @@ pub fn connect_and_migrate(
     pool_size: u32,
     timeout: Duration,
 ) -> Result<DbPool, String> {
+    connect_and_migrate_measured(url, pool_size, timeout, None)
+}
+
+/// Measures the pool for the metrics: how long each checkout waited, and
+/// the checkouts that timed out.
+#[derive(Debug)]
+pub struct PoolMeasures {
+    pub wait: crate::metrics::Histogram,
+    pub timeouts: prometheus_client::metrics::counter::Counter,
+}
+
+impl r2d2::HandleEvent for PoolMeasures {
+    fn handle_checkout(&self, event: r2d2::event::CheckoutEvent) {
+        self.wait.observe(event.duration());
+    }
+
+    fn handle_timeout(&self, _: r2d2::event::TimeoutEvent) {
+        self.timeouts.inc();
+    }
+}
+
+/// [`connect_and_migrate`], with the pool's checkouts measured.
+pub fn connect_and_migrate_measured(
+    url: &DatabaseUrl,
+    pool_size: u32,
+    timeout: Duration,
+    measures: Option<PoolMeasures>,
+) -> Result<DbPool, String> {
     if let DatabaseUrl::Sqlite(path) = url {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             create_private_dir(parent).map_err(|e| {
@@ -327,17 +355,19 @@ pub fn connect_and_migrate(
         );
     }
     drop(conn);
-    r2d2::Pool::builder()
+    let mut builder = r2d2::Pool::builder()
         .max_size(pool_size)
         .min_idle(Some(1))
-        .connection_timeout(timeout)
-        .build(manager)
-        .map_err(|e| {
-            format!(
-                "cannot open the {} connection pool: {e}",
-                url.backend_name()
-            )
-        })
+        .connection_timeout(timeout);
+    if let Some(measures) = measures {
+        builder = builder.event_handler(Box::new(measures));
+    }
+    builder.build(manager).map_err(|e| {
+        format!(
+            "cannot open the {} connection pool: {e}",
+            url.backend_name()
+        )
+    })
 }
 
 /// Runs blocking database work off the async workers (`web::block`, never

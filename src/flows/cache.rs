@@ -12,7 +12,7 @@
 //! last of them has expired.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
@@ -24,13 +24,18 @@ use crate::error::AppError;
 use crate::flows::store::{self, Flow, Identifier};
 use crate::flows::upstream::Upstream;
 use crate::keys::store::{self as key_store, BoundKeyGuard};
+use crate::metrics::{Metrics, UpstreamSeries};
 
 /// The parts of a flow a run uses, its upstream parsed once.
 #[derive(Debug, Clone)]
 pub struct RunnableFlow {
     pub id: String,
     pub user_id: String,
+    pub endpoint_name: Option<String>,
     pub upstream: Option<Upstream>,
+    /// The gateway's upstream metric handles for this flow, resolved at
+    /// its first run (see `metrics::Metrics::upstream_series`).
+    pub upstream_series: OnceLock<UpstreamSeries>,
 }
 
 impl TryFrom<Flow> for RunnableFlow {
@@ -41,6 +46,8 @@ impl TryFrom<Flow> for RunnableFlow {
             upstream: Upstream::from_column(flow.upstream.as_deref())?,
             id: flow.id,
             user_id: flow.user_id,
+            endpoint_name: flow.endpoint_name,
+            upstream_series: OnceLock::new(),
         })
     }
 }
@@ -65,11 +72,21 @@ pub struct FlowCache {
 impl FlowCache {
     /// `current`: the bus's flag; the cache is bypassed while this
     /// instance may be missing invalidations.
-    pub fn new(pool: DbPool, capacity: usize, ttl: Duration, current: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        pool: DbPool,
+        capacity: usize,
+        ttl: Duration,
+        current: Arc<AtomicBool>,
+        metrics: &Metrics,
+    ) -> Self {
         FlowCache {
             pool,
-            own: GuardedCache::new(capacity, ttl).gated(current.clone()),
-            public: GuardedCache::new(capacity, ttl).gated(current),
+            own: GuardedCache::new(capacity, ttl)
+                .gated(current.clone())
+                .counted(metrics.cache("flows")),
+            public: GuardedCache::new(capacity, ttl)
+                .gated(current)
+                .counted(metrics.cache("public_flows")),
         }
     }
 

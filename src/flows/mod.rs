@@ -43,6 +43,7 @@ pub fn services(state: &AppState) -> std::sync::Arc<cache::FlowCache> {
         state.config.key_cache_size,
         state.config.key_cache_ttl,
         state.bus.current(),
+        &state.metrics,
     ));
     state.bus.subscribe(&flows);
     flows

@@ -11,8 +11,9 @@
 //!   usable flow-bound key exists for it; anything else asks for a key (401).
 //!
 //! Forwarding copies the flow's configured method, the body bytes,
-//! `Content-Type`, `Accept` and the caller's query string minus
-//! `x-api-key`; nothing else of the caller's request (no cookie, no
+//! `Content-Type`, `Accept`, the request's `X-Request-Id` (see
+//! `request_id`) and the caller's query string minus `x-api-key`;
+//! nothing else of the caller's request (no cookie, no
 //! `Authorization`, no key) reaches the upstream. The answer's status,
 //! content type and body are streamed back chunk by chunk (server-sent
 //! events included); when the caller goes away the response stream, and
@@ -45,6 +46,8 @@ use crate::flows::cache::{FlowCache, RunnableFlow};
 use crate::flows::upstream::Target;
 use crate::flows::{Injection, Upstream};
 use crate::identity::{FlowCaller, Principal, API_KEY_QUERY};
+use crate::metrics::UpstreamResult;
+use crate::request_id::{self, RequestId};
 use crate::state::AppState;
 
 pub use secrets::{Secret, SecretCache};
@@ -386,6 +389,10 @@ async fn forward(
             request = request.header(name.as_str(), value.as_bytes());
         }
     }
+    // The same id in keygate's log, its answer and the upstream's log.
+    if let Some(id) = RequestId::of(req) {
+        request = request.header(request_id::HEADER, id.as_str());
+    }
     if let (Some(secret), Some(credential)) = (secret, &upstream.credential) {
         request = inject(
             request,
@@ -408,7 +415,20 @@ async fn forward(
     };
 
     let timeout = state.config.upstream_timeout;
-    let response = match tokio::time::timeout(timeout, request.send()).await {
+    let series = prepared.flow.upstream_series.get_or_init(|| {
+        state
+            .metrics
+            .upstream_series(prepared.flow.endpoint_name.as_deref())
+    });
+    let sent = std::time::Instant::now();
+    let response = tokio::time::timeout(timeout, request.send()).await;
+    let result = match &response {
+        Err(_) => UpstreamResult::Timeout,
+        Ok(Err(_)) => UpstreamResult::Error,
+        Ok(Ok(response)) => UpstreamResult::Status(response.status().as_u16()),
+    };
+    series.observe(result, sent.elapsed());
+    let response = match response {
         Err(_) => {
             return Err(AppError::new(
                 StatusCode::GATEWAY_TIMEOUT,

@@ -46,9 +46,12 @@ impl SecretCache {
         capacity: usize,
         ttl: std::time::Duration,
         current: Arc<std::sync::atomic::AtomicBool>,
+        metrics: &crate::metrics::Metrics,
     ) -> Self {
         SecretCache {
-            entries: GuardedCache::new(capacity, ttl).gated(current),
+            entries: GuardedCache::new(capacity, ttl)
+                .gated(current)
+                .counted(metrics.cache("secrets")),
         }
     }
 

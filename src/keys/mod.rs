@@ -61,6 +61,7 @@ pub fn services(state: &AppState) -> (Arc<KeyVerifier>, Arc<UsageRecorder>) {
         usage.clone(),
         filter,
         state.bus.current(),
+        &state.metrics,
     ));
     state.bus.subscribe(&verifier);
     (verifier, usage)

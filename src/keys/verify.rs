@@ -32,6 +32,7 @@ use crate::identity::{reject, AuthUser, Credential, KeyPolicy, Principal, INVALI
 use crate::keys::filter::KeyFilter;
 use crate::keys::store;
 use crate::keys::usage::{KeyCounters, UsageRecorder};
+use crate::metrics::{CacheCounters, KeyOutcome, KeyOutcomes, Metrics};
 use crate::token::{DigestHasherBuilder, PlainKey, TokenDigest};
 use tokio::sync::oneshot;
 
@@ -52,6 +53,18 @@ pub struct VerifiedKey {
 impl VerifiedKey {
     pub fn is_usable_at(&self, now: NaiveDateTime) -> bool {
         self.key_active && self.owner.is_active && self.expires_at.is_none_or(|at| at > now)
+    }
+
+    /// Why a key that is not usable at `now` is not: deactivated (or its
+    /// owner is) before expired.
+    fn unusable_outcome(&self, now: NaiveDateTime) -> KeyOutcome {
+        if !self.key_active || !self.owner.is_active {
+            KeyOutcome::Inactive
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            KeyOutcome::Expired
+        } else {
+            KeyOutcome::Valid
+        }
     }
 
     fn new(row: store::KeyWithOwner, usage: Arc<KeyCounters>) -> Self {
@@ -112,6 +125,9 @@ pub struct KeyVerifier {
     filter: Arc<KeyFilter>,
     /// To the lookup workers; they stop when the verifier is dropped.
     misses: mpsc::Sender<Miss>,
+    /// The filter's answers as cache hits (ruled out) and misses.
+    filter_counters: CacheCounters,
+    outcomes: KeyOutcomes,
 }
 
 impl KeyVerifier {
@@ -123,6 +139,7 @@ impl KeyVerifier {
         usage: Arc<UsageRecorder>,
         filter: Arc<KeyFilter>,
         current: Arc<AtomicBool>,
+        metrics: &Metrics,
     ) -> Self {
         let (misses, queue) = mpsc::channel();
         let queue = Arc::new(Mutex::new(queue));
@@ -142,15 +159,19 @@ impl KeyVerifier {
                 settings.ttl,
                 DigestHasherBuilder::default(),
             )
-            .gated(current.clone()),
+            .gated(current.clone())
+            .counted(metrics.cache("keys")),
             unknown: GuardedCache::with_hasher(
                 settings.negative_capacity,
                 settings.negative_ttl,
                 DigestHasherBuilder::default(),
             )
-            .gated(current),
+            .gated(current)
+            .counted(metrics.cache("unknown_keys")),
             usage,
             filter,
+            filter_counters: metrics.cache("key_filter"),
+            outcomes: metrics.keys(),
         }
     }
 
@@ -194,7 +215,9 @@ impl KeyVerifier {
         if let Some(key) = self.known.get(digest) {
             return Some(Some(key));
         }
-        if self.filter.rules_out(digest) {
+        let ruled_out = self.filter.rules_out(digest);
+        self.filter_counters.record(ruled_out);
+        if ruled_out {
             return Some(None);
         }
         self.unknown.get(digest).map(|()| None)
@@ -213,6 +236,14 @@ impl KeyVerifier {
     /// Number of cached existing keys (for tests and metrics).
     pub fn cached_keys(&self) -> usize {
         self.known.len()
+    }
+
+    /// The key verification counters (`keygate_key_verifications_total`):
+    /// the verdicts on the key itself are counted here; the `auth`
+    /// middleware counts `valid` and the refusals of a valid key
+    /// (address, scope, rate limit) once it has decided.
+    pub fn outcomes(&self) -> &KeyOutcomes {
+        &self.outcomes
     }
 }
 
@@ -274,9 +305,10 @@ impl Subscriber for KeyVerifier {
 /// A malformed key costs no database work.
 pub async fn authenticate(verifier: &KeyVerifier, text: &str) -> Result<Principal, AppError> {
     if !PlainKey::is_well_formed(text) {
+        verifier.outcomes.record(KeyOutcome::Malformed);
         return Err(reject("malformed key", AppError::unauthorized(INVALID_KEY)));
     }
-    judge(verifier.verify(TokenDigest::of(text)).await?)
+    judge(verifier, verifier.verify(TokenDigest::of(text)).await?)
 }
 
 /// [`authenticate`] from the caches alone: `None` when answering would
@@ -287,16 +319,20 @@ pub fn authenticate_cached(
     text: &str,
 ) -> Option<Result<Principal, AppError>> {
     if !PlainKey::is_well_formed(text) {
+        verifier.outcomes.record(KeyOutcome::Malformed);
         return Some(Err(reject(
             "malformed key",
             AppError::unauthorized(INVALID_KEY),
         )));
     }
-    verifier.cached(&TokenDigest::of(text)).map(judge)
+    verifier
+        .cached(&TokenDigest::of(text))
+        .map(|found| judge(verifier, found))
 }
 
-/// The verdict on what a lookup found.
-fn judge(found: Option<Arc<VerifiedKey>>) -> Result<Principal, AppError> {
+/// The verdict on what a lookup found. A usable key is not counted here:
+/// the middleware may still refuse it.
+fn judge(verifier: &KeyVerifier, found: Option<Arc<VerifiedKey>>) -> Result<Principal, AppError> {
     let now = db::now();
     match found {
         Some(key) if key.is_usable_at(now) => {
@@ -310,7 +346,13 @@ fn judge(found: Option<Arc<VerifiedKey>>) -> Result<Principal, AppError> {
                 },
             })
         }
-        Some(_) => Err(reject("unusable key", AppError::unauthorized(INVALID_KEY))),
-        None => Err(reject("unknown key", AppError::unauthorized(INVALID_KEY))),
+        Some(key) => {
+            verifier.outcomes.record(key.unusable_outcome(now));
+            Err(reject("unusable key", AppError::unauthorized(INVALID_KEY)))
+        }
+        None => {
+            verifier.outcomes.record(KeyOutcome::Unknown);
+            Err(reject("unknown key", AppError::unauthorized(INVALID_KEY)))
+        }
     }
 }

@@ -15,6 +15,7 @@ use crate::bus::Event;
 use crate::db;
 use crate::error::AppError;
 use crate::identity::{MaybePrincipal, Resolved, MISSING_CREDENTIALS};
+use crate::metrics::SigninOutcome;
 use crate::sessions;
 use crate::state::AppState;
 use crate::token::SessionToken;
@@ -139,14 +140,27 @@ async fn login(
         throttle: &throttle,
         hashing: &hashing,
     };
+    let signins = state.metrics.signins();
     // Unknown user or wrong password: one answer, one counted failure.
-    let user = check
+    let user = match check
         .user(&req, username.trim().to_string(), password_text)
-        .await?
-        .ok_or_else(|| AppError::unauthorized(WRONG_CREDENTIALS))?;
-    if !user.is_active {
-        return Err(AppError::unauthorized("Inactive user"));
-    }
+        .await
+    {
+        Ok(Some(user)) if user.is_active => user,
+        Ok(found) => {
+            signins.record(SigninOutcome::Failure);
+            return Err(match found {
+                Some(_) => AppError::unauthorized("Inactive user"),
+                None => AppError::unauthorized(WRONG_CREDENTIALS),
+            });
+        }
+        Err(error) => {
+            if error.status() == actix_web::http::StatusCode::TOO_MANY_REQUESTS {
+                signins.record(SigninOutcome::Throttled);
+            }
+            return Err(error);
+        }
+    };
     let ttl = state.config.session_ttl;
     let user_id = user.id;
     let (user_id, token) = db::run(&state.pool, move |conn| {
@@ -156,6 +170,7 @@ async fn login(
     })
     .await?;
     state.bus.publish(Event::UserChanged(user_id));
+    signins.record(SigninOutcome::Success);
     Ok(session_response(&state, token))
 }
 
@@ -267,6 +282,7 @@ async fn auto_login(
     .await?;
     // `last_login_at` changed: cached principals of this user are stale.
     state.bus.publish(Event::UserChanged(user_id));
+    state.metrics.signins().record(SigninOutcome::Success);
     Ok(session_response(&state, token))
 }
 

@@ -251,6 +251,12 @@ impl TestApp {
         &self.server.as_ref().unwrap().state
     }
 
+    /// `http://host:port` of the metrics listener (`KEYGATE_METRICS_ADDR`).
+    pub fn metrics_base(&self) -> Option<String> {
+        let addr = self.server.as_ref()?.metrics_addr?;
+        Some(format!("http://{addr}"))
+    }
+
     pub async fn admin_token(&self) -> String {
         self.login(ADMIN, ADMIN_PASSWORD).await
     }
