@@ -324,7 +324,11 @@ fn import_langflow(config: Config, options: langflow_import::Options) -> Result<
         let throwaway = crate::random::url_safe::<32>().map_err(|e| e.to_string())?;
         (conn, SecretBox::new(&throwaway)?)
     } else {
-        drop(db::connect_and_migrate(&config.database_url, 1, config.db_timeout)?);
+        drop(db::connect_and_migrate(
+            &config.database_url,
+            1,
+            config.db_timeout,
+        )?);
         let mut conn = open_connection(&config)?;
         let (secrets, _) = crypto::open(&config, &mut conn)?;
         (conn, secrets)

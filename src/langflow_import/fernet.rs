@@ -85,7 +85,12 @@ impl FernetKey {
         }
         // PKCS#7 padding.
         let pad = usize::from(*plain.last().ok_or("empty")?);
-        if pad == 0 || pad > BLOCK || plain[plain.len() - pad..].iter().any(|&b| usize::from(b) != pad) {
+        if pad == 0
+            || pad > BLOCK
+            || plain[plain.len() - pad..]
+                .iter()
+                .any(|&b| usize::from(b) != pad)
+        {
             return Err("bad padding");
         }
         plain.truncate(plain.len() - pad);

@@ -261,7 +261,9 @@ impl Planner<'_, '_> {
                 "its owner {:?} is not imported",
                 self.username_of(user_id)
             )),
-            None => Some(format!("its owner {user_id} is not in the Langflow database")),
+            None => Some(format!(
+                "its owner {user_id} is not in the Langflow database"
+            )),
         }
     }
 
@@ -373,7 +375,11 @@ impl Planner<'_, '_> {
 
     fn key(&mut self, conn: &mut DbConnection, key: &LangflowKey) -> Result<(), AppError> {
         let label = match &key.name {
-            Some(name) => format!("{name:?} ({}) of {:?}", key.id, self.username_of(&key.user_id)),
+            Some(name) => format!(
+                "{name:?} ({}) of {:?}",
+                key.id,
+                self.username_of(&key.user_id)
+            ),
             None => format!("({}) of {:?}", key.id, self.username_of(&key.user_id)),
         };
         if let Some(reason) = self.owner_refusal(&key.user_id) {
@@ -440,7 +446,9 @@ impl Planner<'_, '_> {
                 self.step(
                     "variable",
                     label,
-                    Outcome::Skip(format!("its type {other:?} is neither Credential nor Generic")),
+                    Outcome::Skip(format!(
+                        "its type {other:?} is neither Credential nor Generic"
+                    )),
                 );
                 return Ok(());
             }
@@ -493,7 +501,10 @@ impl Planner<'_, '_> {
             None => Outcome::Import,
         };
         if outcome == Outcome::Import {
-            let created_at = variable.created_at.map(db::truncate_to_micros).unwrap_or_else(db::now);
+            let created_at = variable
+                .created_at
+                .map(db::truncate_to_micros)
+                .unwrap_or_else(db::now);
             self.writes.variables.push(Variable {
                 id: variable.id.clone(),
                 user_id: variable.user_id.clone(),
@@ -639,7 +650,11 @@ fn keygate_flow(flow: &LangflowFlow, owner: &str, langflow_url: &str) -> Result<
     let upstream = langflow_upstream(langflow_url, &flow.id)?;
     let upstream = serde_json::to_string(&upstream)
         .map_err(|e| AppError::internal(format_args!("upstream JSON: {e}")))?;
-    let name = crate::validate::required_text("name", Some(flow.name.clone()), crate::flows::MAX_NAME_LEN)?;
+    let name = crate::validate::required_text(
+        "name",
+        Some(flow.name.clone()),
+        crate::flows::MAX_NAME_LEN,
+    )?;
     let description = crate::validate::optional_text(
         "description",
         flow.description.clone(),
@@ -648,7 +663,10 @@ fn keygate_flow(flow: &LangflowFlow, owner: &str, langflow_url: &str) -> Result<
     let tags = crate::flows::langflow::tags_from_column(flow.tags.as_deref())
         .ok()
         .flatten();
-    let updated_at = flow.updated_at.map(db::truncate_to_micros).unwrap_or_else(db::now);
+    let updated_at = flow
+        .updated_at
+        .map(db::truncate_to_micros)
+        .unwrap_or_else(db::now);
     Ok(Flow {
         id: flow.id.clone(),
         user_id: owner.to_string(),

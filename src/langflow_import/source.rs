@@ -472,7 +472,10 @@ pub fn read(url: &SourceUrl) -> Result<LangflowData, String> {
     match url {
         SourceUrl::Sqlite(path) => {
             if !path.is_file() {
-                return Err(format!("--from: no Langflow database file at {}", path.display()));
+                return Err(format!(
+                    "--from: no Langflow database file at {}",
+                    path.display()
+                ));
             }
             let absolute = std::fs::canonicalize(path)
                 .map_err(|e| format!("--from: cannot open {}: {e}", path.display()))?;
@@ -548,6 +551,9 @@ mod tests {
         let heads: Vec<String> = LANGFLOW_1_13_HEADS.iter().map(|s| s.to_string()).collect();
         assert_eq!(known_schema(&heads).unwrap(), "1.13");
         let error = known_schema(&["0123abcd".to_string()]).unwrap_err();
-        assert!(error.contains("0123abcd") && error.contains("Langflow 1.13"), "{error}");
+        assert!(
+            error.contains("0123abcd") && error.contains("Langflow 1.13"),
+            "{error}"
+        );
     }
 }
