@@ -1,5 +1,5 @@
 //! The `keygate` command line: `serve`, `migrate`, `api-key`, `superuser`,
-//! `rotate-secret`.
+//! `rotate-secret`, `import-langflow`.
 
 use std::path::PathBuf;
 
@@ -12,7 +12,7 @@ use crate::error::AppError;
 use crate::keys::{store as key_store, token};
 use crate::token::PlainKey;
 use crate::users::{password, store as user_store};
-use crate::{credentials, db, server, variables};
+use crate::{credentials, db, langflow_import, server, variables};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -70,6 +70,33 @@ pub enum Command {
         #[arg(long)]
         new_secret: Option<String>,
     },
+    /// Copy a Langflow 1.13 installation's users (with their passwords),
+    /// API keys (which keep working unchanged), variables and flows into
+    /// keygate. Safe to run again: what is already here is left alone.
+    ImportLangflow {
+        /// Langflow's database: its SQLite file, its LANGFLOW_DATABASE_URL
+        /// (sqlite:///… or postgresql://…). Only read, never written.
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// Langflow's LANGFLOW_SECRET_KEY, to import Credential variables and
+        /// keys Langflow has not hashed yet. Prefer the environment variable:
+        /// a command line is visible to other local users.
+        /// [env: LANGFLOW_SECRET_KEY, also read from --env-file]
+        #[arg(long, value_name = "KEY")]
+        langflow_secret_key: Option<String>,
+        /// The Langflow server's base URL (e.g. http://127.0.0.1:7860): each
+        /// Langflow flow becomes a keygate flow of the same id whose runs go
+        /// there. Without it, flows are not imported.
+        #[arg(long, value_name = "URL")]
+        langflow_url: Option<String>,
+        /// Print what would be imported, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Import everything else when some rows conflict with what keygate
+        /// already has (by default a conflict refuses the whole import).
+        #[arg(long)]
+        skip_conflicts: bool,
+    },
 }
 
 /// Runs a parsed command line; the error is printed by `main`.
@@ -110,6 +137,27 @@ pub fn run(cli: Cli) -> Result<(), String> {
                 .filter(|s| !s.trim().is_empty())
                 .ok_or("pass --new-secret or set KEYGATE_NEW_SECRET_KEY")?;
             rotate_secret(config, &new_secret)
+        }
+        Command::ImportLangflow {
+            from,
+            langflow_secret_key,
+            langflow_url,
+            dry_run,
+            skip_conflicts,
+        } => {
+            let langflow_secret_key = langflow_secret_key
+                .or_else(|| std::env::var("LANGFLOW_SECRET_KEY").ok())
+                .map(|k| k.trim().to_string())
+                .filter(|k| !k.is_empty())
+                .map(secrecy::SecretString::from);
+            let options = langflow_import::Options {
+                from: langflow_import::source::SourceUrl::parse(&from)?,
+                langflow_secret_key,
+                langflow_url,
+                dry_run,
+                skip_conflicts,
+            };
+            import_langflow(config, options)
         }
     }
 }
@@ -243,6 +291,127 @@ fn create_superuser(
         println!("password (shown only now): {password_text}");
     }
     Ok(())
+}
+
+/// `import-langflow`: read Langflow, plan, print the plan, write it in one
+/// transaction, then tell running servers (see `langflow_import`).
+fn import_langflow(config: Config, options: langflow_import::Options) -> Result<(), String> {
+    use langflow_import::{source, Inputs};
+    let data = source::read(&options.from)?;
+    println!(
+        "Langflow {} database at {}: {} user(s), {} API key(s), {} variable(s), {} flow(s)",
+        data.schema,
+        options.from.describe(),
+        data.users.len(),
+        data.keys.len(),
+        data.variables.len(),
+        data.flows.len()
+    );
+    let fernet = options
+        .langflow_secret_key
+        .as_ref()
+        .map(|k| langflow_import::langflow_fernet_key(secrecy::ExposeSecret::expose_secret(k)))
+        .transpose()?;
+    let outbound = crate::outbound::Outbound::from_config(&config)?;
+    let langflow_url = options
+        .langflow_url
+        .as_deref()
+        .map(|url| langflow_import::check_langflow_url(&outbound, url))
+        .transpose()?;
+
+    let (mut conn, secrets) = if options.dry_run {
+        // Nothing is written: no migration, no canary; values the plan
+        // encrypts are thrown away with this box.
+        if let db::DatabaseUrl::Sqlite(path) = &config.database_url {
+            if !path.exists() {
+                return Err(format!(
+                    "no keygate database at {} yet; run `keygate migrate` first (a dry run writes nothing)",
+                    path.display()
+                ));
+            }
+        }
+        let mut conn = open_connection(&config)?;
+        if !db::migrations_current(&mut conn)? {
+            return Err(
+                "keygate's database is not up to date; run `keygate migrate` first (a dry run writes nothing)"
+                    .into(),
+            );
+        }
+        let throwaway = crate::random::url_safe::<32>().map_err(|e| e.to_string())?;
+        (conn, SecretBox::new(&throwaway)?)
+    } else {
+        drop(db::connect_and_migrate(
+            &config.database_url,
+            1,
+            config.db_timeout,
+        )?);
+        let mut conn = open_connection(&config)?;
+        let (secrets, _) = crypto::open(&config, &mut conn)?;
+        (conn, secrets)
+    };
+    let plan = langflow_import::plan(
+        &mut conn,
+        &Inputs {
+            data: &data,
+            fernet: fernet.as_ref(),
+            langflow_url: langflow_url.as_deref(),
+            secrets: &secrets,
+        },
+    )
+    .map_err(|e| format!("cannot plan the import: {}", e.detail()))?;
+    for line in plan.report(options.dry_run) {
+        println!("{line}");
+    }
+    let summary = plan.summary();
+    let counts = format!(
+        "{} to import, {} already in keygate, {} skipped, {} conflict(s)",
+        summary.imported, summary.already_there, summary.skipped, summary.conflicts
+    );
+    if summary.conflicts > 0 && !options.skip_conflicts {
+        return Err(format!(
+            "{counts}: nothing was imported; resolve the conflicts above, or pass --skip-conflicts to import the rest"
+        ));
+    }
+    if options.dry_run {
+        println!("dry run: {counts}; nothing was written");
+        return Ok(());
+    }
+    if summary.imported == 0 {
+        println!("nothing to import: {counts}; nothing was changed");
+        return Ok(());
+    }
+    langflow_import::apply(&mut conn, &plan)
+        .map_err(|e| format!("the import failed and nothing was imported: {}", e.detail()))?;
+    // Running servers learn of the new keys before this command ends.
+    let events = langflow_import::events(&plan);
+    match &config.database_url {
+        db::DatabaseUrl::Postgres(url) => {
+            let bus = Bus::postgres(url.clone(), config.notify_poll);
+            langflow_import::announce(&bus, events);
+            bus.stop();
+        }
+        // Running servers read the key insert log (see `api-key`).
+        db::DatabaseUrl::Sqlite(_) => std::thread::sleep(crate::keys::filter::LOG_SETTLE),
+    }
+    println!("imported: {counts}");
+    if plan.imports_flows() {
+        println!(
+            "runs of the imported flows send each owner's \"generic\" provider credential to Langflow as x-api-key: each owner stores the Langflow API key keygate should send (PUT /api/v1/providers/generic)"
+        );
+    }
+    Ok(())
+}
+
+/// One plain connection to keygate's database (with its SQLite pragmas).
+fn open_connection(config: &Config) -> Result<db::DbConnection, String> {
+    db::ConnectionManager::new(config.database_url.clone())
+        .establish()
+        .map_err(|e| {
+            format!(
+                "cannot connect to the {} database: {e}",
+                config.database_url.backend_name()
+            )
+        })
 }
 
 /// Counts of what `rotate-secret` re-encrypted.

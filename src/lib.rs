@@ -12,7 +12,8 @@
 //!   `users`, `keys`, `credentials` and `variables`, `flows`.
 //! - above them: the `auth` middleware that reads a request and asks the
 //!   domains who it comes from, the `deadline` on request bodies, the `gateway` that runs flows, the `ui`,
-//!   then `server` (assembles the app) and `cli`.
+//!   then `server` (assembles the app) and `cli`; `langflow_import` (the
+//!   `import-langflow` command) sits beside the gateway and the UI.
 //!
 //! `main.rs` only parses the command line; the tests drive [`server`]
 //! directly.
@@ -33,6 +34,7 @@ pub mod gateway;
 pub mod hosts;
 pub mod identity;
 pub mod keys;
+pub mod langflow_import;
 pub mod metrics;
 pub mod outbound;
 pub mod random;

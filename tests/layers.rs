@@ -40,7 +40,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         "request: authentication and body deadline",
         &["auth", "deadline"],
     ),
-    ("surface: gateway and UI", &["gateway", "ui"]),
+    (
+        "surface: gateway, UI and the Langflow import",
+        &["gateway", "ui", "langflow_import"],
+    ),
     ("assembly: server", &["server"]),
     ("entry: command line", &["cli"]),
 ];

@@ -15,6 +15,7 @@ mod hot_paths;
 mod key_filter;
 mod keys;
 mod langflow;
+mod langflow_import;
 mod layers;
 mod lifecycle;
 mod migrations;

@@ -88,6 +88,38 @@ pub fn insert(conn: &mut DbConnection, new: Flow) -> Result<Flow> {
     })
 }
 
+/// Inserts a flow as another system made it (an import), inside the
+/// caller's transaction; the caller has checked its endpoint name.
+pub fn insert_imported(conn: &mut DbConnection, flow: &Flow) -> Result<()> {
+    diesel::insert_into(flows::table)
+        .values(flow)
+        .execute(conn)
+        .map_err(db::conflict_on_duplicate(endpoint_taken(
+            flow.endpoint_name.as_deref(),
+        )))?;
+    Ok(())
+}
+
+/// The owner of the flow with this id, whoever it is.
+pub fn owner_of(conn: &mut DbConnection, id: &str) -> Result<Option<String>> {
+    Ok(flows::table
+        .find(id)
+        .select(flows::user_id)
+        .first(conn)
+        .optional()?)
+}
+
+/// Whether a public flow other than `except_id` has this endpoint name.
+pub fn public_endpoint_taken(conn: &mut DbConnection, name: &str, except_id: &str) -> Result<bool> {
+    let holders: i64 = flows::table
+        .filter(flows::access.eq(ACCESS_PUBLIC))
+        .filter(flows::endpoint_name.eq(name))
+        .filter(flows::id.ne(except_id))
+        .count()
+        .get_result(conn)?;
+    Ok(holders > 0)
+}
+
 /// Inserts `new` under its own id, or, when the owner already has a flow
 /// with that id, replaces all its fields but the creation time: `(flow,
 /// created)`. `None` when the id belongs to another user's flow.

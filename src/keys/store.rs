@@ -149,6 +149,59 @@ fn insert_row(conn: &mut DbConnection, new: NewKey<'_>) -> diesel::QueryResult<A
     })
 }
 
+/// A key as another system stored it (an import): its own id, times and
+/// counters, known only by its hash.
+pub struct ImportedKey<'a> {
+    pub id: &'a str,
+    pub user_id: &'a str,
+    pub name: Option<&'a str>,
+    pub key_hash: &'a str,
+    pub display_prefix: &'a str,
+    pub created_at: NaiveDateTime,
+    pub last_used_at: Option<NaiveDateTime>,
+    pub total_uses: i64,
+    pub is_active: bool,
+    pub expires_at: Option<NaiveDateTime>,
+}
+
+/// Inserts an imported key (all scopes, any address, bound to no flow).
+/// The insert trigger tells running servers' key filters, as for any key.
+pub fn insert_imported(conn: &mut DbConnection, key: &ImportedKey<'_>) -> Result<()> {
+    diesel::insert_into(api_keys::table)
+        .values((
+            api_keys::id.eq(key.id),
+            api_keys::user_id.eq(key.user_id),
+            api_keys::name.eq(key.name),
+            api_keys::key_hash.eq(key.key_hash),
+            api_keys::display_prefix.eq(key.display_prefix),
+            api_keys::created_at.eq(key.created_at),
+            api_keys::last_used_at.eq(key.last_used_at),
+            api_keys::total_uses.eq(key.total_uses),
+            api_keys::is_active.eq(key.is_active),
+            api_keys::expires_at.eq(key.expires_at),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The stored hash of the key with this id, whoever owns it.
+pub fn hash_of(conn: &mut DbConnection, id: &str) -> Result<Option<String>> {
+    Ok(api_keys::table
+        .find(id)
+        .select(api_keys::key_hash)
+        .first(conn)
+        .optional()?)
+}
+
+/// The id of the key with this hash, whoever owns it.
+pub fn id_by_hash(conn: &mut DbConnection, key_hash: &str) -> Result<Option<String>> {
+    Ok(api_keys::table
+        .filter(api_keys::key_hash.eq(key_hash))
+        .select(api_keys::id)
+        .first(conn)
+        .optional()?)
+}
+
 /// What rotating a key did: the new key, and the old one's (possibly
 /// earlier) expiry.
 pub struct Rotated {

@@ -5,7 +5,7 @@
 
 use actix_web::HttpRequest;
 
-use super::password::HashQueue;
+use super::password::{HashQueue, Verified};
 use super::store;
 use super::throttle::SigninThrottle;
 use crate::error::AppError;
@@ -66,7 +66,23 @@ impl PasswordCheck<'_> {
         })
         .await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
-        let matches = place.verify(password, stored).await?;
-        Ok(user.filter(|_| matches))
+        match (place.verify_and_upgrade(password, stored).await?, user) {
+            (Verified::Wrong, _) | (_, None) => Ok(None),
+            (Verified::Right, Some(user)) => Ok(Some(user)),
+            (Verified::RightUpgraded(new_hash), Some(mut user)) => {
+                // A bcrypt hash imported from Langflow: replaced now that
+                // the password is known, unless it changed meanwhile.
+                let (id, old_hash) = (user.id.clone(), user.password_hash.clone());
+                let replacement = new_hash.clone();
+                let upgraded = db::run(&self.state.pool, move |conn| {
+                    store::upgrade_password_hash(conn, &id, &old_hash, &replacement)
+                })
+                .await?;
+                if upgraded {
+                    user.password_hash = new_hash;
+                }
+                Ok(Some(user))
+            }
+        }
     }
 }

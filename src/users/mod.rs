@@ -195,7 +195,8 @@ async fn check_current_password(
     }
 }
 
-fn check_username(username: &str) -> Result<String, AppError> {
+/// A username as keygate accepts it (trimmed), or the 422 naming the rule.
+pub fn check_username(username: &str) -> Result<String, AppError> {
     let username = username.trim();
     if username.is_empty() {
         return Err(AppError::unprocessable("username is required"));

@@ -1,4 +1,6 @@
-//! argon2id password hashing.
+//! argon2id password hashing, and verification of the bcrypt hashes of
+//! accounts imported from Langflow (re-hashed with argon2id at their first
+//! successful sign-in, see [`QueuePlace::verify_and_upgrade`]).
 //!
 //! Parameters are one of OWASP's equivalent argon2id settings: 7 MiB of
 //! memory, 5 passes, 1 lane (rather than the crate default of 19 MiB, 2
@@ -137,6 +139,45 @@ impl QueuePlace<'_> {
         self.run(move || verify_now(&password, stored.as_deref().unwrap_or(dummy_hash())))
             .await
     }
+
+    /// [`QueuePlace::verify`], and for a right password whose stored hash
+    /// is not argon2id (a bcrypt hash imported from Langflow) the argon2id
+    /// hash to store instead, computed in the same job.
+    pub async fn verify_and_upgrade(
+        self,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<Verified, AppError> {
+        self.run(move || {
+            let stored = stored.as_deref().unwrap_or(dummy_hash());
+            if !verify_now(&password, stored) {
+                return Ok(Verified::Wrong);
+            }
+            if !is_legacy(stored) {
+                return Ok(Verified::Right);
+            }
+            hash_now(&password).map(Verified::RightUpgraded)
+        })
+        .await?
+    }
+}
+
+/// The outcome of [`QueuePlace::verify_and_upgrade`].
+#[derive(Debug)]
+pub enum Verified {
+    Wrong,
+    Right,
+    /// Right, and the stored hash should be replaced by this argon2id one.
+    RightUpgraded(String),
+}
+
+/// The prefixes of bcrypt's modular-crypt hashes (`$2b$` is what Langflow
+/// writes; `$2a$` and `$2y$` are older spellings of the same).
+const BCRYPT_PREFIXES: [&str; 3] = ["$2a$", "$2b$", "$2y$"];
+
+/// True for a stored hash keygate accepts but does not write (bcrypt).
+pub fn is_legacy(stored: &str) -> bool {
+    BCRYPT_PREFIXES.iter().any(|p| stored.starts_with(p))
 }
 
 /// Hashes on the calling thread (which must be the hashing thread or one
@@ -149,6 +190,10 @@ fn hash_now(password: &str) -> Result<String, AppError> {
 }
 
 fn verify_now(password: &str, stored: &str) -> bool {
+    if is_legacy(stored) {
+        // bcrypt reads at most 72 bytes, as Langflow's did when it hashed.
+        return bcrypt::verify(password.as_bytes(), stored).unwrap_or(false);
+    }
     match PasswordHash::new(stored) {
         Ok(parsed) => hasher()
             .verify_password(password.as_bytes(), &parsed)
@@ -240,6 +285,48 @@ mod tests {
             .verify("correct horse".into(), None)
             .await
             .unwrap());
+    }
+
+    #[test]
+    fn bcrypt_hashes_verify_and_are_upgraded() {
+        // Made with Python's bcrypt (cost 4), as Langflow hashes passwords.
+        let stored = "$2b$04$n7vnAUODCYkrUSaqLY7LLeI9cfG1xlNOKCY9scKDa2bcBFWVbQsk.";
+        assert!(is_legacy(stored));
+        assert!(verify("langflow-password", stored));
+        assert!(!verify("another password", stored));
+        assert!(!is_legacy(&hash("x").unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_right_bcrypt_password_comes_back_with_an_argon2id_hash() {
+        let queue = HashQueue::new(2);
+        let stored = "$2b$04$n7vnAUODCYkrUSaqLY7LLeI9cfG1xlNOKCY9scKDa2bcBFWVbQsk.".to_string();
+        let place = queue.enter().unwrap();
+        let Verified::RightUpgraded(new) = place
+            .verify_and_upgrade("langflow-password".into(), Some(stored.clone()))
+            .await
+            .unwrap()
+        else {
+            panic!("expected an upgrade");
+        };
+        assert!(new.starts_with("$argon2id$"), "{new}");
+        assert!(verify("langflow-password", &new));
+        let place = queue.enter().unwrap();
+        assert!(matches!(
+            place
+                .verify_and_upgrade("wrong".into(), Some(stored))
+                .await
+                .unwrap(),
+            Verified::Wrong
+        ));
+        let place = queue.enter().unwrap();
+        assert!(matches!(
+            place
+                .verify_and_upgrade("langflow-password".into(), Some(new))
+                .await
+                .unwrap(),
+            Verified::Right
+        ));
     }
 
     #[test]

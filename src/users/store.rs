@@ -116,6 +116,25 @@ pub fn insert(conn: &mut DbConnection, new: NewUser) -> Result<User> {
     })
 }
 
+/// Inserts a user as another system made it (an import): its own id,
+/// password hash and times. A taken username is a 409.
+pub fn insert_imported(conn: &mut DbConnection, user: &User) -> Result<()> {
+    diesel::insert_into(users::table)
+        .values((
+            users::id.eq(&user.id),
+            users::username.eq(&user.username),
+            users::password_hash.eq(&user.password_hash),
+            users::is_active.eq(user.is_active),
+            users::is_superuser.eq(user.is_superuser),
+            users::created_at.eq(user.created_at),
+            users::updated_at.eq(user.updated_at),
+            users::last_login_at.eq(user.last_login_at),
+        ))
+        .execute(conn)
+        .map_err(db::conflict_on_duplicate(USERNAME_TAKEN))?;
+    Ok(())
+}
+
 pub fn list(conn: &mut DbConnection, skip: i64, limit: i64) -> Result<(i64, Vec<User>)> {
     let total: i64 = users::table.count().get_result(conn)?;
     let page = users::table
@@ -189,6 +208,26 @@ pub fn delete(conn: &mut DbConnection, id: &str) -> Result<()> {
         diesel::delete(users::table.find(id)).execute(conn)?;
         Ok(())
     })
+}
+
+/// Replaces a user's password hash by another of the same password (an
+/// imported bcrypt hash by argon2id), only while `old_hash` is still the
+/// stored one. `updated_at` stays: nothing the user or a cache sees
+/// changes. True when it was replaced.
+pub fn upgrade_password_hash(
+    conn: &mut DbConnection,
+    id: &str,
+    old_hash: &str,
+    new_hash: &str,
+) -> Result<bool> {
+    let replaced = diesel::update(
+        users::table
+            .find(id)
+            .filter(users::password_hash.eq(old_hash)),
+    )
+    .set(users::password_hash.eq(new_hash))
+    .execute(conn)?;
+    Ok(replaced == 1)
 }
 
 pub fn record_login(conn: &mut DbConnection, id: &str) -> Result<()> {

@@ -101,6 +101,34 @@ pub fn insert(conn: &mut DbConnection, new: NewVariable<'_>) -> Result<Variable>
     })
 }
 
+/// Inserts a variable as another system made it (an import): its own id
+/// and times; a Credential's value already encrypted. A taken name is a 409.
+pub fn insert_imported(conn: &mut DbConnection, variable: &Variable) -> Result<()> {
+    diesel::insert_into(variables::table)
+        .values((
+            variables::id.eq(&variable.id),
+            variables::user_id.eq(&variable.user_id),
+            variables::name.eq(&variable.name),
+            variables::var_type.eq(&variable.var_type),
+            variables::value.eq(&variable.value),
+            variables::default_fields.eq(&variable.default_fields),
+            variables::created_at.eq(variable.created_at),
+            variables::updated_at.eq(variable.updated_at),
+        ))
+        .execute(conn)
+        .map_err(db::conflict_on_duplicate(name_taken(&variable.name)))?;
+    Ok(())
+}
+
+/// The owner of the variable with this id, whoever it is.
+pub fn owner_of(conn: &mut DbConnection, id: &str) -> Result<Option<String>> {
+    Ok(variables::table
+        .find(id)
+        .select(variables::user_id)
+        .first(conn)
+        .optional()?)
+}
+
 db::owner_scoped!(
     variables: Variable,
     by id,

@@ -60,8 +60,14 @@ pub struct StandInLangflow {
 
 impl StandInLangflow {
     pub fn start() -> Self {
+        Self::start_for(&uuid::Uuid::new_v4().to_string())
+    }
+
+    /// A stand-in whose one flow has this id (a flow imported from a real
+    /// Langflow database).
+    pub fn start_for(flow_id: &str) -> Self {
         let key = format!("sk-langflow-{}", uuid::Uuid::new_v4().simple());
-        let flow_id = uuid::Uuid::new_v4().to_string();
+        let flow_id = flow_id.to_string();
         let (received_tx, received) = mpsc::unbounded_channel();
         let (bodies_tx, bodies) = mpsc::unbounded_channel();
         let shared = web::Data::new(Shared {
