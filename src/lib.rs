@@ -11,7 +11,7 @@
 //!   `users`, `keys`, `credentials` and `variables`, `flows`.
 //! - above them: the `auth` middleware that reads a request and asks the
 //!   domains who it comes from, the `deadline` on request bodies, the `gateway` that runs flows, the `ui`,
-//!   then `server` (assembles the app) and `cli`.
+//!   the `openapi` document describing them, then `server` (assembles the app) and `cli`.
 //!
 //! `main.rs` only parses the command line; the tests drive [`server`]
 //! directly.
@@ -32,6 +32,7 @@ pub mod gateway;
 pub mod hosts;
 pub mod identity;
 pub mod keys;
+pub mod openapi;
 pub mod outbound;
 pub mod random;
 pub mod routing;

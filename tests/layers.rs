@@ -33,6 +33,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["auth", "deadline"],
     ),
     ("surface: gateway and UI", &["gateway", "ui"]),
+    ("surface: the API's description", &["openapi"]),
     ("assembly: server", &["server"]),
     ("entry: command line", &["cli"]),
 ];

@@ -18,6 +18,7 @@ mod langflow;
 mod layers;
 mod lifecycle;
 mod migrations;
+mod openapi;
 mod ops;
 mod readiness;
 mod ui;
