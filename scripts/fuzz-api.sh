@@ -46,8 +46,8 @@ fuzz_one() {
         KEYGATE_ALLOWED_HOSTS=127.0.0.1,localhost KEYGATE_ALLOW_PRIVATE_UPSTREAMS=false \
         KEYGATE_KEY_FAILURES_PER_MINUTE=0 KEYGATE_UPSTREAM_TIMEOUT_MS=2000 \
         KEYGATE_PROVIDER_TIMEOUT_MS=2000 KEYGATE_WORKERS=2 RUST_LOG=warn
-    local key
-    key="$("$bin" api-key --name fuzz 2>>"$work/keygate.log")"
+    KEYGATE_FUZZ_KEY="$("$bin" api-key --name fuzz 2>>"$work/keygate.log")"
+    export KEYGATE_FUZZ_KEY
     "$bin" serve >>"$work/keygate.log" 2>&1 &
     local server=$!
     # Readiness, polled until a deadline.
@@ -75,7 +75,6 @@ fuzz_one() {
         --phases examples,coverage,fuzzing \
         --max-examples "$examples" --seed "$seed" --workers 2 \
         --request-timeout 10 --no-color \
-        --header "x-api-key: $key" \
         "${filter[@]}" \
         --report junit --report-junit-path "$work/junit.xml" || status=$?
     kill "$server"
