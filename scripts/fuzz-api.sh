@@ -122,7 +122,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if unshare --net true 2>/dev/null; then
+if unshare --net ip link set lo up 2>/dev/null; then
     isolate=(unshare --net)
     exclude_outbound=no
 else
