@@ -31,8 +31,10 @@ pub struct AppError {
 /// The header a refusal's machine-readable reason goes in.
 pub const REASON_HEADER: &str = "x-keygate-reason";
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// Every error's body, and a few answers' (`{"detail": "API Key deleted"}`).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Detail)]
+pub struct ErrorBody<'a> {
     detail: &'a str,
 }
 

@@ -12,8 +12,9 @@
 //!   `users`, `keys`, `credentials` and `variables`, `flows`.
 //! - above them: the `auth` middleware that reads a request and asks the
 //!   domains who it comes from, the `deadline` on request bodies, the `gateway` that runs flows, the `ui`,
-//!   then `server` (assembles the app) and `cli`; `langflow_import` (the
-//!   `import-langflow` command) sits beside the gateway and the UI.
+//!   the `openapi` document describing them, then `server` (assembles the app)
+//!   and `cli`; `langflow_import` (the `import-langflow` command) sits beside
+//!   the gateway and the UI.
 //!
 //! `main.rs` only parses the command line; the tests drive [`server`]
 //! directly.
@@ -36,6 +37,7 @@ pub mod identity;
 pub mod keys;
 pub mod langflow_import;
 pub mod metrics;
+pub mod openapi;
 pub mod outbound;
 pub mod random;
 pub mod request_id;

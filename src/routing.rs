@@ -9,6 +9,17 @@
 //!     "/api_key/{id}" ["API key"]: delete delete_key, patch update_key;
 //! });
 //! ```
+//!
+//! Every route is also recorded (see [`registered`]) so a test can compare
+//! what is served with the OpenAPI document (`crate::openapi`): a route
+//! registered outside `resources!` calls [`record`] beside its
+//! registration.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+
+/// Where the API's routes are mounted; `resources!` paths are under it.
+pub const API_PREFIX: &str = "/api/v1";
 
 /// Registers each `path` (and `path/`) with one handler per method.
 ///
@@ -19,6 +30,7 @@
 macro_rules! resources {
     ($cfg:ident { $( $path:literal $([$what:literal])? : $($method:ident $handler:path),+ ; )* }) => {
         $(
+            $( $crate::routing::record_api(stringify!($method), $path); )+
             for path in [$path, concat!($path, "/")] {
                 $cfg.service({
                     let resource = actix_web::web::resource(path);
@@ -37,4 +49,44 @@ pub fn no_store_json(body: impl serde::Serialize) -> actix_web::HttpResponse {
     actix_web::HttpResponse::Ok()
         .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
         .json(body)
+}
+
+/// A route as served: lower-case method and full path pattern (without the
+/// `path/` twin), e.g. `("get", "/api/v1/flows/{id}")`.
+pub type RouteEntry = (String, String);
+
+thread_local! {
+    /// The routes noted while [`registered`] runs on this thread.
+    static RECORDING: RefCell<Option<BTreeSet<RouteEntry>>> = const { RefCell::new(None) };
+}
+
+/// Notes `method path` (`path` as served, from the root) while
+/// [`registered`] runs; nothing otherwise.
+pub fn record(method: &str, path: &str) {
+    RECORDING.with_borrow_mut(|recording| {
+        if let Some(routes) = recording {
+            routes.insert((method.to_ascii_lowercase(), path.to_string()));
+        }
+    });
+}
+
+/// [`record`] for a path under [`API_PREFIX`].
+pub fn record_api(method: &str, path: &str) {
+    record(method, &format!("{API_PREFIX}{path}"));
+}
+
+/// Every route `configure` registers (through `resources!` or beside a
+/// [`record`] call): what the drift test compares with the document.
+pub fn registered(
+    configure: impl FnOnce(&mut actix_web::web::ServiceConfig),
+) -> BTreeSet<RouteEntry> {
+    RECORDING.set(Some(BTreeSet::new()));
+    drop(actix_web::App::new().configure(configure));
+    RECORDING.take().unwrap_or_default()
+}
+
+/// `{"message": "…"}`: how a few routes answer, as Langflow's do.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Message {
+    pub message: String,
 }

@@ -28,7 +28,9 @@ use crate::keys::KeyVerifier;
 use crate::metrics::{self, HttpSeries, Metrics, UNMATCHED_ROUTE};
 use crate::request_id::{self, RequestId};
 use crate::state::AppState;
-use crate::{auth, bus, credentials, db, flows, gateway, keys, ui, users, variables};
+use crate::{
+    auth, bus, credentials, db, flows, gateway, keys, openapi, routing, ui, users, variables,
+};
 
 /// The core state and the domain services built on it, each one app data
 /// of its own.
@@ -158,8 +160,12 @@ pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clon
     let signin = web::Data::from(services.signin.clone());
     let hashing = web::Data::from(services.hashing.clone());
     let allowed_hosts = web::Data::new(services.core.config.allowed_hosts());
+    let document = web::Data::new(openapi::Document::new(&openapi_document()));
     let key_failures = web::Data::from(services.key_failures.clone());
     move |cfg: &mut web::ServiceConfig| {
+        for path in ["/health", "/health_check", "/ready"] {
+            routing::record("get", path);
+        }
         cfg.app_data(data.clone())
             .app_data(keys.clone())
             .app_data(usage.clone())
@@ -177,6 +183,7 @@ pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clon
             .app_data(web::QueryConfig::default().error_handler(extractors::query))
             .app_data(allowed_hosts.clone())
             .app_data(key_failures.clone())
+            .app_data(document.clone())
             .route("/health", web::get().to(health))
             .route("/health_check", web::get().to(health_check))
             .route("/ready", web::get().to(ready))
@@ -197,17 +204,32 @@ pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clon
                     .configure(keys::routes)
                     .configure(credentials::routes)
                     .configure(variables::routes)
-                    .configure(flows::routes),
+                    .configure(flows::routes)
+                    .configure(openapi::routes),
             )
             .default_service(web::to(not_found));
     }
 }
 
+/// The server's own routes, for [`openapi_document`].
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(health, health_check, ready))]
+struct ServerRoutes;
+
+/// The OpenAPI document of every route [`configure`] registers.
+pub fn openapi_document() -> serde_json::Value {
+    openapi::document(<ServerRoutes as utoipa::OpenApi>::openapi())
+}
+
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses((status = 200, description = "Liveness: `{\"status\": \"ok\"}`", body = openapi::Status)))]
 async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
 /// Readiness including the database: 503 while it is unreachable.
+#[utoipa::path(get, path = "/health_check", tag = "health",
+    responses((status = 200, description = "`{\"status\": \"ok\", \"db\": \"ok\"}`", body = openapi::Status)))]
 async fn health_check(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     db::run(&state.pool, |conn| {
         use diesel::r2d2::R2D2Connection;
@@ -220,6 +242,9 @@ async fn health_check(state: web::Data<AppState>) -> Result<HttpResponse, AppErr
 /// Readiness for an orchestrator: 200 only when the database answers, its
 /// migrations are all applied and the secret key opens the stored canary;
 /// otherwise 503 with the reason. `/health` stays a liveness check.
+#[utoipa::path(get, path = "/ready", tag = "health",
+    responses((status = 200, description = "`{\"status\": \"ready\"}`", body = openapi::Status),
+        (status = 503, description = "`{\"status\": \"not ready\", \"detail\": …}`", body = openapi::Status)))]
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
     if state.shutting_down.load(Ordering::SeqCst) {
         return not_ready("shutting down");

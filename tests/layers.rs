@@ -44,6 +44,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "surface: gateway, UI and the Langflow import",
         &["gateway", "ui", "langflow_import"],
     ),
+    ("surface: the API's description", &["openapi"]),
     ("assembly: server", &["server"]),
     ("entry: command line", &["cli"]),
 ];

@@ -19,6 +19,7 @@ mod langflow_import;
 mod layers;
 mod lifecycle;
 mod migrations;
+mod openapi;
 mod operations;
 mod ops;
 mod readiness;

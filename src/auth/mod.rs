@@ -200,14 +200,16 @@ enum Failure {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    crate::routing::record_api("get", "/auth/check");
     cfg.route("/auth/check", web::get().to(check));
     // Before the key domain's `/api_key/{id}`, which would take the path.
+    crate::routing::record_api("post", "/api_key/revoke-leaked");
     cfg.route("/api_key/revoke-leaked", web::post().to(revoke_leaked));
 }
 
 pub const TOO_MANY_REPORTS: &str = "Too many leaked-key reports from this address; retry later";
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LeakedKeys {
     keys: Vec<String>,
@@ -219,6 +221,9 @@ struct LeakedKeys {
 /// lives here, above the key domain, because each report counts against
 /// the address's failed-key budget ([`KeyFailures`]): a flood of reports
 /// is throttled like a flood of invalid keys.
+#[utoipa::path(post, path = "/api/v1/api_key/revoke-leaked", tag = "api keys",
+    request_body(content = LeakedKeys, description = "Read as JSON whatever the content type"),
+    responses((status = 202, description = "The same answer whatever the keys were", body = crate::error::ErrorBody)))]
 async fn revoke_leaked(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -249,16 +254,22 @@ async fn revoke_leaked(
 /// `GET /api/v1/auth/check`: who the credentials belong to, answered from
 /// the verification path alone (no further database work). Lets a script
 /// test its key cheaply; the benchmark measures key verification with it.
+/// Whom the credentials of `GET /api/v1/auth/check` belong to.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Check<'a> {
+    authenticated: bool,
+    /// `api_key` or `session`.
+    method: &'static str,
+    /// `null` for a session.
+    key_id: Option<&'a str>,
+    user_id: &'a str,
+    username: &'a str,
+    is_superuser: bool,
+}
+
+#[utoipa::path(get, path = "/api/v1/auth/check", tag = "authentication",
+    responses((status = 200, description = "Whom the credentials belong to", body = Check)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn check(principal: Principal) -> actix_web::HttpResponse {
-    #[derive(serde::Serialize)]
-    struct Check<'a> {
-        authenticated: bool,
-        method: &'static str,
-        key_id: Option<&'a str>,
-        user_id: &'a str,
-        username: &'a str,
-        is_superuser: bool,
-    }
     let (method, key_id) = match &principal.credential {
         Credential::ApiKey { key_id, .. } => ("api_key", Some(key_id.as_str())),
         Credential::Session { .. } => ("session", None),

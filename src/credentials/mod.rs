@@ -124,7 +124,7 @@ pub fn mask(secret: &str) -> String {
     format!("{prefix}…{tail}")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SaveRequest {
     #[serde(default)]
@@ -136,7 +136,7 @@ struct SaveRequest {
 }
 
 /// Live project details of a Langfuse credential (or why they are missing).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ProjectFields {
     project_id: Option<String>,
     project_name: Option<String>,
@@ -144,7 +144,7 @@ struct ProjectFields {
     project_error: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct CredentialView {
     provider: String,
     host: Option<String>,
@@ -189,6 +189,8 @@ fn host_text(url: &reqwest::Url) -> String {
     url.as_str().trim_end_matches('/').to_string()
 }
 
+#[utoipa::path(method(post, put), path = "/api/v1/providers/{provider}", tag = "provider credentials", params(("provider" = String, Path, description = "`langfuse`, `openai` or `generic` (any case)")),
+    request_body = SaveRequest, responses((status = 200, description = "The stored credential, masked", body = CredentialView)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn save(
     state: web::Data<AppState>,
     principal: Principal,
@@ -256,6 +258,8 @@ async fn save(
     Ok(routing::no_store_json(view))
 }
 
+#[utoipa::path(get, path = "/api/v1/providers/{provider}", tag = "provider credentials", params(("provider" = String, Path, description = "`langfuse`, `openai` or `generic` (any case)")),
+    responses((status = 200, description = "The caller's credential, masked", body = CredentialView)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn read(
     state: web::Data<AppState>,
     principal: Principal,
@@ -298,6 +302,8 @@ async fn read(
     Ok(HttpResponse::Ok().json(view))
 }
 
+#[utoipa::path(get, path = "/api/v1/providers", tag = "provider credentials",
+    responses((status = 200, description = "The caller's credentials, masked", body = Vec<CredentialView>)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn list(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, AppError> {
     let user_id = principal.user.id.clone();
     let stored = db::run(&state.pool, move |conn| {
@@ -314,6 +320,8 @@ async fn list(state: web::Data<AppState>, principal: Principal) -> Result<HttpRe
     Ok(HttpResponse::Ok().json(views))
 }
 
+#[utoipa::path(delete, path = "/api/v1/providers/{provider}", tag = "provider credentials", params(("provider" = String, Path, description = "`langfuse`, `openai` or `generic` (any case)")),
+    responses((status = 200, description = "`true`", body = bool, content_type = "application/json")), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn remove(
     state: web::Data<AppState>,
     principal: Principal,

@@ -57,13 +57,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// A flow as the API shows it: keygate's fields and Langflow's `FlowRead`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct FlowView {
     pub id: String,
     pub name: String,
     pub description: Option<String>,
     pub endpoint_name: Option<String>,
     /// The JSON text as it was given, returned byte for byte.
+    #[schema(value_type = Option<Value>)]
     pub data: Option<Box<RawValue>>,
     pub upstream: Option<Upstream>,
     pub access: String,
@@ -85,7 +86,7 @@ pub struct FlowView {
 
 /// A flow as Langflow's `header_flows=true` list shows it: no data, no
 /// upstream.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct FlowHeader {
     id: String,
     name: String,
@@ -151,7 +152,7 @@ impl TryFrom<store::Flow> for FlowView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateFlowRequest {
     name: String,
@@ -161,6 +162,7 @@ struct CreateFlowRequest {
     endpoint_name: Option<String>,
     /// Kept as the exact JSON text given; `null` means none.
     #[serde(default)]
+    #[schema(value_type = Option<Value>)]
     data: Option<Box<RawValue>>,
     #[serde(default)]
     upstream: Option<Upstream>,
@@ -190,18 +192,23 @@ struct CreateFlowRequest {
     // Accepted and ignored: the owner and times are keygate's own, and the
     // rest of Langflow's model has no meaning here.
     #[serde(default, rename = "updated_at")]
+    #[schema(value_type = Option<Value>)]
     _updated_at: IgnoredAny,
     #[serde(default, rename = "user_id")]
+    #[schema(value_type = Option<Value>)]
     _user_id: IgnoredAny,
     #[serde(default, rename = "fs_path")]
+    #[schema(value_type = Option<Value>)]
     _fs_path: IgnoredAny,
     #[serde(default, rename = "action_name")]
+    #[schema(value_type = Option<Value>)]
     _action_name: IgnoredAny,
     #[serde(default, rename = "action_description")]
+    #[schema(value_type = Option<Value>)]
     _action_description: IgnoredAny,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateFlowRequest {
     #[serde(default)]
@@ -212,6 +219,7 @@ struct UpdateFlowRequest {
     endpoint_name: Option<Option<String>>,
     /// `null` clears the data.
     #[serde(default, deserialize_with = "validate::double_option")]
+    #[schema(value_type = Option<Value>)]
     data: Option<Option<Box<RawValue>>>,
     #[serde(default, deserialize_with = "validate::double_option")]
     upstream: Option<Option<Upstream>>,
@@ -242,16 +250,20 @@ struct UpdateFlowRequest {
     // Accepted and ignored: the rest of Langflow's `FlowUpdate` has no
     // meaning here. (The owner is never changed: `user_id` is refused.)
     #[serde(default, rename = "fs_path")]
+    #[schema(value_type = Option<Value>)]
     _fs_path: IgnoredAny,
     #[serde(default, rename = "action_name")]
+    #[schema(value_type = Option<Value>)]
     _action_name: IgnoredAny,
     #[serde(default, rename = "action_description")]
+    #[schema(value_type = Option<Value>)]
     _action_description: IgnoredAny,
 }
 
 /// Langflow's list parameters. `remove_example_flows` is accepted and
 /// changes nothing: keygate has no example flows.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     #[serde(default)]
     get_all: Option<bool>,
@@ -269,7 +281,17 @@ struct ListQuery {
     _remove_example_flows: Option<bool>,
 }
 
-#[derive(Serialize)]
+/// What `GET /api/v1/flows/` answers: the flows (each with every field
+/// unless `header_flows=true`), or one page of them.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Describes the answer; the handler builds its parts.
+enum FlowListing {
+    Flows(Vec<FlowHeader>),
+    Page(FlowPage),
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 struct FlowPage {
     items: Vec<FlowView>,
     total: i64,
@@ -338,6 +360,9 @@ fn store_upstream(state: &AppState, upstream: Upstream) -> Result<String, AppErr
     serde_json::to_string(&upstream).map_err(AppError::internal)
 }
 
+#[utoipa::path(post, path = "/api/v1/flows", tag = "flows",
+    request_body(content = CreateFlowRequest, description = "Read as JSON whatever the content type"),
+    responses((status = 201, description = "The new flow and what it still lacks", body = SavedFlow)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn create_flow(
     state: web::Data<AppState>,
     principal: Principal,
@@ -352,6 +377,10 @@ async fn create_flow(
 /// Langflow's `PUT /api/v1/flows/{id}`: creates the caller's flow with this
 /// id (201), or replaces every field of the caller's flow that has it
 /// (200). Another user's id is 404, like every cross-user access.
+#[utoipa::path(put, path = "/api/v1/flows/{id}", tag = "flows", params(("id" = String, Path, format = "uuid")),
+    request_body(content = CreateFlowRequest, description = "As for POST; read as JSON whatever the content type"),
+    responses((status = 200, description = "The caller's flow, replaced", body = SavedFlow),
+        (status = 201, description = "The flow, created under this id", body = SavedFlow)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn upsert_flow(
     state: web::Data<AppState>,
     ById { principal, id }: ById,
@@ -405,7 +434,7 @@ fn new_flow(
 }
 
 /// A created or updated flow, with what it still lacks.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct SavedFlow {
     #[serde(flatten)]
     flow: FlowView,
@@ -425,6 +454,8 @@ async fn written(
     Ok(HttpResponse::build(status).json(SavedFlow { flow, warnings }))
 }
 
+#[utoipa::path(get, path = "/api/v1/flows", tag = "flows", params(ListQuery),
+    responses((status = 200, description = "The caller's flows, oldest first, or a page of them", body = FlowListing)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn list_flows(
     state: web::Data<AppState>,
     principal: Principal,
@@ -476,6 +507,8 @@ async fn list_flows(
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/flows/{id}", tag = "flows", params(("id" = String, Path, format = "uuid")),
+    responses((status = 200, description = "The flow", body = FlowView)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn get_flow(
     state: web::Data<AppState>,
     ById { principal, id }: ById,
@@ -489,6 +522,9 @@ async fn get_flow(
     Ok(HttpResponse::Ok().json(FlowView::try_from(flow)?))
 }
 
+#[utoipa::path(patch, path = "/api/v1/flows/{id}", tag = "flows", params(("id" = String, Path, format = "uuid")),
+    request_body(content = UpdateFlowRequest, description = "Read as JSON whatever the content type"),
+    responses((status = 200, description = "The flow and what it still lacks", body = SavedFlow)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn update_flow(
     state: web::Data<AppState>,
     ById { principal, id }: ById,
@@ -535,6 +571,8 @@ async fn update_flow(
     written(&state, StatusCode::OK, flow).await
 }
 
+#[utoipa::path(delete, path = "/api/v1/flows/{id}", tag = "flows", params(("id" = String, Path, format = "uuid")),
+    responses((status = 200, description = "`{\"message\": \"Flow deleted successfully\"}`", body = routing::Message)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn delete_flow(
     state: web::Data<AppState>,
     ById { principal, id }: ById,

@@ -20,7 +20,7 @@ pub const LANGFLOW_KEY_HEADER: &str = "x-api-key";
 
 /// Where runs of a flow go, as stored and shown: exactly one of `url` or
 /// `langflow` (see the module doc).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -35,7 +35,7 @@ pub struct Upstream {
 }
 
 /// A flow on a Langflow server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LangflowTarget {
     /// The server's base URL (`http://lf:7860`, or with a path prefix when
@@ -57,7 +57,7 @@ pub enum Target<'a> {
 }
 
 /// Which of the owner's stored secrets to inject, and how.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialRef {
     /// A provider credential: `langfuse`, `openai` or `generic`.
@@ -75,7 +75,7 @@ pub struct CredentialRef {
     pub header: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Injection {
     /// `Authorization: Bearer <secret>`.

@@ -13,7 +13,7 @@ use crate::error::AppError;
 use crate::state::AppState;
 use crate::variables::store as variable_store;
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Warning {
     /// `credential_missing`, `variable_missing` or `variable_not_credential`.
     pub code: &'static str,

@@ -59,6 +59,15 @@ pub const RUN_NEEDS_KEY: &str = "An API key must be passed as the x-api-key head
 /// other route passes them by comparing the static prefix, without running
 /// the `{flow}` pattern's regular expression.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    for path in [
+        "/run/advanced/{flow}",
+        "/run/{flow}",
+        "/process/{flow}",
+        "/webhook/{flow}",
+        "/files/upload/{flow}",
+    ] {
+        crate::routing::record_api("post", path);
+    }
     cfg.service(
         web::scope("/run")
             .route("/advanced/{flow}", web::post().to(run_advanced))
@@ -219,6 +228,8 @@ impl Gateway {
     }
 }
 
+/// Also `POST /api/v1/process/{flow}` (`openapi` describes it alike).
+#[utoipa::path(post, path = "/api/v1/run/{flow}", tag = "runs", params(("flow" = String, Path, description = "The flow's id or endpoint name")), request_body(content = Option<Value>, description = "Forwarded unchanged, whatever its content type", content_type = "application/json"), responses((status = "default", description = "The upstream's answer, relayed as it came (any status, body and content type); keygate's own refusals are `{\"detail\": …}`")), security((), ("api_key_header" = []), ("api_key_query" = [])))]
 async fn run(
     gateway: Gateway,
     caller: FlowCaller,
@@ -229,6 +240,7 @@ async fn run(
     gateway.call(caller, &req, &path, Route::Run, body).await
 }
 
+#[utoipa::path(post, path = "/api/v1/run/advanced/{flow}", tag = "runs", params(("flow" = String, Path, description = "The flow's id or endpoint name")), request_body(content = Option<Value>, description = "Forwarded unchanged, whatever its content type", content_type = "application/json"), responses((status = "default", description = "The upstream's answer, relayed as it came (any status, body and content type); keygate's own refusals are `{\"detail\": …}`")), security((), ("api_key_header" = []), ("api_key_query" = [])))]
 async fn run_advanced(
     gateway: Gateway,
     caller: FlowCaller,
@@ -241,6 +253,7 @@ async fn run_advanced(
         .await
 }
 
+#[utoipa::path(post, path = "/api/v1/webhook/{flow}", tag = "runs", params(("flow" = String, Path, description = "The flow's id or endpoint name")), request_body(content = Option<Value>, description = "Forwarded unchanged, whatever its content type", content_type = "application/json"), responses((status = "default", description = "The upstream's answer, relayed as it came (any status, body and content type); keygate's own refusals are `{\"detail\": …}`")), security((), ("api_key_header" = []), ("api_key_query" = [])))]
 async fn webhook(
     gateway: Gateway,
     caller: FlowCaller,
@@ -256,6 +269,9 @@ async fn webhook(
 /// `POST /api/v1/files/upload/{flow}`: the caller is checked and the flow
 /// found before a byte of the body is read; the body then goes to
 /// Langflow's own upload route chunk by chunk, never held whole.
+#[utoipa::path(post, path = "/api/v1/files/upload/{flow}", tag = "runs", params(("flow" = String, Path, description = "The flow's id or endpoint name")),
+    request_body(content = inline(Upload), description = "The file in the field `file`, streamed to Langflow", content_type = "multipart/form-data"),
+    responses((status = "default", description = "The upstream's answer, relayed as it came (any status, body and content type); keygate's own refusals are `{\"detail\": …}`")), security((), ("api_key_header" = []), ("api_key_query" = [])))]
 async fn upload_file(
     gateway: Gateway,
     caller: FlowCaller,
@@ -269,6 +285,14 @@ async fn upload_file(
     let (body, refused) = upload::streamed(payload, limit);
     let body = OutBody::Stream { body, refused };
     forward(&gateway.state, &req, &prepared, Route::Upload, body).await
+}
+
+/// A file upload's body, as the document describes it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the body; the handler streams it unread.
+struct Upload {
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
 }
 
 /// Finds the flow the caller may run (see the module doc).

@@ -68,7 +68,7 @@ pub fn services(state: &AppState) -> (Arc<KeyVerifier>, Arc<UsageRecorder>) {
 }
 
 /// A key as listed: masked, with its usage.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ApiKeyView {
     pub id: String,
     pub name: Option<String>,
@@ -107,14 +107,14 @@ impl From<store::ApiKey> for ApiKeyView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct KeyList {
     total_count: usize,
     user_id: String,
     api_keys: Vec<ApiKeyView>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct CreateKeyRequest {
     #[serde(default)]
     name: Option<String>,
@@ -131,7 +131,7 @@ struct CreateKeyRequest {
     allowed_ips: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RotateRequest {
     #[serde(default)]
@@ -145,7 +145,7 @@ const MAX_GRACE_SECONDS: i64 = 30 * 86_400;
 const MAX_ALLOWED_IPS: usize = 100;
 
 /// A rotation's answer: the new key (shown once) and when the old stops.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct RotatedView {
     #[serde(flatten)]
     key: ApiKeyView,
@@ -155,20 +155,28 @@ struct RotatedView {
 
 /// `?user_id=`: whose keys a route is about (the caller's by default;
 /// another user's only for a superuser).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct KeyOwner {
     #[serde(default)]
     user_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RevokeAllRequest {
     #[serde(default)]
     all: bool,
 }
 
-#[derive(Deserialize)]
+/// What `DELETE /api/v1/api_key/` revoked.
+#[derive(Serialize, utoipa::ToSchema)]
+struct RevokedAll {
+    revoked: usize,
+    user_id: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateKeyRequest {
     #[serde(default, deserialize_with = "validate::double_option")]
@@ -344,6 +352,8 @@ async fn key_owner(
     Ok(id)
 }
 
+#[utoipa::path(get, path = "/api/v1/api_key", tag = "api keys", params(KeyOwner),
+    responses((status = 200, description = "The keys, masked, with their usage", body = KeyList)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn list_keys(
     state: web::Data<AppState>,
     usage: web::Data<UsageRecorder>,
@@ -380,6 +390,9 @@ async fn list_keys(
 }
 
 /// An empty body is accepted like `{}` (Langflow creates an unnamed key).
+#[utoipa::path(post, path = "/api/v1/api_key", tag = "api keys",
+    request_body(content = Option<CreateKeyRequest>, description = "Read as JSON whatever the content type; empty counts as `{}`"),
+    responses((status = 200, description = "The new key, in full this one time", body = ApiKeyView)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn create_key(
     state: web::Data<AppState>,
     principal: Principal,
@@ -444,6 +457,8 @@ async fn create_key(
     Ok(routing::no_store_json(view))
 }
 
+#[utoipa::path(patch, path = "/api/v1/api_key/{id}", tag = "api keys", params(("id" = String, Path, format = "uuid")),
+    request_body = UpdateKeyRequest, responses((status = 200, description = "The key, masked", body = ApiKeyView)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn update_key(
     state: web::Data<AppState>,
     key: ById,
@@ -489,6 +504,9 @@ async fn update_key(
 /// keeps working for `grace_seconds` (default a day, at most 30 days, 0:
 /// stops now), then is as invalid as any unknown key. The old key's new
 /// expiry is on the bus before the answer.
+#[utoipa::path(post, path = "/api/v1/api_key/{id}/rotate", tag = "api keys", params(("id" = String, Path, format = "uuid")),
+    request_body(content = Option<RotateRequest>, description = "Optional; empty counts as `{}`"),
+    responses((status = 200, description = "The new key in full, and when the old one stops", body = RotatedView)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn rotate_key(
     state: web::Data<AppState>,
     key: ById,
@@ -581,6 +599,8 @@ pub async fn revoke_leaked(state: &AppState, texts: &[String]) -> Result<usize, 
 /// Deletes one key: the caller's own, or for a superuser anyone's (the
 /// incident response to a leaked key; logged). Another user's key is a
 /// 404 for everyone else, the same as an unknown id.
+#[utoipa::path(delete, path = "/api/v1/api_key/{id}", tag = "api keys", params(("id" = String, Path, format = "uuid")),
+    responses((status = 200, description = "`{\"detail\": \"API Key deleted\"}`", body = crate::error::ErrorBody)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn delete_key(state: web::Data<AppState>, key: ById) -> Result<HttpResponse, AppError> {
     let (user_id, id) = (key.user_id(), key.id.clone());
     let superuser = key.principal.is_superuser();
@@ -605,6 +625,9 @@ async fn delete_key(state: web::Data<AppState>, key: ById) -> Result<HttpRespons
 /// bus before the answer. Only with a session: a leaked key must not be
 /// able to wipe out its owner's other keys, and the person can always sign
 /// in to pull this brake.
+#[utoipa::path(delete, path = "/api/v1/api_key", tag = "api keys", params(KeyOwner),
+    request_body(content = RevokeAllRequest, description = "Read as JSON whatever the content type"),
+    responses((status = 200, description = "How many keys went, and whose", body = RevokedAll)), security(("session_bearer" = []), ("session_cookie" = [])))]
 async fn revoke_all(
     state: web::Data<AppState>,
     principal: Principal,
@@ -635,7 +658,10 @@ async fn revoke_all(
     for id in revoked {
         state.bus.publish(Event::KeyChanged(id));
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({"revoked": count, "user_id": user_id})))
+    Ok(HttpResponse::Ok().json(RevokedAll {
+        revoked: count,
+        user_id,
+    }))
 }
 
 #[cfg(test)]

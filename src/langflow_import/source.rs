@@ -144,9 +144,9 @@ pub struct LangflowData {
 }
 
 /// The Langflow tables, declared once for both backends; `LangflowId` is
-/// the id column type in scope where this is expanded.
+/// the id column type of the module `$tables` where this is expanded.
 macro_rules! langflow_tables {
-    () => {
+    ($tables:ident) => {
         diesel::table! {
             alembic_version (version_num) {
                 version_num -> Text,
@@ -154,7 +154,7 @@ macro_rules! langflow_tables {
         }
         diesel::table! {
             use diesel::sql_types::*;
-            use super::LangflowId;
+            use crate::langflow_import::source::$tables::LangflowId;
             #[sql_name = "user"]
             lf_user (id) {
                 id -> LangflowId,
@@ -169,7 +169,7 @@ macro_rules! langflow_tables {
         }
         diesel::table! {
             use diesel::sql_types::*;
-            use super::LangflowId;
+            use crate::langflow_import::source::$tables::LangflowId;
             apikey (id) {
                 id -> LangflowId,
                 name -> Nullable<Text>,
@@ -185,7 +185,7 @@ macro_rules! langflow_tables {
         }
         diesel::table! {
             use diesel::sql_types::*;
-            use super::LangflowId;
+            use crate::langflow_import::source::$tables::LangflowId;
             variable (id) {
                 id -> LangflowId,
                 name -> Text,
@@ -200,7 +200,7 @@ macro_rules! langflow_tables {
         }
         diesel::table! {
             use diesel::sql_types::*;
-            use super::LangflowId;
+            use crate::langflow_import::source::$tables::LangflowId;
             flow (id) {
                 id -> LangflowId,
                 name -> Text,
@@ -226,12 +226,12 @@ macro_rules! langflow_tables {
 mod sqlite_tables {
     /// `CHAR(32)` hex on SQLite.
     pub type LangflowId = diesel::sql_types::Text;
-    langflow_tables!();
+    langflow_tables!(sqlite_tables);
 }
 
 mod pg_tables {
     pub type LangflowId = diesel::sql_types::Uuid;
-    langflow_tables!();
+    langflow_tables!(pg_tables);
 }
 
 /// An id as Langflow's driver hands it over, in keygate's form.

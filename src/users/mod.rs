@@ -37,6 +37,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         "/users/{id}" ["user"]: patch update_user, delete delete_user;
     });
     // The one route without a `path/` form (it never had one).
+    routing::record_api("patch", "/users/{id}/reset-password");
     cfg.service(
         web::resource("/users/{id}/reset-password")
             .app_data(extractors::uuid_path("user"))
@@ -55,7 +56,7 @@ pub fn services(config: &Config) -> (Arc<throttle::SigninThrottle>, Arc<password
 
 /// A user as the API shows it (Langflow's `UserRead`, including its
 /// `create_at` spelling, plus `created_at`).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: String,
     pub username: String,
@@ -90,13 +91,14 @@ impl From<store::User> for UserView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct UserList {
     total_count: i64,
     users: Vec<UserView>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Page {
     #[serde(default)]
     skip: Option<i64>,
@@ -104,7 +106,7 @@ struct Page {
     limit: Option<i64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateUserRequest {
     username: String,
@@ -116,10 +118,11 @@ struct CreateUserRequest {
     /// Sent by Langflow's front end; accepted and ignored.
     #[serde(default)]
     #[allow(dead_code)]
+    #[schema(value_type = Option<Value>)]
     optins: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateUserRequest {
     #[serde(default)]
@@ -135,7 +138,7 @@ struct UpdateUserRequest {
     current_password: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ResetPasswordRequest {
     password: String,
@@ -219,10 +222,14 @@ pub fn check_username(username: &str) -> Result<String, AppError> {
 
 /// Served from the principal the request authenticated as: the key cache
 /// holds every field shown, kept current through the invalidation bus.
+#[utoipa::path(get, path = "/api/v1/users/whoami", tag = "users",
+    responses((status = 200, description = "The authenticated user", body = UserView)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn whoami(principal: Principal) -> HttpResponse {
     HttpResponse::Ok().json(UserView::from(&*principal.user))
 }
 
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(Page),
+    responses((status = 200, description = "A page of users (superuser only)", body = UserList)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn list_users(
     state: web::Data<AppState>,
     principal: Principal,
@@ -242,6 +249,9 @@ async fn list_users(
 /// Superusers create users freely; anyone else only through public sign-up
 /// (when enabled), which makes a non-superuser, inactive unless
 /// `KEYGATE_NEW_USER_IS_ACTIVE`.
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUserRequest,
+    responses((status = 201, description = "The new user", body = UserView)),
+    security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = []), ()))]
 async fn create_user(
     state: web::Data<AppState>,
     hashing: web::Data<password::HashQueue>,
@@ -287,6 +297,8 @@ async fn create_user(
     Ok(HttpResponse::Created().json(UserView::from(user)))
 }
 
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path, format = "uuid")), request_body = UpdateUserRequest,
+    responses((status = 200, description = "The updated user", body = UserView)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn update_user(
     state: web::Data<AppState>,
     throttle: web::Data<SigninThrottle>,
@@ -359,6 +371,8 @@ fn updated(state: &AppState, user: store::User) -> HttpResponse {
     HttpResponse::Ok().json(UserView::from(user))
 }
 
+#[utoipa::path(patch, path = "/api/v1/users/{id}/reset-password", tag = "users", params(("id" = String, Path, format = "uuid")),
+    request_body = ResetPasswordRequest, responses((status = 200, description = "The updated user", body = UserView)), security(("session_bearer" = []), ("session_cookie" = [])))]
 async fn reset_password(
     state: web::Data<AppState>,
     throttle: web::Data<SigninThrottle>,
@@ -399,6 +413,8 @@ async fn reset_password(
     Ok(updated(&state, user))
 }
 
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path, format = "uuid")),
+    responses((status = 200, description = "`{\"detail\": \"User deleted\"}`", body = crate::error::ErrorBody)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn delete_user(
     state: web::Data<AppState>,
     ById { principal, id }: ById,

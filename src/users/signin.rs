@@ -16,6 +16,7 @@ use crate::db;
 use crate::error::AppError;
 use crate::identity::{MaybePrincipal, Resolved, MISSING_CREDENTIALS};
 use crate::metrics::SigninOutcome;
+use crate::routing;
 use crate::sessions;
 use crate::state::AppState;
 use crate::token::SessionToken;
@@ -25,19 +26,27 @@ pub const AUTO_LOGIN_DISABLED: &str =
     "Auto login is disabled; sign in with a username and password";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    for (method, path) in [
+        ("post", "/login"),
+        ("post", "/logout"),
+        ("get", "/session"),
+        ("get", "/auto_login"),
+    ] {
+        routing::record_api(method, path);
+    }
     cfg.route("/login", web::post().to(login))
         .route("/logout", web::post().to(logout))
         .route("/session", web::get().to(current_session))
         .route("/auto_login", web::get().to(auto_login));
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct LoginRequest {
     username: Option<String>,
     password: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct LoginResponse {
     access_token: String,
     token_type: &'static str,
@@ -118,6 +127,10 @@ fn same_host(origin: &str, req: &HttpRequest) -> bool {
     normalise(authority) == normalise(req.connection_info().host())
 }
 
+#[utoipa::path(post, path = "/api/v1/login", tag = "sessions",
+    request_body(description = "Form fields (as Langflow's clients send them) or JSON; other fields are ignored",
+        content((LoginRequest = "application/x-www-form-urlencoded"), (LoginRequest = "application/json"))),
+    responses((status = 200, description = "A new session, also set as the `keygate_session` cookie", body = LoginResponse)))]
 async fn login(
     state: web::Data<AppState>,
     throttle: web::Data<SigninThrottle>,
@@ -187,7 +200,7 @@ fn session_response(state: &AppState, token: SessionToken) -> HttpResponse {
         })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct SessionView {
     /// `null` when signed out (only with `?optional=true`).
     csrf_token: Option<String>,
@@ -199,7 +212,8 @@ struct SessionView {
     auto_login: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SessionQuery {
     /// `true`: no credentials at all is a 200 with `user: null`, not a 401,
     /// so a signed-out page load logs no error.
@@ -210,6 +224,9 @@ struct SessionQuery {
 /// The signed-in user, the session's CSRF token and end, and whether
 /// auto-login is on. Only for sessions: a request with an API key has no
 /// session to describe. Answered from the principal, no database read.
+#[utoipa::path(get, path = "/api/v1/session", tag = "sessions", params(SessionQuery),
+    responses((status = 200, description = "The session; all `null` with `?optional=true` and no credentials", body = SessionView)),
+    security((), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn current_session(
     state: web::Data<AppState>,
     MaybePrincipal(principal): MaybePrincipal,
@@ -255,6 +272,8 @@ async fn current_session(
 /// `KEYGATE_SUPERUSER`, without a password. Refused (400) otherwise, and
 /// (403) for a host that is not named or a cross-site request (see
 /// `hosts::auto_login_refusal`).
+#[utoipa::path(get, path = "/api/v1/auto_login", tag = "sessions",
+    responses((status = 200, description = "A superuser session, as from login (only with `KEYGATE_AUTO_LOGIN=true`)", body = LoginResponse)))]
 async fn auto_login(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -289,6 +308,9 @@ async fn auto_login(
 /// Ends the session the request came with (cookie or bearer, as resolved
 /// by the middleware) and clears the cookie. Always succeeds, so a stale
 /// cookie can still sign out.
+#[utoipa::path(post, path = "/api/v1/logout", tag = "sessions",
+    responses((status = 200, description = "`{\"message\": \"Logout successful\"}`, whatever session was presented", body = routing::Message)),
+    security((), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn logout(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, AppError> {
     refuse_cross_site(&req)?;
     let session_id = Resolved::take(&req)

@@ -33,7 +33,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// A variable as its owner sees it (Langflow's `VariableRead`, plus
 /// `has_value` as Langflow 1.13 sends it).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct VariableView {
     id: String,
     name: String,
@@ -63,7 +63,8 @@ impl From<store::Variable> for VariableView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = CreateVariableRequest)]
 #[serde(deny_unknown_fields)]
 struct CreateRequest {
     #[serde(default)]
@@ -76,7 +77,8 @@ struct CreateRequest {
     default_fields: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = UpdateVariableRequest)]
 #[serde(deny_unknown_fields)]
 struct UpdateRequest {
     #[serde(default)]
@@ -143,6 +145,8 @@ fn stored_value(state: &AppState, var_type: &str, value: &str) -> Result<String,
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/variables", tag = "variables", request_body = CreateRequest,
+    responses((status = 201, description = "The new variable", body = VariableView)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn create(
     state: web::Data<AppState>,
     principal: Principal,
@@ -172,6 +176,8 @@ async fn create(
     Ok(HttpResponse::Created().json(VariableView::from(created)))
 }
 
+#[utoipa::path(get, path = "/api/v1/variables", tag = "variables",
+    responses((status = 200, description = "The caller's variables, by name", body = Vec<VariableView>)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn list(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, AppError> {
     let user_id = principal.user.id.clone();
     let all = db::run(&state.pool, move |conn| {
@@ -181,6 +187,8 @@ async fn list(state: web::Data<AppState>, principal: Principal) -> Result<HttpRe
     Ok(HttpResponse::Ok().json(all.into_iter().map(VariableView::from).collect::<Vec<_>>()))
 }
 
+#[utoipa::path(patch, path = "/api/v1/variables/{id}", tag = "variables", params(("id" = String, Path, format = "uuid")), request_body = UpdateRequest,
+    responses((status = 200, description = "The updated variable", body = VariableView)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn update(
     state: web::Data<AppState>,
     variable: ById,
@@ -243,6 +251,8 @@ async fn update(
     Ok(HttpResponse::Ok().json(VariableView::from(updated)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/variables/{id}", tag = "variables", params(("id" = String, Path, format = "uuid")),
+    responses((status = 204, description = "Deleted; no body")), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn remove(state: web::Data<AppState>, variable: ById) -> Result<HttpResponse, AppError> {
     let (user_id, id) = (variable.user_id(), variable.id);
     let event = Event::SecretsChanged(user_id.clone());
