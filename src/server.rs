@@ -18,6 +18,7 @@ use crate::flows::cache::FlowCache;
 use crate::gateway::SecretCache;
 use crate::hosts::{self, AllowedHosts};
 use crate::identity::API_KEY_QUERY;
+use crate::keys::limits::RateLimiter;
 use crate::keys::usage::UsageRecorder;
 use crate::keys::KeyVerifier;
 use crate::state::AppState;
@@ -30,6 +31,9 @@ pub struct Services {
     pub core: AppState,
     pub keys: Arc<KeyVerifier>,
     pub usage: Arc<UsageRecorder>,
+    /// Rate-limit windows, shared with the other instances by `start`'s
+    /// sync task.
+    pub limits: Arc<RateLimiter>,
     pub flows: Arc<FlowCache>,
     pub secrets: Arc<SecretCache>,
     pub signin: Arc<users::throttle::SigninThrottle>,
@@ -40,7 +44,7 @@ pub struct Services {
 impl Services {
     /// Builds the domain services and subscribes their caches to the bus.
     pub fn new(core: AppState) -> Self {
-        let (keys, usage) = keys::services(&core);
+        let (keys, usage, limits) = keys::services(&core);
         let flows = flows::services(&core);
         let secrets = Arc::new(SecretCache::new(
             core.config.key_cache_size,
@@ -60,6 +64,7 @@ impl Services {
             core,
             keys,
             usage,
+            limits,
             flows,
             secrets,
         }
@@ -407,6 +412,8 @@ pub struct RunningServer {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     flusher: tokio::task::JoinHandle<()>,
     stop_flusher: std::sync::Arc<tokio::sync::Notify>,
+    syncer: tokio::task::JoinHandle<()>,
+    stop_syncer: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl RunningServer {
@@ -436,7 +443,12 @@ impl RunningServer {
     /// then writes what is left.
     async fn finish(self) -> Result<(), String> {
         self.stop_flusher.notify_one();
+        self.stop_syncer.notify_one();
         let _ = self.flusher.await;
+        let _ = self.syncer.await;
+        if let Err(e) = self.state.limits.sync().await {
+            tracing::warn!(error = %e, "rate-limit counts not shared at shutdown");
+        }
         let flushed = self.state.usage.flush().await;
         self.state.core.stop_background();
         let flushed = flushed
@@ -563,6 +575,24 @@ pub async fn start(core: AppState) -> Result<RunningServer, String> {
             }
         }
     });
+    let limits = state.limits.clone();
+    let interval = config.rate_limit_sync_interval;
+    let stop_syncer = std::sync::Arc::new(tokio::sync::Notify::new());
+    let stop_signal = stop_syncer.clone();
+    let syncer = actix_web::rt::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop_signal.notified() => return,
+            }
+            if let Err(e) = limits.sync().await {
+                tracing::warn!(error = %e, "rate-limit counts not shared; will retry");
+            }
+        }
+    });
     Ok(RunningServer {
         addr,
         state,
@@ -570,6 +600,8 @@ pub async fn start(core: AppState) -> Result<RunningServer, String> {
         server,
         flusher,
         stop_flusher,
+        syncer,
+        stop_syncer,
     })
 }
 

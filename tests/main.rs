@@ -17,6 +17,7 @@ mod keys;
 mod langflow;
 mod layers;
 mod lifecycle;
+mod limits;
 mod migrations;
 mod ops;
 mod readiness;

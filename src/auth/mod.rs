@@ -18,13 +18,16 @@ use actix_web::http::header::{self, HeaderMap, AUTHORIZATION};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest};
+use std::sync::Arc;
 
 use crate::error::AppError;
 use crate::identity::{
     reason, reject, Credential, Principal, Resolved, Scope, API_KEY_HEADER, API_KEY_QUERY,
     FORBIDDEN_ADDRESS, INVALID_KEY,
 };
-use crate::keys::{self, KeyVerifier};
+use crate::keys::limits::{Verdict, RATE_LIMITED};
+use crate::keys::verify::VerifiedKey;
+use crate::keys::{self, KeyCaller, KeyVerifier};
 use crate::sessions;
 use crate::state::AppState;
 use crate::token::ApiKeyKind;
@@ -45,16 +48,22 @@ pub async fn resolve<B: MessageBody>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
-    let outcome = match authenticate(req.request()).await {
+    let (outcome, key) = match authenticate(req.request()).await {
         Err(Failure::Key(error)) => {
             return Ok(req.error_response(error).map_into_right_body());
         }
-        Err(Failure::Session(error)) => Err(error),
-        Ok(principal) => Ok(principal),
+        Err(Failure::Session(error)) => (Err(error), None),
+        Ok(Some((principal, key))) => (Ok(Some(principal)), key),
+        Ok(None) => (Ok(None), None),
     };
+    let mut verdict = None;
     if let Ok(Some(principal)) = &outcome {
         if let Err(error) = key_policy_allows(req.request(), principal) {
-            return Ok(req.error_response(error).map_into_right_body());
+            let peeked = key
+                .as_ref()
+                .and_then(|k| k.limit.as_ref())
+                .map(|l| l.peek());
+            return Ok(refused(req, error, peeked));
         }
         if !csrf_satisfied(req.request(), principal) {
             let error = reject(
@@ -63,11 +72,55 @@ pub async fn resolve<B: MessageBody>(
             );
             return Ok(req.error_response(error).map_into_right_body());
         }
+        if let Some(limit) = key.as_ref().and_then(|k| k.limit.as_ref()) {
+            let admitted = limit.admit();
+            if !admitted.allowed {
+                let error = reject(
+                    "key over its rate limit",
+                    AppError::new(StatusCode::TOO_MANY_REQUESTS, RATE_LIMITED)
+                        .retry_after(u32::try_from(admitted.reset).unwrap_or(u32::MAX))
+                        .with_reason(reason::RATE_LIMITED),
+                );
+                return Ok(refused(req, error, Some(admitted)));
+            }
+            verdict = Some(admitted);
+        }
     }
     Resolved::store(req.request(), outcome);
-    next.call(req)
-        .await
-        .map(ServiceResponse::map_into_left_body)
+    let mut res = next.call(req).await?;
+    if let Some(verdict) = verdict {
+        rate_limit_headers(res.headers_mut(), verdict);
+    }
+    Ok(res.map_into_left_body())
+}
+
+/// The answer to a key the middleware refuses, with the `RateLimit-*`
+/// headers when the key is limited.
+fn refused<B>(
+    req: ServiceRequest,
+    error: AppError,
+    verdict: Option<Verdict>,
+) -> ServiceResponse<EitherBody<B>> {
+    let mut res = req.error_response(error);
+    if let Some(verdict) = verdict {
+        rate_limit_headers(res.headers_mut(), verdict);
+    }
+    res.map_into_right_body()
+}
+
+/// The IETF httpapi rate-limit headers: the limit, what is left of it in
+/// this window, and the seconds until the window ends.
+fn rate_limit_headers(headers: &mut HeaderMap, verdict: Verdict) {
+    for (name, value) in [
+        ("ratelimit-limit", verdict.limit),
+        ("ratelimit-remaining", verdict.remaining),
+        ("ratelimit-reset", verdict.reset),
+    ] {
+        headers.insert(
+            header::HeaderName::from_static(name),
+            header::HeaderValue::from(value),
+        );
+    }
 }
 
 /// A key's own limits, from the cached key: the address it is used from
@@ -260,14 +313,18 @@ enum Presented {
     Nothing,
 }
 
-async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, Failure> {
+/// Who the request comes from, and for a key the cached key itself (its
+/// limit and counters).
+type Caller = (Principal, Option<Arc<VerifiedKey>>);
+
+async fn authenticate(req: &HttpRequest) -> Result<Option<Caller>, Failure> {
     let presented =
         presented_credentials(req.headers(), req.query_string()).map_err(Failure::Key)?;
     match presented {
         Presented::Nothing => Ok(None),
         Presented::ApiKey(key) => authenticate_key(req, &key)
             .await
-            .map(Some)
+            .map(|KeyCaller { principal, key }| Some((principal, Some(key))))
             .map_err(Failure::Key),
         Presented::Session { token, via_cookie } => {
             let state = req
@@ -275,7 +332,7 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, Failure> {
                 .ok_or_else(|| Failure::Session(AppError::internal("application state missing")))?;
             sessions::authenticate(&state.pool, &token, via_cookie)
                 .await
-                .map(Some)
+                .map(|principal| Some((principal, None)))
                 .map_err(Failure::Session)
         }
         Presented::BadSession(error) => Err(Failure::Session(error)),
@@ -286,7 +343,7 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, Failure> {
 /// against the client's address; once it is throttled, an invalid key is
 /// answered 429 from the caches (or after one of its few lookups), and a
 /// valid key is served as always.
-async fn authenticate_key(req: &HttpRequest, key: &str) -> Result<Principal, AppError> {
+async fn authenticate_key(req: &HttpRequest, key: &str) -> Result<KeyCaller, AppError> {
     let (Some(verifier), Some(failures)) = (
         req.app_data::<web::Data<KeyVerifier>>(),
         req.app_data::<web::Data<KeyFailures>>(),

@@ -39,6 +39,18 @@ diesel::table! {
         flow_id -> Nullable<Text>,
         scopes -> Nullable<Text>,
         allowed_ips -> Nullable<Text>,
+        rate_limit_requests -> Nullable<BigInt>,
+        rate_limit_seconds -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    rate_limit_windows (key_id, window_seconds, window_start) {
+        key_id -> Text,
+        window_seconds -> BigInt,
+        window_start -> BigInt,
+        window_end -> BigInt,
+        count -> BigInt,
     }
 }
 

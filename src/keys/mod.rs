@@ -1,6 +1,7 @@
 //! `sk-` API keys: Langflow-compatible routes under `/api/v1/api_key/`.
 
 pub mod filter;
+pub mod limits;
 pub mod store;
 pub mod token;
 pub mod usage;
@@ -23,8 +24,9 @@ use crate::state::AppState;
 use crate::token::PlainKey;
 use crate::validate::{self, LenientJson};
 pub use filter::KeyFilter;
+use limits::{RateLimit, RateLimiter};
 use usage::UsageRecorder;
-pub use verify::{authenticate, authenticate_cached, KeyVerifier};
+pub use verify::{authenticate, authenticate_cached, KeyCaller, KeyVerifier};
 
 pub const MAX_NAME_LEN: usize = 255;
 const KEY_NOT_FOUND: &str = "API Key not found";
@@ -44,10 +46,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     });
 }
 
-/// The key domain's long-lived parts: the verifier (subscribed to the bus)
-/// and the usage counters it shares.
-pub fn services(state: &AppState) -> (Arc<KeyVerifier>, Arc<UsageRecorder>) {
+/// The key domain's long-lived parts: the verifier (subscribed to the
+/// bus), and the usage counters and rate-limit windows it shares.
+pub fn services(state: &AppState) -> (Arc<KeyVerifier>, Arc<UsageRecorder>, Arc<RateLimiter>) {
     let usage = Arc::new(UsageRecorder::new(state.pool.clone()));
+    let limiter = Arc::new(RateLimiter::new(state.pool.clone()));
     let filter = KeyFilter::new(
         state.pool.clone(),
         &state.config.database_url,
@@ -59,11 +62,12 @@ pub fn services(state: &AppState) -> (Arc<KeyVerifier>, Arc<UsageRecorder>) {
         state.pool.clone(),
         verify::CacheSettings::from_config(&state.config),
         usage.clone(),
+        limiter.clone(),
         filter,
         state.bus.current(),
     ));
     state.bus.subscribe(&verifier);
-    (verifier, usage)
+    (verifier, usage, limiter)
 }
 
 /// A key as listed: masked, with its usage.
@@ -83,6 +87,8 @@ pub struct ApiKeyView {
     pub scopes: Vec<&'static str>,
     /// `null`: any address.
     pub allowed_ips: Option<Vec<String>>,
+    /// `null`: no limit.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl From<store::ApiKey> for ApiKeyView {
@@ -102,6 +108,7 @@ impl From<store::ApiKey> for ApiKeyView {
             allowed_ips: key
                 .allowed_ips
                 .map(|text| text.split(',').map(str::to_string).collect()),
+            rate_limit: RateLimit::from_stored(key.rate_limit_requests, key.rate_limit_seconds),
         }
     }
 }
@@ -128,6 +135,9 @@ struct CreateKeyRequest {
     /// `null` or absent: any address.
     #[serde(default)]
     allowed_ips: Option<Vec<String>>,
+    /// `{"requests": N, "per_seconds": S}`; `null` or absent: no limit.
+    #[serde(default)]
+    rate_limit: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +188,8 @@ struct UpdateKeyRequest {
     scopes: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "validate::double_option")]
     allowed_ips: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "validate::double_option")]
+    rate_limit: Option<Option<serde_json::Value>>,
 }
 
 /// The scopes a request names: known ones, at least one, `admin` only for
@@ -225,12 +237,14 @@ fn key_scopes(
     Ok(scopes)
 }
 
-/// No escalation: a key gives no key a scope it lacks itself, nor an
-/// address its own list does not cover. Sessions may give anything.
+/// No escalation: a key gives no key a scope it lacks itself, an address
+/// its own list does not cover, or a looser rate limit than its own.
+/// Sessions may give anything.
 fn check_no_escalation(
     principal: &Principal,
     scopes: Scopes,
     allowed_ips: Option<&str>,
+    rate_limit: Option<RateLimit>,
 ) -> Result<(), AppError> {
     let Credential::ApiKey { policy, .. } = &principal.credential else {
         return Ok(());
@@ -254,6 +268,17 @@ fn check_no_escalation(
         if !covered {
             return Err(AppError::forbidden(
                 "An API key cannot give a key addresses beyond its own allowed_ips",
+            ));
+        }
+    }
+    if let Some((requests, per_seconds)) = policy.rate_limit {
+        let own = RateLimit {
+            requests,
+            per_seconds,
+        };
+        if !rate_limit.is_some_and(|limit| limit.is_within(own)) {
+            return Err(AppError::forbidden(
+                "An API key cannot give a key a looser rate_limit than its own",
             ));
         }
     }
@@ -413,7 +438,11 @@ async fn create_key(
     };
     let scopes = key_scopes(&principal, request.scopes, flow_id.is_some())?;
     let allowed_ips = request.allowed_ips.map(parse_allowed_ips).transpose()?;
-    check_no_escalation(&principal, scopes, allowed_ips.as_deref())?;
+    let rate_limit = match request.rate_limit {
+        None => None,
+        Some(value) => RateLimit::parse(value)?,
+    };
+    check_no_escalation(&principal, scopes, allowed_ips.as_deref(), rate_limit)?;
     let scopes = scopes.to_stored();
     let plain = PlainKey::generate()?;
     let digest = plain.digest();
@@ -432,6 +461,7 @@ async fn create_key(
                 flow_id: flow_id.as_deref(),
                 scopes: scopes.as_deref(),
                 allowed_ips: allowed_ips.as_deref(),
+                rate_limit: rate_limit.map(|limit| (limit.requests, limit.per_seconds)),
             },
         )
     })
@@ -455,7 +485,11 @@ async fn update_key(
         is_active: request.is_active,
         ..Default::default()
     };
-    if request.scopes.is_some() || request.allowed_ips.is_some() {
+    let rate_limit = match request.rate_limit {
+        None => None,
+        Some(value) => Some(value.map(RateLimit::parse).transpose()?.flatten()),
+    };
+    if request.scopes.is_some() || request.allowed_ips.is_some() || rate_limit.is_some() {
         let current = db::run(&state.pool, {
             let (user_id, id) = (user_id.clone(), id.clone());
             move |conn| store::find_for_user(conn, &user_id, &id)
@@ -470,9 +504,14 @@ async fn update_key(
             None => current.allowed_ips,
             Some(list) => list.map(parse_allowed_ips).transpose()?,
         };
-        check_no_escalation(&key.principal, scopes, allowed_ips.as_deref())?;
+        let rate_limit = rate_limit.unwrap_or_else(|| {
+            RateLimit::from_stored(current.rate_limit_requests, current.rate_limit_seconds)
+        });
+        check_no_escalation(&key.principal, scopes, allowed_ips.as_deref(), rate_limit)?;
         changes.scopes = Some(scopes.to_stored());
         changes.allowed_ips = Some(allowed_ips);
+        changes.rate_limit_requests = Some(rate_limit.map(|l| l.requests));
+        changes.rate_limit_seconds = Some(rate_limit.map(|l| l.per_seconds));
     }
     let updated = db::run(&state.pool, move |conn| {
         store::update_for_user(conn, &user_id, &id, &changes)
@@ -484,7 +523,7 @@ async fn update_key(
 }
 
 /// `POST /api/v1/api_key/{id}/rotate`: a new key (shown once) with the
-/// old one's name, scopes, addresses, flow binding and expiry; the old one
+/// old one's name, scopes, addresses, rate limit, flow binding and expiry; the old one
 /// keeps working for `grace_seconds` (default a day, at most 30 days, 0:
 /// stops now), then is as invalid as any unknown key. The old key's new
 /// expiry is on the bus before the answer.
@@ -518,6 +557,7 @@ async fn rotate_key(
                     &principal,
                     Scopes::from_stored(old.scopes.as_deref()),
                     old.allowed_ips.as_deref(),
+                    RateLimit::from_stored(old.rate_limit_requests, old.rate_limit_seconds),
                 )
             },
         )

@@ -3,7 +3,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::db::schema::{api_keys, flows, key_inserts, users};
+use crate::db::schema::{api_keys, flows, key_inserts, rate_limit_windows, users};
 use crate::db::{self, DbConnection, DbError};
 use crate::error::AppError;
 use crate::identity::AuthUser;
@@ -29,6 +29,9 @@ pub struct ApiKey {
     pub scopes: Option<String>,
     /// Comma-separated CIDR blocks (`None`: any address).
     pub allowed_ips: Option<String>,
+    /// Requests per window (`None` with `rate_limit_seconds`: no limit).
+    pub rate_limit_requests: Option<i64>,
+    pub rate_limit_seconds: Option<i64>,
 }
 
 #[derive(Insertable)]
@@ -46,6 +49,8 @@ struct NewKeyRow<'a> {
     flow_id: Option<&'a str>,
     scopes: Option<&'a str>,
     allowed_ips: Option<&'a str>,
+    rate_limit_requests: Option<i64>,
+    rate_limit_seconds: Option<i64>,
 }
 
 pub struct NewKey<'a> {
@@ -58,6 +63,8 @@ pub struct NewKey<'a> {
     pub flow_id: Option<&'a str>,
     pub scopes: Option<&'a str>,
     pub allowed_ips: Option<&'a str>,
+    /// `(requests, per_seconds)`.
+    pub rate_limit: Option<(i64, i64)>,
 }
 
 #[derive(Default, AsChangeset)]
@@ -67,6 +74,8 @@ pub struct KeyChanges {
     pub is_active: Option<bool>,
     pub scopes: Option<Option<String>>,
     pub allowed_ips: Option<Option<String>>,
+    pub rate_limit_requests: Option<Option<i64>>,
+    pub rate_limit_seconds: Option<Option<i64>>,
 }
 
 impl KeyChanges {
@@ -75,6 +84,8 @@ impl KeyChanges {
             && self.is_active.is_none()
             && self.scopes.is_none()
             && self.allowed_ips.is_none()
+            && self.rate_limit_requests.is_none()
+            && self.rate_limit_seconds.is_none()
     }
 }
 
@@ -88,6 +99,8 @@ pub struct KeyWithOwner {
     pub flow_id: Option<String>,
     pub scopes: Option<String>,
     pub allowed_ips: Option<String>,
+    pub rate_limit_requests: Option<i64>,
+    pub rate_limit_seconds: Option<i64>,
     pub owner: AuthUser,
 }
 
@@ -131,6 +144,8 @@ fn insert_row(conn: &mut DbConnection, new: NewKey<'_>) -> diesel::QueryResult<A
             flow_id: new.flow_id,
             scopes: new.scopes,
             allowed_ips: new.allowed_ips,
+            rate_limit_requests: new.rate_limit.map(|(requests, _)| requests),
+            rate_limit_seconds: new.rate_limit.map(|(_, seconds)| seconds),
         })
         .execute(conn)?;
     Ok(ApiKey {
@@ -146,6 +161,8 @@ fn insert_row(conn: &mut DbConnection, new: NewKey<'_>) -> diesel::QueryResult<A
         flow_id: new.flow_id.map(str::to_string),
         scopes: new.scopes.map(str::to_string),
         allowed_ips: new.allowed_ips.map(str::to_string),
+        rate_limit_requests: new.rate_limit.map(|(requests, _)| requests),
+        rate_limit_seconds: new.rate_limit.map(|(_, seconds)| seconds),
     })
 }
 
@@ -164,7 +181,8 @@ pub enum RotateRefusal {
 }
 
 /// Rotates one of the user's keys in one transaction: a new key with the
-/// old one's name, scopes, addresses, flow binding and expiry, and the old
+/// old one's name, scopes, addresses, rate limit, flow binding and expiry,
+/// and the old
 /// one set to expire at `old_expires_by` (or its own earlier expiry).
 /// `check` sees the old key first and may refuse (escalation).
 pub fn rotate(
@@ -202,6 +220,7 @@ pub fn rotate(
                 flow_id: old.flow_id.as_deref(),
                 scopes: old.scopes.as_deref(),
                 allowed_ips: old.allowed_ips.as_deref(),
+                rate_limit: old.rate_limit_requests.zip(old.rate_limit_seconds),
             },
         )?;
         Ok(Ok(Rotated {
@@ -282,6 +301,8 @@ pub fn find_by_hashes(
                 api_keys::flow_id,
                 api_keys::scopes,
                 api_keys::allowed_ips,
+                api_keys::rate_limit_requests,
+                api_keys::rate_limit_seconds,
                 db::auth_user_columns(),
             ),
         ))
@@ -424,5 +445,64 @@ pub fn delete_by_hashes(
             diesel::delete(api_keys::table.filter(api_keys::id.eq_any(ids))).execute(conn)?;
         }
         Ok(found)
+    })
+}
+
+/// One key's requests in one rate-limit window, from one instance's sync.
+#[derive(Debug, Clone)]
+pub struct WindowDelta {
+    pub key_id: String,
+    pub window_seconds: i64,
+    pub window_start: i64,
+    pub delta: i64,
+}
+
+/// Adds each delta to its window's shared count and reads the totals
+/// back, in the order given, in one transaction; deletes the windows that
+/// ended before `prune_before` (Unix seconds) when given.
+pub fn add_window_counts(
+    conn: &mut DbConnection,
+    deltas: &[WindowDelta],
+    prune_before: Option<i64>,
+) -> Result<Vec<i64>> {
+    use diesel::upsert::excluded;
+    db::transaction(conn, |conn| {
+        let mut totals = Vec::with_capacity(deltas.len());
+        for delta in deltas {
+            let row = (
+                rate_limit_windows::key_id.eq(&delta.key_id),
+                rate_limit_windows::window_seconds.eq(delta.window_seconds),
+                rate_limit_windows::window_start.eq(delta.window_start),
+                rate_limit_windows::window_end.eq(delta.window_start + delta.window_seconds),
+                rate_limit_windows::count.eq(delta.delta),
+            );
+            db::on_each_backend!(conn, |backend| diesel::insert_into(
+                rate_limit_windows::table
+            )
+            .values(row)
+            .on_conflict((
+                rate_limit_windows::key_id,
+                rate_limit_windows::window_seconds,
+                rate_limit_windows::window_start,
+            ))
+            .do_update()
+            .set(
+                rate_limit_windows::count
+                    .eq(rate_limit_windows::count + excluded(rate_limit_windows::count)),
+            )
+            .execute(backend))?;
+            let total: i64 = rate_limit_windows::table
+                .find((&delta.key_id, delta.window_seconds, delta.window_start))
+                .select(rate_limit_windows::count)
+                .first(conn)?;
+            totals.push(total);
+        }
+        if let Some(before) = prune_before {
+            diesel::delete(
+                rate_limit_windows::table.filter(rate_limit_windows::window_end.lt(before)),
+            )
+            .execute(conn)?;
+        }
+        Ok(totals)
     })
 }
