@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
-use keygate::db::schema::rate_limit_windows;
+use keygate::db::schema::{key_usage_hours, rate_limit_windows};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -17,6 +17,9 @@ crate::on_both_backends!(
     a_limited_key_cannot_give_a_looser_limit,
     the_limit_is_shared_between_instances,
     instances_converge_on_the_limit_by_themselves,
+    usage_counts_requests_and_refusals_by_day_and_hour,
+    usage_days_are_checked_and_keys_are_private,
+    last_used_from_follows_trusted_proxies,
 );
 
 const REASON: &str = "x-keygate-reason";
@@ -220,7 +223,7 @@ async fn a_limited_key_gets_429_with_the_headers(backend: Backend) {
     let (_, fenced, _) = key_with(
         &app,
         &admin,
-        json!({"rate_limit": {"requests": 3, "per_seconds": seconds}, "allowed_ips": ["203.0.113.0/24"]}),
+        json!({"rate_limit": {"requests": 3, "per_seconds": seconds}, "allowed_ips": ["127.0.0.99/32"]}),
     )
     .await;
     let (_, unlimited, _) = key_with(&app, &admin, json!({})).await;
@@ -491,4 +494,224 @@ async fn instances_converge_on_the_limit_by_themselves(backend: Backend) {
         stored_count(&a.db, &id) == accepted
     })
     .await;
+}
+
+async fn usage(app: &TestApp, token: &str, path: &str) -> Value {
+    expect(app.as_session(token).get(path).await, StatusCode::OK).await
+}
+
+/// Sums (requests, refused) over a list of buckets.
+fn sums(buckets: &Value) -> (i64, i64) {
+    buckets.as_array().unwrap().iter().fold((0, 0), |(a, b), bucket| {
+        (
+            a + bucket["requests"].as_i64().unwrap(),
+            b + bucket["refused"].as_i64().unwrap(),
+        )
+    })
+}
+
+/// Asserts the answer's shape (every day of the range, today last, and 48
+/// hours, this hour last, all UTC) and its sums.
+fn assert_usage(answer: &Value, days: usize, expected: (i64, i64)) {
+    let listed = answer["days"].as_array().unwrap();
+    assert_eq!(listed.len(), days);
+    let now = chrono::Utc::now();
+    let today = now.format("%Y-%m-%d").to_string();
+    let yesterday = (now - chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let last = listed.last().unwrap()["day"].as_str().unwrap();
+    assert!(last == today || last == yesterday, "{last}");
+    for pair in listed.windows(2) {
+        let a = chrono::NaiveDate::parse_from_str(pair[0]["day"].as_str().unwrap(), "%Y-%m-%d")
+            .unwrap();
+        let b = chrono::NaiveDate::parse_from_str(pair[1]["day"].as_str().unwrap(), "%Y-%m-%d")
+            .unwrap();
+        assert_eq!(b - a, chrono::Duration::days(1));
+    }
+    let hours = answer["hours"].as_array().unwrap();
+    assert_eq!(hours.len(), 48);
+    for pair in hours.windows(2) {
+        let a = chrono::DateTime::parse_from_rfc3339(pair[0]["hour"].as_str().unwrap()).unwrap();
+        let b = chrono::DateTime::parse_from_rfc3339(pair[1]["hour"].as_str().unwrap()).unwrap();
+        assert_eq!(b - a, chrono::Duration::hours(1));
+    }
+    let last_hour = hours.last().unwrap()["hour"].as_str().unwrap();
+    assert!(last_hour.ends_with(":00:00Z"), "{last_hour}");
+    assert!(
+        now.signed_duration_since(chrono::DateTime::parse_from_rfc3339(last_hour).unwrap())
+            < chrono::Duration::hours(2)
+    );
+    assert_eq!(sums(&answer["days"]), expected, "{answer}");
+    assert_eq!(sums(&answer["hours"]), expected, "{answer}");
+}
+
+fn listed_key(list: &Value, id: &str) -> Value {
+    list["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id)
+        .unwrap()
+        .clone()
+}
+
+async fn usage_counts_requests_and_refusals_by_day_and_hour(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let admin = app.admin_token().await;
+    let (id, key, _) = key_with(
+        &app,
+        &admin,
+        json!({"scopes": ["read"], "rate_limit": {"requests": 6, "per_seconds": long_window()}}),
+    )
+    .await;
+    let (fenced_id, fenced, _) =
+        key_with(&app, &admin, json!({"allowed_ips": ["127.0.0.99/32"]})).await;
+    let path = format!("/api/v1/api_key/{id}/usage");
+    let fresh = usage(&app, &admin, &path).await;
+    assert_eq!(fresh["key_id"], id.as_str());
+    assert_usage(&fresh, 30, (0, 0));
+
+    for _ in 0..3 {
+        expect(app.as_key(&key).get(CHECK).await, StatusCode::OK).await;
+    }
+    // Refused by the middleware (scope), by a handler (no admin scope).
+    let res = app.as_key(&key).post_json("/api/v1/api_key/", &json!({})).await;
+    assert_eq!(res.headers()[REASON], "MISSING_SCOPE");
+    let res = app.as_key(&key).get("/api/v1/users/").await;
+    assert_eq!(res.headers()[REASON], "MISSING_SCOPE");
+    for _ in 0..2 {
+        expect(app.as_key(&key).get(CHECK).await, StatusCode::OK).await;
+    }
+    let (_, _, res) = call(&app, &key).await;
+    assert_rate_limited(res, 6).await;
+    for _ in 0..2 {
+        let res = app.as_key(&fenced).get(CHECK).await;
+        assert_eq!(res.headers()[REASON], "FORBIDDEN_ADDRESS");
+    }
+
+    // Before any write: what this instance holds.
+    assert_usage(&usage(&app, &admin, &path).await, 30, (8, 3));
+    let fenced_path = format!("/api/v1/api_key/{fenced_id}/usage");
+    assert_usage(&usage(&app, &admin, &fenced_path).await, 30, (2, 2));
+    let list = usage(&app, &admin, "/api/v1/api_key/").await;
+    let shown = listed_key(&list, &id);
+    assert_eq!(shown["total_uses"], 8);
+    assert_eq!(shown["last_used_from"], "127.0.0.1");
+    assert!(shown["last_used_at"].is_string());
+    let mut conn = app.db.connect();
+    let stored: Vec<i64> = key_usage_hours::table
+        .select(key_usage_hours::requests)
+        .load(&mut conn)
+        .unwrap();
+    assert!(stored.is_empty(), "no write per request");
+
+    // After the batched write: the same, from the database.
+    app.state().usage.flush().await.unwrap();
+    let stored: i64 = key_usage_hours::table
+        .filter(key_usage_hours::key_id.eq(&id))
+        .select(key_usage_hours::requests)
+        .load::<i64>(&mut conn)
+        .unwrap()
+        .into_iter()
+        .sum();
+    assert_eq!(stored, 8);
+    assert_usage(&usage(&app, &admin, &path).await, 30, (8, 3));
+    let list = usage(&app, &admin, "/api/v1/api_key/").await;
+    let shown = listed_key(&list, &id);
+    assert_eq!(shown["total_uses"], 8);
+    assert_eq!(shown["last_used_from"], "127.0.0.1");
+    // Stored and pending add up; the key itself may read its usage.
+    let res = app.as_key(&key).get(&path).await;
+    assert_rate_limited(res, 6).await;
+    assert_usage(&usage(&app, &admin, &path).await, 30, (9, 4));
+    assert_usage(&usage(&app, &admin, &format!("{path}?days=1")).await, 1, (9, 4));
+    assert_usage(
+        &usage(&app, &admin, &format!("{path}?days=366")).await,
+        366,
+        (9, 4),
+    );
+    // A restart writes what is pending and keeps it all.
+    let db = app.stop().await;
+    let app = TestApp::start_on(db, &[]).await;
+    let admin = app.admin_token().await;
+    assert_usage(&usage(&app, &admin, &path).await, 30, (9, 4));
+    let list = usage(&app, &admin, "/api/v1/api_key/").await;
+    assert_eq!(listed_key(&list, &id)["total_uses"], 9);
+}
+
+async fn usage_days_are_checked_and_keys_are_private(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let admin = app.admin_token().await;
+    let (_, alice) = app.create_user(&admin, "alice").await;
+    let (alice_key_id, alice_key, _) = key_with(&app, &alice, json!({})).await;
+    let (admin_key_id, _, _) = key_with(&app, &admin, json!({})).await;
+    expect(app.as_key(&alice_key).get(CHECK).await, StatusCode::OK).await;
+    let path = format!("/api/v1/api_key/{alice_key_id}/usage");
+    for bad in ["0", "367", "-1", "1.5", "abc", "1e3"] {
+        let res = app
+            .as_session(&alice)
+            .get(&format!("{path}?days={bad}"))
+            .await;
+        let body = expect(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(body["detail"], "days must be a whole number from 1 to 366");
+    }
+    assert_usage(&usage(&app, &alice, &path).await, 30, (1, 0));
+    // Another user's key is not there, for a user and for their keys.
+    let other = format!("/api/v1/api_key/{admin_key_id}/usage");
+    let body = expect(app.as_session(&alice).get(&other).await, StatusCode::NOT_FOUND).await;
+    assert_eq!(body["detail"], "API Key not found");
+    expect(app.as_key(&alice_key).get(&other).await, StatusCode::NOT_FOUND).await;
+    let unknown = format!("/api/v1/api_key/{}/usage", uuid::Uuid::new_v4());
+    expect(app.as_session(&alice).get(&unknown).await, StatusCode::NOT_FOUND).await;
+    expect(
+        app.as_session(&alice).get("/api/v1/api_key/nope/usage").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    // A superuser reads anyone's.
+    assert_usage(&usage(&app, &admin, &path).await, 30, (1, 0));
+    // Deleting the key deletes its usage with it.
+    app.state().usage.flush().await.unwrap();
+    expect(
+        app.as_session(&alice)
+            .delete(&format!("/api/v1/api_key/{alice_key_id}"))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    expect(app.as_session(&admin).get(&path).await, StatusCode::NOT_FOUND).await;
+    let mut conn = app.db.connect();
+    let left: i64 = key_usage_hours::table
+        .filter(key_usage_hours::key_id.eq(&alice_key_id))
+        .count()
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+async fn last_used_from_follows_trusted_proxies(backend: Backend) {
+    let app = TestApp::start_with(backend, &[("KEYGATE_TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    let admin = app.admin_token().await;
+    let (id, key, _) = key_with(&app, &admin, json!({})).await;
+    let list = usage(&app, &admin, "/api/v1/api_key/").await;
+    assert_eq!(listed_key(&list, &id)["last_used_from"], Value::Null);
+    let res = app
+        .as_key(&key)
+        .request(reqwest::Method::GET, CHECK)
+        .header("x-forwarded-for", "127.0.0.9")
+        .send()
+        .await
+        .unwrap();
+    expect(res, StatusCode::OK).await;
+    let list = usage(&app, &admin, "/api/v1/api_key/").await;
+    assert_eq!(listed_key(&list, &id)["last_used_from"], "127.0.0.9");
+    app.state().usage.flush().await.unwrap();
+    let list = usage(&app, &admin, "/api/v1/api_key/").await;
+    assert_eq!(listed_key(&list, &id)["last_used_from"], "127.0.0.9");
+    // The next use from elsewhere replaces it.
+    expect(app.as_key(&key).get(CHECK).await, StatusCode::OK).await;
+    app.state().usage.flush().await.unwrap();
+    let list = usage(&app, &admin, "/api/v1/api_key/").await;
+    assert_eq!(listed_key(&list, &id)["last_used_from"], "127.0.0.1");
 }

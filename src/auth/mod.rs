@@ -57,13 +57,25 @@ pub async fn resolve<B: MessageBody>(
         Ok(None) => (Ok(None), None),
     };
     let mut verdict = None;
+    let address = match &key {
+        Some(key) => {
+            let Some(failures) = req.app_data::<web::Data<KeyFailures>>() else {
+                let error = AppError::internal("key verification services missing");
+                return Ok(req.error_response(error).map_into_right_body());
+            };
+            let address = failures.address(req.request());
+            key.usage.record(crate::db::now(), address);
+            Some(address)
+        }
+        None => None,
+    };
     if let Ok(Some(principal)) = &outcome {
-        if let Err(error) = key_policy_allows(req.request(), principal) {
+        if let Err(error) = key_policy_allows(req.request(), principal, address) {
             let peeked = key
                 .as_ref()
                 .and_then(|k| k.limit.as_ref())
                 .map(|l| l.peek());
-            return Ok(refused(req, error, peeked));
+            return Ok(refused(req, error, key.as_deref(), peeked));
         }
         if !csrf_satisfied(req.request(), principal) {
             let error = reject(
@@ -81,26 +93,53 @@ pub async fn resolve<B: MessageBody>(
                         .retry_after(u32::try_from(admitted.reset).unwrap_or(u32::MAX))
                         .with_reason(reason::RATE_LIMITED),
                 );
-                return Ok(refused(req, error, Some(admitted)));
+                return Ok(refused(req, error, key.as_deref(), Some(admitted)));
             }
             verdict = Some(admitted);
         }
     }
     Resolved::store(req.request(), outcome);
     let mut res = next.call(req).await?;
+    if let Some(key) = &key {
+        let reason = res
+            .response()
+            .error()
+            .and_then(|error| error.as_error::<AppError>())
+            .and_then(AppError::reason);
+        count_refusal(key, reason);
+    }
     if let Some(verdict) = verdict {
         rate_limit_headers(res.headers_mut(), verdict);
     }
     Ok(res.map_into_left_body())
 }
 
-/// The answer to a key the middleware refuses, with the `RateLimit-*`
-/// headers when the key is limited.
+/// The refusals a key's usage counts as `refused`: those of its own
+/// policy, wherever they were decided (here or in a handler).
+const POLICY_REFUSALS: [&str; 4] = [
+    reason::RATE_LIMITED,
+    reason::FORBIDDEN_ADDRESS,
+    reason::MISSING_SCOPE,
+    reason::FLOW_BOUND_KEY,
+];
+
+fn count_refusal(key: &VerifiedKey, reason: Option<&str>) {
+    if reason.is_some_and(|reason| POLICY_REFUSALS.contains(&reason)) {
+        key.usage.refuse(crate::db::now());
+    }
+}
+
+/// The answer to a key the middleware refuses, counted in its usage, with
+/// the `RateLimit-*` headers when the key is limited.
 fn refused<B>(
     req: ServiceRequest,
     error: AppError,
+    key: Option<&VerifiedKey>,
     verdict: Option<Verdict>,
 ) -> ServiceResponse<EitherBody<B>> {
+    if let Some(key) = key {
+        count_refusal(key, error.reason());
+    }
     let mut res = req.error_response(error);
     if let Some(verdict) = verdict {
         rate_limit_headers(res.headers_mut(), verdict);
@@ -124,8 +163,13 @@ fn rate_limit_headers(headers: &mut HeaderMap, verdict: Verdict) {
 }
 
 /// A key's own limits, from the cached key: the address it is used from
-/// (after `KEYGATE_TRUSTED_PROXIES`) and the scope the route needs.
-fn key_policy_allows(req: &HttpRequest, principal: &Principal) -> Result<(), AppError> {
+/// (`address`, after `KEYGATE_TRUSTED_PROXIES`) and the scope the route
+/// needs.
+fn key_policy_allows(
+    req: &HttpRequest,
+    principal: &Principal,
+    address: Option<std::net::IpAddr>,
+) -> Result<(), AppError> {
     let Credential::ApiKey {
         policy, flow_id, ..
     } = &principal.credential
@@ -133,10 +177,9 @@ fn key_policy_allows(req: &HttpRequest, principal: &Principal) -> Result<(), App
         return Ok(());
     };
     if policy.allowed_ips.is_some() {
-        let failures = req
-            .app_data::<web::Data<KeyFailures>>()
-            .ok_or_else(|| AppError::internal("key verification services missing"))?;
-        if !policy.allows_address(failures.address(req)) {
+        let address =
+            address.ok_or_else(|| AppError::internal("the client address is missing"))?;
+        if !policy.allows_address(address) {
             return Err(reject(
                 "key used from an address it is not allowed from",
                 AppError::forbidden(FORBIDDEN_ADDRESS).with_reason(reason::FORBIDDEN_ADDRESS),

@@ -43,6 +43,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         "/api_key": get list_keys, post create_key, delete revoke_all;
         "/api_key/{id}" ["API key"]: delete delete_key, patch update_key;
         "/api_key/{id}/rotate" ["API key"]: post rotate_key;
+        "/api_key/{id}/usage" ["API key"]: get key_usage;
     });
 }
 
@@ -79,6 +80,8 @@ pub struct ApiKeyView {
     pub user_id: String,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The client address of the latest use.
+    pub last_used_from: Option<String>,
     pub total_uses: i64,
     pub is_active: bool,
     pub expires_at: Option<DateTime<Utc>>,
@@ -100,6 +103,7 @@ impl From<store::ApiKey> for ApiKeyView {
             user_id: key.user_id,
             created_at: key.created_at.and_utc(),
             last_used_at: key.last_used_at.map(|t| t.and_utc()),
+            last_used_from: key.last_used_from,
             total_uses: key.total_uses,
             is_active: key.is_active,
             expires_at: key.expires_at.map(|t| t.and_utc()),
@@ -386,12 +390,14 @@ async fn list_keys(
     let api_keys: Vec<ApiKeyView> = keys
         .into_iter()
         .map(|key| {
-            let (uses, last_used) = usage.pending(&key.id);
+            let pending = usage.pending(&key.id);
             let mut view = ApiKeyView::from(key);
-            view.total_uses += uses;
-            if let Some(last_used) = last_used {
-                let last_used = last_used.and_utc();
-                view.last_used_at = Some(view.last_used_at.map_or(last_used, |t| t.max(last_used)));
+            view.total_uses += pending.uses;
+            if let Some(last_used) = pending.last_used.map(|t| t.and_utc()) {
+                if view.last_used_at.is_none_or(|stored| stored < last_used) {
+                    view.last_used_at = Some(last_used);
+                    view.last_used_from = pending.last_used_from.map(|ip| ip.to_string());
+                }
             }
             view
         })
@@ -577,6 +583,132 @@ async fn rotate_key(
         key: view,
         old_key_id: key.id,
         old_key_expires_at: rotated.old_key_expires_at.and_utc(),
+    }))
+}
+
+/// `?days=`: how many days of usage to show (today included).
+#[derive(Deserialize)]
+struct UsageQuery {
+    #[serde(default)]
+    days: Option<String>,
+}
+
+const DEFAULT_USAGE_DAYS: i64 = 30;
+const MAX_USAGE_DAYS: i64 = 366;
+/// Hourly buckets shown: the last two days.
+const USAGE_HOURS: i64 = 48;
+
+#[derive(Serialize)]
+struct DayView {
+    day: String,
+    requests: i64,
+    refused: i64,
+}
+
+#[derive(Serialize)]
+struct HourView {
+    hour: String,
+    requests: i64,
+    refused: i64,
+}
+
+#[derive(Serialize)]
+struct UsageView {
+    key_id: String,
+    days: Vec<DayView>,
+    hours: Vec<HourView>,
+}
+
+/// `GET /api/v1/api_key/{id}/usage?days=30`: the key's requests and
+/// refusals per UTC day (every day of the range, today last) and per hour
+/// for the last 48 hours (this hour last), from the batched counters: what
+/// is stored plus what this instance has not written yet, read without
+/// writing. The owner's keys; a superuser's, anyone's.
+async fn key_usage(
+    state: web::Data<AppState>,
+    usage: web::Data<UsageRecorder>,
+    key: ById,
+    query: web::Query<UsageQuery>,
+) -> Result<HttpResponse, AppError> {
+    let days = match query.into_inner().days.as_deref().map(str::trim) {
+        None | Some("") => DEFAULT_USAGE_DAYS,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_USAGE_DAYS).contains(n))
+            .ok_or_else(|| {
+                AppError::unprocessable(format!(
+                    "days must be a whole number from 1 to {MAX_USAGE_DAYS}"
+                ))
+            })?,
+    };
+    let now = db::now();
+    let today = now.date().and_time(chrono::NaiveTime::MIN);
+    let this_hour = today + chrono::Duration::hours(i64::from(chrono::Timelike::hour(&now)));
+    let hours_from = this_hour - chrono::Duration::hours(USAGE_HOURS - 1);
+    let days_from = today - chrono::Duration::days(days - 1);
+    let superuser = key.principal.is_superuser();
+    let (user_id, id) = (key.user_id(), key.id.clone());
+    // Stored plus pending with no flush between (see `list_keys`).
+    let _no_flush = usage.hold_flushes().await;
+    let (stored_hours, stored_days) = db::run(&state.pool, move |conn| {
+        let found = if superuser {
+            store::find_any(conn, &id)?
+        } else {
+            store::find_for_user(conn, &user_id, &id)?
+        };
+        match found {
+            Some(_) => store::usage_since(conn, &id, hours_from, days_from).map(Some),
+            None => Ok(None),
+        }
+    })
+    .await?
+    .ok_or_else(|| AppError::not_found(KEY_NOT_FOUND))?;
+    let mut hours: std::collections::HashMap<NaiveDateTime, (i64, i64)> = stored_hours
+        .into_iter()
+        .map(|b| (b.start, (b.requests, b.refused)))
+        .collect();
+    let mut by_day: std::collections::HashMap<NaiveDateTime, (i64, i64)> = stored_days
+        .into_iter()
+        .map(|b| (b.start, (b.requests, b.refused)))
+        .collect();
+    for (hour, requests, refused) in usage.pending(&key.id).hours {
+        let start = usage::hour_start(hour);
+        for (map, at) in [
+            (&mut hours, start),
+            (&mut by_day, start.date().and_time(chrono::NaiveTime::MIN)),
+        ] {
+            let entry = map.entry(at).or_default();
+            entry.0 += requests;
+            entry.1 += refused;
+        }
+    }
+    let days = (0..days)
+        .map(|n| {
+            let day = days_from + chrono::Duration::days(n);
+            let (requests, refused) = by_day.get(&day).copied().unwrap_or_default();
+            DayView {
+                day: day.format("%Y-%m-%d").to_string(),
+                requests,
+                refused,
+            }
+        })
+        .collect();
+    let hours = (0..USAGE_HOURS)
+        .map(|n| {
+            let hour = hours_from + chrono::Duration::hours(n);
+            let (requests, refused) = hours.get(&hour).copied().unwrap_or_default();
+            HourView {
+                hour: hour.format("%Y-%m-%dT%H:00:00Z").to_string(),
+                requests,
+                refused,
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(UsageView {
+        key_id: key.id,
+        days,
+        hours,
     }))
 }
 

@@ -3,7 +3,9 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::db::schema::{api_keys, flows, key_inserts, rate_limit_windows, users};
+use crate::db::schema::{
+    api_keys, flows, key_inserts, key_usage_days, key_usage_hours, rate_limit_windows, users,
+};
 use crate::db::{self, DbConnection, DbError};
 use crate::error::AppError;
 use crate::identity::AuthUser;
@@ -32,6 +34,8 @@ pub struct ApiKey {
     /// Requests per window (`None` with `rate_limit_seconds`: no limit).
     pub rate_limit_requests: Option<i64>,
     pub rate_limit_seconds: Option<i64>,
+    /// The client address of the latest use (written with `last_used_at`).
+    pub last_used_from: Option<String>,
 }
 
 #[derive(Insertable)]
@@ -163,6 +167,7 @@ fn insert_row(conn: &mut DbConnection, new: NewKey<'_>) -> diesel::QueryResult<A
         allowed_ips: new.allowed_ips.map(str::to_string),
         rate_limit_requests: new.rate_limit.map(|(requests, _)| requests),
         rate_limit_seconds: new.rate_limit.map(|(_, seconds)| seconds),
+        last_used_from: None,
     })
 }
 
@@ -407,26 +412,170 @@ pub fn delete_bound_to_flow(conn: &mut DbConnection, flow_id: &str) -> Result<us
     Ok(diesel::delete(api_keys::table.filter(api_keys::flow_id.eq(flow_id))).execute(conn)?)
 }
 
-/// Adds batched usage in one transaction. `last_used_at` only moves
-/// forward, so instances flushing out of order never set it back.
-pub fn add_usage(conn: &mut DbConnection, batch: &[(String, i64, NaiveDateTime)]) -> Result<()> {
+/// One hour's or one day's counts of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    pub start: NaiveDateTime,
+    pub requests: i64,
+    pub refused: i64,
+}
+
+/// What one flush adds for one key.
+#[derive(Debug, Clone)]
+pub struct UsageDelta {
+    pub key_id: String,
+    pub uses: i64,
+    pub last_used_at: NaiveDateTime,
+    pub last_used_from: Option<String>,
+    /// By hour (each bucket's `start` an hour's).
+    pub hours: Vec<Bucket>,
+}
+
+/// Adds batched usage in one transaction: the totals, the latest use
+/// (`last_used_at` only moves forward, so instances flushing out of order
+/// never set it back; `last_used_from` moves with it) and the hourly and
+/// daily buckets. Keys deleted meanwhile are skipped. `prune`: delete hour
+/// buckets before the first time and day buckets before the second.
+pub fn add_usage(
+    conn: &mut DbConnection,
+    batch: &[UsageDelta],
+    prune: Option<(NaiveDateTime, NaiveDateTime)>,
+) -> Result<()> {
     db::transaction(conn, |conn| {
-        for (key_id, uses, last_used_at) in batch {
+        let ids: Vec<&str> = batch.iter().map(|d| d.key_id.as_str()).collect();
+        let existing: std::collections::HashSet<String> = api_keys::table
+            .filter(api_keys::id.eq_any(&ids))
+            .select(api_keys::id)
+            .load::<String>(conn)?
+            .into_iter()
+            .collect();
+        for delta in batch.iter().filter(|d| existing.contains(&d.key_id)) {
+            let key_id = &delta.key_id;
             diesel::update(api_keys::table.find(key_id))
-                .set(api_keys::total_uses.eq(api_keys::total_uses + *uses))
+                .set(api_keys::total_uses.eq(api_keys::total_uses + delta.uses))
                 .execute(conn)?;
             diesel::update(
                 api_keys::table.find(key_id).filter(
                     api_keys::last_used_at
                         .is_null()
-                        .or(api_keys::last_used_at.lt(*last_used_at)),
+                        .or(api_keys::last_used_at.lt(delta.last_used_at)),
                 ),
             )
-            .set(api_keys::last_used_at.eq(*last_used_at))
+            .set((
+                api_keys::last_used_at.eq(delta.last_used_at),
+                api_keys::last_used_from.eq(&delta.last_used_from),
+            ))
             .execute(conn)?;
+            for hour in &delta.hours {
+                add_bucket(conn, key_id, *hour, false)?;
+                let day = Bucket {
+                    start: hour.start.date().and_time(chrono::NaiveTime::MIN),
+                    ..*hour
+                };
+                add_bucket(conn, key_id, day, true)?;
+            }
+        }
+        if let Some((hours_before, days_before)) = prune {
+            diesel::delete(key_usage_hours::table.filter(key_usage_hours::hour.lt(hours_before)))
+                .execute(conn)?;
+            diesel::delete(key_usage_days::table.filter(key_usage_days::day.lt(days_before)))
+                .execute(conn)?;
         }
         Ok(())
     })
+}
+
+/// Adds one bucket's counts to the hour's (or the day's) row.
+fn add_bucket(
+    conn: &mut DbConnection,
+    key_id: &str,
+    bucket: Bucket,
+    daily: bool,
+) -> diesel::QueryResult<usize> {
+    use diesel::upsert::excluded;
+    if daily {
+        use key_usage_days as t;
+        let row = (
+            t::key_id.eq(key_id),
+            t::day.eq(bucket.start),
+            t::requests.eq(bucket.requests),
+            t::refused.eq(bucket.refused),
+        );
+        db::on_each_backend!(conn, |backend| diesel::insert_into(t::table)
+            .values(row)
+            .on_conflict((t::key_id, t::day))
+            .do_update()
+            .set((
+                t::requests.eq(t::requests + excluded(t::requests)),
+                t::refused.eq(t::refused + excluded(t::refused)),
+            ))
+            .execute(backend))
+    } else {
+        use key_usage_hours as t;
+        let row = (
+            t::key_id.eq(key_id),
+            t::hour.eq(bucket.start),
+            t::requests.eq(bucket.requests),
+            t::refused.eq(bucket.refused),
+        );
+        db::on_each_backend!(conn, |backend| diesel::insert_into(t::table)
+            .values(row)
+            .on_conflict((t::key_id, t::hour))
+            .do_update()
+            .set((
+                t::requests.eq(t::requests + excluded(t::requests)),
+                t::refused.eq(t::refused + excluded(t::refused)),
+            ))
+            .execute(backend))
+    }
+}
+
+/// A key's stored buckets: hours from `hours_from` and days from
+/// `days_from`, each oldest first.
+pub fn usage_since(
+    conn: &mut DbConnection,
+    key_id: &str,
+    hours_from: NaiveDateTime,
+    days_from: NaiveDateTime,
+) -> Result<(Vec<Bucket>, Vec<Bucket>)> {
+    let hours = key_usage_hours::table
+        .filter(key_usage_hours::key_id.eq(key_id))
+        .filter(key_usage_hours::hour.ge(hours_from))
+        .order(key_usage_hours::hour)
+        .select((
+            key_usage_hours::hour,
+            key_usage_hours::requests,
+            key_usage_hours::refused,
+        ))
+        .load::<(NaiveDateTime, i64, i64)>(conn)?;
+    let days = key_usage_days::table
+        .filter(key_usage_days::key_id.eq(key_id))
+        .filter(key_usage_days::day.ge(days_from))
+        .order(key_usage_days::day)
+        .select((
+            key_usage_days::day,
+            key_usage_days::requests,
+            key_usage_days::refused,
+        ))
+        .load::<(NaiveDateTime, i64, i64)>(conn)?;
+    let bucket = |(start, requests, refused)| Bucket {
+        start,
+        requests,
+        refused,
+    };
+    Ok((
+        hours.into_iter().map(bucket).collect(),
+        days.into_iter().map(bucket).collect(),
+    ))
+}
+
+/// A key whoever owns it (a superuser reading any key's usage).
+pub fn find_any(conn: &mut DbConnection, id: &str) -> Result<Option<ApiKey>> {
+    Ok(api_keys::table
+        .find(id)
+        .select(ApiKey::as_select())
+        .first(conn)
+        .optional()?)
 }
 
 /// Deletes the keys among `key_hashes`, whoever owns them (a leaked-key

@@ -355,9 +355,7 @@ pub fn authenticate_cached(
 fn judge(found: Option<Arc<VerifiedKey>>) -> Result<KeyCaller, AppError> {
     let now = db::now();
     match found {
-        Some(key) if key.is_usable_at(now) => {
-            key.usage.record(now);
-            Ok(KeyCaller {
+        Some(key) if key.is_usable_at(now) => Ok(KeyCaller {
                 principal: Principal {
                     user: key.owner.clone(),
                     credential: Credential::ApiKey {
@@ -366,9 +364,8 @@ fn judge(found: Option<Arc<VerifiedKey>>) -> Result<KeyCaller, AppError> {
                         policy: key.policy.clone(),
                     },
                 },
-                key,
-            })
-        }
+            key,
+        }),
         Some(_) => Err(reject("unusable key", AppError::unauthorized(INVALID_KEY))),
         None => Err(reject("unknown key", AppError::unauthorized(INVALID_KEY))),
     }
