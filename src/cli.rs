@@ -235,6 +235,7 @@ fn create_key_for(
             flow_id: None,
             scopes: None,
             allowed_ips: None,
+            rate_limit: None,
         },
     )?;
     // Running instances' key filters hold the key before it is printed

@@ -68,6 +68,10 @@ struct Settings {
     /// How often usage counters are written (ms, at least 10).
     #[serde(default = "default_usage_flush_ms")]
     usage_flush_ms: u64,
+    /// How often each instance adds its rate-limited keys' requests to the
+    /// shared per-window counts and reads the others' back (ms, 10 to 60000).
+    #[serde(default = "default_rate_limit_sync_ms")]
+    rate_limit_sync_ms: u64,
     /// Largest accepted request body, in bytes.
     #[serde(default = "default_max_body_bytes")]
     max_body_bytes: usize,
@@ -179,6 +183,9 @@ fn default_db_timeout_ms() -> u64 {
 fn default_usage_flush_ms() -> u64 {
     5000
 }
+fn default_rate_limit_sync_ms() -> u64 {
+    100
+}
 fn default_max_body_bytes() -> usize {
     1024 * 1024
 }
@@ -267,6 +274,9 @@ pub struct Config {
     /// How long a request waits for a database connection before a 503.
     pub db_timeout: Duration,
     pub usage_flush_interval: Duration,
+    /// `KEYGATE_RATE_LIMIT_SYNC_MS`: how often rate-limit counts are shared
+    /// between instances (see `keys::limits`).
+    pub rate_limit_sync_interval: Duration,
     pub max_body_bytes: usize,
     /// `KEYGATE_MAX_UPLOAD_BYTES`: the largest multipart body a file upload
     /// streams to a Langflow upstream.
@@ -443,6 +453,7 @@ impl Config {
             pool_size: s.db_pool_size.max(1),
             db_timeout: Duration::from_millis(s.db_timeout_ms.max(100)),
             usage_flush_interval: Duration::from_millis(s.usage_flush_ms.max(10)),
+            rate_limit_sync_interval: Duration::from_millis(s.rate_limit_sync_ms.clamp(10, 60_000)),
             max_body_bytes: s.max_body_bytes,
             max_upload_bytes: s.max_upload_bytes,
             workers,

@@ -41,6 +41,8 @@ pub mod reason {
     pub const FORBIDDEN_ADDRESS: &str = "FORBIDDEN_ADDRESS";
     pub const FLOW_BOUND_KEY: &str = "FLOW_BOUND_KEY";
     pub const INVALID_KEYS_THROTTLED: &str = "INVALID_KEYS_THROTTLED";
+    /// The key's own rate limit (429 with `Retry-After`).
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
 }
 
 /// One right a key may hold.
@@ -142,12 +144,16 @@ pub struct KeyPolicy {
     pub scopes: Scopes,
     /// `None`: any address.
     pub allowed_ips: Option<Vec<crate::client_ip::Cidr>>,
+    /// `(requests, per_seconds)`, enforced by the key domain; here so a
+    /// limited key cannot give a key a looser limit.
+    pub rate_limit: Option<(i64, i64)>,
 }
 
 impl KeyPolicy {
     pub const UNRESTRICTED: KeyPolicy = KeyPolicy {
         scopes: Scopes::ALL,
         allowed_ips: None,
+        rate_limit: None,
     };
 
     /// From the stored columns. A stored address list that no longer
@@ -157,6 +163,7 @@ impl KeyPolicy {
             scopes: Scopes::from_stored(scopes),
             allowed_ips: allowed_ips
                 .map(|text| crate::client_ip::Cidr::parse_list(text).unwrap_or_default()),
+            rate_limit: None,
         }
     }
 

@@ -43,6 +43,7 @@ use crate::sessions::SESSION_COOKIE;
         crate::keys::update_key,
         crate::keys::delete_key,
         crate::keys::rotate_key,
+        crate::keys::key_usage,
         crate::credentials::list,
         crate::credentials::read,
         crate::credentials::save,

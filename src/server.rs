@@ -23,6 +23,7 @@ use crate::flows::cache::FlowCache;
 use crate::gateway::SecretCache;
 use crate::hosts::{self, AllowedHosts};
 use crate::identity::{LoggedCaller, Principal, ACCESS_LOG, API_KEY_QUERY};
+use crate::keys::limits::RateLimiter;
 use crate::keys::usage::UsageRecorder;
 use crate::keys::KeyVerifier;
 use crate::metrics::{self, HttpSeries, Metrics, UNMATCHED_ROUTE};
@@ -39,6 +40,9 @@ pub struct Services {
     pub core: AppState,
     pub keys: Arc<KeyVerifier>,
     pub usage: Arc<UsageRecorder>,
+    /// Rate-limit windows, shared with the other instances by `start`'s
+    /// sync task.
+    pub limits: Arc<RateLimiter>,
     pub flows: Arc<FlowCache>,
     pub secrets: Arc<SecretCache>,
     pub signin: Arc<users::throttle::SigninThrottle>,
@@ -49,7 +53,7 @@ pub struct Services {
 impl Services {
     /// Builds the domain services and subscribes their caches to the bus.
     pub fn new(core: AppState) -> Self {
-        let (keys, usage) = keys::services(&core);
+        let (keys, usage, limits) = keys::services(&core);
         let flows = flows::services(&core);
         let secrets = Arc::new(SecretCache::new(
             core.config.key_cache_size,
@@ -70,6 +74,7 @@ impl Services {
             core,
             keys,
             usage,
+            limits,
             flows,
             secrets,
         }
@@ -594,6 +599,8 @@ pub struct RunningServer {
     metrics_server: Option<actix_web::dev::ServerHandle>,
     flusher: tokio::task::JoinHandle<()>,
     stop_flusher: std::sync::Arc<tokio::sync::Notify>,
+    syncer: tokio::task::JoinHandle<()>,
+    stop_syncer: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl RunningServer {
@@ -674,7 +681,12 @@ impl RunningServer {
             metrics.stop(true).await;
         }
         self.stop_flusher.notify_one();
+        self.stop_syncer.notify_one();
         let _ = self.flusher.await;
+        let _ = self.syncer.await;
+        if let Err(e) = self.state.limits.sync().await {
+            tracing::warn!(error = %e, "rate-limit counts not shared at shutdown");
+        }
         let flushed = self.state.usage.flush().await;
         self.state.core.stop_background();
         let flushed = flushed
@@ -818,6 +830,24 @@ pub async fn start(core: AppState) -> Result<RunningServer, String> {
             }
         }
     });
+    let limits = state.limits.clone();
+    let interval = config.rate_limit_sync_interval;
+    let stop_syncer = std::sync::Arc::new(tokio::sync::Notify::new());
+    let stop_signal = stop_syncer.clone();
+    let syncer = actix_web::rt::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop_signal.notified() => return,
+            }
+            if let Err(e) = limits.sync().await {
+                tracing::warn!(error = %e, "rate-limit counts not shared; will retry");
+            }
+        }
+    });
     Ok(RunningServer {
         addr,
         metrics_addr,
@@ -827,6 +857,8 @@ pub async fn start(core: AppState) -> Result<RunningServer, String> {
         metrics_server,
         flusher,
         stop_flusher,
+        syncer,
+        stop_syncer,
     })
 }
 

@@ -45,6 +45,7 @@ async fn keys_bulk_written_by_another_process_work_at_once_on_sqlite() {
                     flow_id: None,
                     scopes: None,
                     allowed_ips: None,
+                    rate_limit: None,
                 },
             )?;
         }

@@ -18,6 +18,7 @@ mod langflow;
 mod langflow_import;
 mod layers;
 mod lifecycle;
+mod limits;
 mod migrations;
 mod openapi;
 mod operations;

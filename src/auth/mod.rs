@@ -18,13 +18,16 @@ use actix_web::http::header::{self, HeaderMap, AUTHORIZATION};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest};
+use std::sync::Arc;
 
 use crate::error::AppError;
 use crate::identity::{
     reason, reject, Credential, KeyPolicy, LoggedCaller, Principal, Resolved, Scope,
     API_KEY_HEADER, API_KEY_QUERY, FORBIDDEN_ADDRESS, INVALID_KEY,
 };
-use crate::keys::{self, KeyVerifier};
+use crate::keys::limits::{Verdict, RATE_LIMITED};
+use crate::keys::verify::VerifiedKey;
+use crate::keys::{self, KeyCaller, KeyVerifier};
 use crate::metrics::KeyOutcome;
 use crate::sessions;
 use crate::state::AppState;
@@ -46,17 +49,35 @@ pub async fn resolve<B: MessageBody>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
-    let outcome = match authenticate(req.request()).await {
+    let (outcome, key) = match authenticate(req.request()).await {
         Err(Failure::Key(error)) => {
             return Ok(req.error_response(error).map_into_right_body());
         }
-        Err(Failure::Session(error)) => Err(error),
-        Ok(principal) => Ok(principal),
+        Err(Failure::Session(error)) => (Err(error), None),
+        Ok(Some((principal, key))) => (Ok(Some(principal)), key),
+        Ok(None) => (Ok(None), None),
+    };
+    let mut verdict = None;
+    let address = match &key {
+        Some(key) => {
+            let Some(failures) = req.app_data::<web::Data<KeyFailures>>() else {
+                let error = AppError::internal("key verification services missing");
+                return Ok(req.error_response(error).map_into_right_body());
+            };
+            let address = failures.address(req.request());
+            key.usage.record(crate::db::now(), address);
+            Some(address)
+        }
+        None => None,
     };
     if let Ok(Some(principal)) = &outcome {
         LoggedCaller::store(req.request(), principal);
-        if let Err(error) = key_policy_allows(req.request(), principal) {
-            return Ok(req.error_response(error).map_into_right_body());
+        if let Err(error) = key_policy_allows(req.request(), principal, address) {
+            let peeked = key
+                .as_ref()
+                .and_then(|k| k.limit.as_ref())
+                .map(|l| l.peek());
+            return Ok(refused(req, error, key.as_deref(), peeked));
         }
         if !csrf_satisfied(req.request(), principal) {
             let error = reject(
@@ -65,47 +86,130 @@ pub async fn resolve<B: MessageBody>(
             );
             return Ok(req.error_response(error).map_into_right_body());
         }
+        if let Some(limit) = key.as_ref().and_then(|k| k.limit.as_ref()) {
+            let admitted = limit.admit();
+            if !admitted.allowed {
+                let error = reject(
+                    "key over its rate limit",
+                    AppError::new(StatusCode::TOO_MANY_REQUESTS, RATE_LIMITED)
+                        .retry_after(u32::try_from(admitted.reset).unwrap_or(u32::MAX))
+                        .with_reason(reason::RATE_LIMITED),
+                );
+                record_outcome(req.request(), KeyOutcome::RateLimited);
+                return Ok(refused(req, error, key.as_deref(), Some(admitted)));
+            }
+            verdict = Some(admitted);
+        }
+        if key.is_some() {
+            record_outcome(req.request(), KeyOutcome::Valid);
+        }
     }
     Resolved::store(req.request(), outcome);
-    next.call(req)
-        .await
-        .map(ServiceResponse::map_into_left_body)
+    let mut res = next.call(req).await?;
+    if let Some(key) = &key {
+        let reason = res
+            .response()
+            .error()
+            .and_then(|error| error.as_error::<AppError>())
+            .and_then(AppError::reason);
+        count_refusal(key, reason);
+    }
+    if let Some(verdict) = verdict {
+        rate_limit_headers(res.headers_mut(), verdict);
+    }
+    Ok(res.map_into_left_body())
+}
+
+/// The refusals a key's usage counts as `refused`: those of its own
+/// policy, wherever they were decided (here or in a handler).
+const POLICY_REFUSALS: [&str; 4] = [
+    reason::RATE_LIMITED,
+    reason::FORBIDDEN_ADDRESS,
+    reason::MISSING_SCOPE,
+    reason::FLOW_BOUND_KEY,
+];
+
+fn count_refusal(key: &VerifiedKey, reason: Option<&str>) {
+    if reason.is_some_and(|reason| POLICY_REFUSALS.contains(&reason)) {
+        key.usage.refuse(crate::db::now());
+    }
+}
+
+/// The answer to a key the middleware refuses, counted in its usage, with
+/// the `RateLimit-*` headers when the key is limited.
+fn refused<B>(
+    req: ServiceRequest,
+    error: AppError,
+    key: Option<&VerifiedKey>,
+    verdict: Option<Verdict>,
+) -> ServiceResponse<EitherBody<B>> {
+    if let Some(key) = key {
+        count_refusal(key, error.reason());
+    }
+    let mut res = req.error_response(error);
+    if let Some(verdict) = verdict {
+        rate_limit_headers(res.headers_mut(), verdict);
+    }
+    res.map_into_right_body()
+}
+
+/// The IETF httpapi rate-limit headers: the limit, what is left of it in
+/// this window, and the seconds until the window ends.
+fn rate_limit_headers(headers: &mut HeaderMap, verdict: Verdict) {
+    for (name, value) in [
+        ("ratelimit-limit", verdict.limit),
+        ("ratelimit-remaining", verdict.remaining),
+        ("ratelimit-reset", verdict.reset),
+    ] {
+        headers.insert(
+            header::HeaderName::from_static(name),
+            header::HeaderValue::from(value),
+        );
+    }
 }
 
 /// A key's own limits, from the cached key: the address it is used from
-/// (after `KEYGATE_TRUSTED_PROXIES`) and the scope the route needs. The
-/// verdict is the key's outcome in the metrics: `valid`, or the refusal.
-fn key_policy_allows(req: &HttpRequest, principal: &Principal) -> Result<(), AppError> {
+/// (`address`, after `KEYGATE_TRUSTED_PROXIES`) and the scope the route
+/// needs. A refusal is counted in the metrics as the key's outcome; a key
+/// that passes is counted once the rate limit has let it through.
+fn key_policy_allows(
+    req: &HttpRequest,
+    principal: &Principal,
+    address: Option<std::net::IpAddr>,
+) -> Result<(), AppError> {
     let Credential::ApiKey {
         policy, flow_id, ..
     } = &principal.credential
     else {
         return Ok(());
     };
-    let verdict = key_policy_verdict(req, policy, flow_id.is_some());
+    key_policy_verdict(req, policy, flow_id.is_some(), address).map_err(|(error, outcome)| {
+        record_outcome(req, outcome);
+        error
+    })
+}
+
+/// One key verification's outcome in the metrics.
+fn record_outcome(req: &HttpRequest, outcome: KeyOutcome) {
     if let Some(verifier) = req.app_data::<web::Data<KeyVerifier>>() {
-        let outcome = match &verdict {
-            Ok(()) => KeyOutcome::Valid,
-            Err((_, outcome)) => *outcome,
-        };
         verifier.outcomes().record(outcome);
     }
-    verdict.map_err(|(error, _)| error)
 }
 
 fn key_policy_verdict(
     req: &HttpRequest,
     policy: &KeyPolicy,
     flow_bound: bool,
+    address: Option<std::net::IpAddr>,
 ) -> Result<(), (AppError, KeyOutcome)> {
     if policy.allowed_ips.is_some() {
-        let failures = req.app_data::<web::Data<KeyFailures>>().ok_or_else(|| {
+        let address = address.ok_or_else(|| {
             (
-                AppError::internal("key verification services missing"),
+                AppError::internal("the client address is missing"),
                 KeyOutcome::ForbiddenAddress,
             )
         })?;
-        if !policy.allows_address(failures.address(req)) {
+        if !policy.allows_address(address) {
             return Err((
                 reject(
                     "key used from an address it is not allowed from",
@@ -298,14 +402,18 @@ enum Presented {
     Nothing,
 }
 
-async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, Failure> {
+/// Who the request comes from, and for a key the cached key itself (its
+/// limit and counters).
+type Caller = (Principal, Option<Arc<VerifiedKey>>);
+
+async fn authenticate(req: &HttpRequest) -> Result<Option<Caller>, Failure> {
     let presented =
         presented_credentials(req.headers(), req.query_string()).map_err(Failure::Key)?;
     match presented {
         Presented::Nothing => Ok(None),
         Presented::ApiKey(key) => authenticate_key(req, &key)
             .await
-            .map(Some)
+            .map(|KeyCaller { principal, key }| Some((principal, Some(key))))
             .map_err(Failure::Key),
         Presented::Session { token, via_cookie } => {
             let state = req
@@ -313,7 +421,7 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, Failure> {
                 .ok_or_else(|| Failure::Session(AppError::internal("application state missing")))?;
             sessions::authenticate(&state.pool, &token, via_cookie)
                 .await
-                .map(Some)
+                .map(|principal| Some((principal, None)))
                 .map_err(Failure::Session)
         }
         Presented::BadSession(error) => Err(Failure::Session(error)),
@@ -324,7 +432,7 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, Failure> {
 /// against the client's address; once it is throttled, an invalid key is
 /// answered 429 from the caches (or after one of its few lookups), and a
 /// valid key is served as always.
-async fn authenticate_key(req: &HttpRequest, key: &str) -> Result<Principal, AppError> {
+async fn authenticate_key(req: &HttpRequest, key: &str) -> Result<KeyCaller, AppError> {
     let (Some(verifier), Some(failures)) = (
         req.app_data::<web::Data<KeyVerifier>>(),
         req.app_data::<web::Data<KeyFailures>>(),

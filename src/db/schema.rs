@@ -39,6 +39,37 @@ diesel::table! {
         flow_id -> Nullable<Text>,
         scopes -> Nullable<Text>,
         allowed_ips -> Nullable<Text>,
+        rate_limit_requests -> Nullable<BigInt>,
+        rate_limit_seconds -> Nullable<BigInt>,
+        last_used_from -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    key_usage_hours (key_id, hour) {
+        key_id -> Text,
+        hour -> Timestamp,
+        requests -> BigInt,
+        refused -> BigInt,
+    }
+}
+
+diesel::table! {
+    key_usage_days (key_id, day) {
+        key_id -> Text,
+        day -> Timestamp,
+        requests -> BigInt,
+        refused -> BigInt,
+    }
+}
+
+diesel::table! {
+    rate_limit_windows (key_id, window_seconds, window_start) {
+        key_id -> Text,
+        window_seconds -> BigInt,
+        window_start -> BigInt,
+        window_end -> BigInt,
+        count -> BigInt,
     }
 }
 

@@ -1,6 +1,7 @@
 //! `sk-` API keys: Langflow-compatible routes under `/api/v1/api_key/`.
 
 pub mod filter;
+pub mod limits;
 pub mod store;
 pub mod token;
 pub mod usage;
@@ -23,8 +24,9 @@ use crate::state::AppState;
 use crate::token::PlainKey;
 use crate::validate::{self, LenientJson};
 pub use filter::KeyFilter;
+use limits::{RateLimit, RateLimiter};
 use usage::UsageRecorder;
-pub use verify::{authenticate, authenticate_cached, KeyVerifier};
+pub use verify::{authenticate, authenticate_cached, KeyCaller, KeyVerifier};
 
 pub const MAX_NAME_LEN: usize = 255;
 const KEY_NOT_FOUND: &str = "API Key not found";
@@ -41,13 +43,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         "/api_key": get list_keys, post create_key, delete revoke_all;
         "/api_key/{id}" ["API key"]: delete delete_key, patch update_key;
         "/api_key/{id}/rotate" ["API key"]: post rotate_key;
+        "/api_key/{id}/usage" ["API key"]: get key_usage;
     });
 }
 
-/// The key domain's long-lived parts: the verifier (subscribed to the bus)
-/// and the usage counters it shares.
-pub fn services(state: &AppState) -> (Arc<KeyVerifier>, Arc<UsageRecorder>) {
+/// The key domain's long-lived parts: the verifier (subscribed to the
+/// bus), and the usage counters and rate-limit windows it shares.
+pub fn services(state: &AppState) -> (Arc<KeyVerifier>, Arc<UsageRecorder>, Arc<RateLimiter>) {
     let usage = Arc::new(UsageRecorder::new(state.pool.clone()));
+    let limiter = Arc::new(RateLimiter::new(state.pool.clone()));
     let filter = KeyFilter::new(
         state.pool.clone(),
         &state.config.database_url,
@@ -59,12 +63,13 @@ pub fn services(state: &AppState) -> (Arc<KeyVerifier>, Arc<UsageRecorder>) {
         state.pool.clone(),
         verify::CacheSettings::from_config(&state.config),
         usage.clone(),
+        limiter.clone(),
         filter,
         state.bus.current(),
         &state.metrics,
     ));
     state.bus.subscribe(&verifier);
-    (verifier, usage)
+    (verifier, usage, limiter)
 }
 
 /// A key as listed: masked, with its usage.
@@ -76,6 +81,8 @@ pub struct ApiKeyView {
     pub user_id: String,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The client address of the latest use.
+    pub last_used_from: Option<String>,
     pub total_uses: i64,
     pub is_active: bool,
     pub expires_at: Option<DateTime<Utc>>,
@@ -84,6 +91,8 @@ pub struct ApiKeyView {
     pub scopes: Vec<&'static str>,
     /// `null`: any address.
     pub allowed_ips: Option<Vec<String>>,
+    /// `null`: no limit.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl From<store::ApiKey> for ApiKeyView {
@@ -95,6 +104,7 @@ impl From<store::ApiKey> for ApiKeyView {
             user_id: key.user_id,
             created_at: key.created_at.and_utc(),
             last_used_at: key.last_used_at.map(|t| t.and_utc()),
+            last_used_from: key.last_used_from,
             total_uses: key.total_uses,
             is_active: key.is_active,
             expires_at: key.expires_at.map(|t| t.and_utc()),
@@ -103,6 +113,7 @@ impl From<store::ApiKey> for ApiKeyView {
             allowed_ips: key
                 .allowed_ips
                 .map(|text| text.split(',').map(str::to_string).collect()),
+            rate_limit: RateLimit::from_stored(key.rate_limit_requests, key.rate_limit_seconds),
         }
     }
 }
@@ -129,6 +140,10 @@ struct CreateKeyRequest {
     /// `null` or absent: any address.
     #[serde(default)]
     allowed_ips: Option<Vec<String>>,
+    /// `{"requests": N, "per_seconds": S}`; `null` or absent: no limit.
+    #[serde(default)]
+    #[schema(value_type = Option<RateLimit>)]
+    rate_limit: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -187,6 +202,9 @@ struct UpdateKeyRequest {
     scopes: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "validate::double_option")]
     allowed_ips: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "validate::double_option")]
+    #[schema(value_type = Option<RateLimit>)]
+    rate_limit: Option<Option<serde_json::Value>>,
 }
 
 /// The scopes a request names: known ones, at least one, `admin` only for
@@ -234,12 +252,14 @@ fn key_scopes(
     Ok(scopes)
 }
 
-/// No escalation: a key gives no key a scope it lacks itself, nor an
-/// address its own list does not cover. Sessions may give anything.
+/// No escalation: a key gives no key a scope it lacks itself, an address
+/// its own list does not cover, or a looser rate limit than its own.
+/// Sessions may give anything.
 fn check_no_escalation(
     principal: &Principal,
     scopes: Scopes,
     allowed_ips: Option<&str>,
+    rate_limit: Option<RateLimit>,
 ) -> Result<(), AppError> {
     let Credential::ApiKey { policy, .. } = &principal.credential else {
         return Ok(());
@@ -263,6 +283,17 @@ fn check_no_escalation(
         if !covered {
             return Err(AppError::forbidden(
                 "An API key cannot give a key addresses beyond its own allowed_ips",
+            ));
+        }
+    }
+    if let Some((requests, per_seconds)) = policy.rate_limit {
+        let own = RateLimit {
+            requests,
+            per_seconds,
+        };
+        if !rate_limit.is_some_and(|limit| limit.is_within(own)) {
+            return Err(AppError::forbidden(
+                "An API key cannot give a key a looser rate_limit than its own",
             ));
         }
     }
@@ -372,12 +403,14 @@ async fn list_keys(
     let api_keys: Vec<ApiKeyView> = keys
         .into_iter()
         .map(|key| {
-            let (uses, last_used) = usage.pending(&key.id);
+            let pending = usage.pending(&key.id);
             let mut view = ApiKeyView::from(key);
-            view.total_uses += uses;
-            if let Some(last_used) = last_used {
-                let last_used = last_used.and_utc();
-                view.last_used_at = Some(view.last_used_at.map_or(last_used, |t| t.max(last_used)));
+            view.total_uses += pending.uses;
+            if let Some(last_used) = pending.last_used.map(|t| t.and_utc()) {
+                if view.last_used_at.is_none_or(|stored| stored < last_used) {
+                    view.last_used_at = Some(last_used);
+                    view.last_used_from = pending.last_used_from.map(|ip| ip.to_string());
+                }
             }
             view
         })
@@ -427,7 +460,11 @@ async fn create_key(
     };
     let scopes = key_scopes(&principal, request.scopes, flow_id.is_some())?;
     let allowed_ips = request.allowed_ips.map(parse_allowed_ips).transpose()?;
-    check_no_escalation(&principal, scopes, allowed_ips.as_deref())?;
+    let rate_limit = match request.rate_limit {
+        None => None,
+        Some(value) => RateLimit::parse(value)?,
+    };
+    check_no_escalation(&principal, scopes, allowed_ips.as_deref(), rate_limit)?;
     let scopes = scopes.to_stored();
     let plain = PlainKey::generate()?;
     let digest = plain.digest();
@@ -446,6 +483,7 @@ async fn create_key(
                 flow_id: flow_id.as_deref(),
                 scopes: scopes.as_deref(),
                 allowed_ips: allowed_ips.as_deref(),
+                rate_limit: rate_limit.map(|limit| (limit.requests, limit.per_seconds)),
             },
         )
     })
@@ -471,7 +509,11 @@ async fn update_key(
         is_active: request.is_active,
         ..Default::default()
     };
-    if request.scopes.is_some() || request.allowed_ips.is_some() {
+    let rate_limit = match request.rate_limit {
+        None => None,
+        Some(value) => Some(value.map(RateLimit::parse).transpose()?.flatten()),
+    };
+    if request.scopes.is_some() || request.allowed_ips.is_some() || rate_limit.is_some() {
         let current = db::run(&state.pool, {
             let (user_id, id) = (user_id.clone(), id.clone());
             move |conn| store::find_for_user(conn, &user_id, &id)
@@ -486,9 +528,14 @@ async fn update_key(
             None => current.allowed_ips,
             Some(list) => list.map(parse_allowed_ips).transpose()?,
         };
-        check_no_escalation(&key.principal, scopes, allowed_ips.as_deref())?;
+        let rate_limit = rate_limit.unwrap_or_else(|| {
+            RateLimit::from_stored(current.rate_limit_requests, current.rate_limit_seconds)
+        });
+        check_no_escalation(&key.principal, scopes, allowed_ips.as_deref(), rate_limit)?;
         changes.scopes = Some(scopes.to_stored());
         changes.allowed_ips = Some(allowed_ips);
+        changes.rate_limit_requests = Some(rate_limit.map(|l| l.requests));
+        changes.rate_limit_seconds = Some(rate_limit.map(|l| l.per_seconds));
     }
     let updated = db::run(&state.pool, move |conn| {
         store::update_for_user(conn, &user_id, &id, &changes)
@@ -500,7 +547,7 @@ async fn update_key(
 }
 
 /// `POST /api/v1/api_key/{id}/rotate`: a new key (shown once) with the
-/// old one's name, scopes, addresses, flow binding and expiry; the old one
+/// old one's name, scopes, addresses, rate limit, flow binding and expiry; the old one
 /// keeps working for `grace_seconds` (default a day, at most 30 days, 0:
 /// stops now), then is as invalid as any unknown key. The old key's new
 /// expiry is on the bus before the answer.
@@ -537,6 +584,7 @@ async fn rotate_key(
                     &principal,
                     Scopes::from_stored(old.scopes.as_deref()),
                     old.allowed_ips.as_deref(),
+                    RateLimit::from_stored(old.rate_limit_requests, old.rate_limit_seconds),
                 )
             },
         )
@@ -556,6 +604,137 @@ async fn rotate_key(
         key: view,
         old_key_id: key.id,
         old_key_expires_at: rotated.old_key_expires_at.and_utc(),
+    }))
+}
+
+/// `?days=`: how many days of usage to show (today included).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct UsageQuery {
+    /// 1 to 366; default 30.
+    #[serde(default)]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 366)]
+    days: Option<String>,
+}
+
+const DEFAULT_USAGE_DAYS: i64 = 30;
+const MAX_USAGE_DAYS: i64 = 366;
+/// Hourly buckets shown: the last two days.
+const USAGE_HOURS: i64 = 48;
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct DayView {
+    day: String,
+    requests: i64,
+    refused: i64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct HourView {
+    hour: String,
+    requests: i64,
+    refused: i64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct UsageView {
+    key_id: String,
+    days: Vec<DayView>,
+    hours: Vec<HourView>,
+}
+
+/// `GET /api/v1/api_key/{id}/usage?days=30`: the key's requests and
+/// refusals per UTC day (every day of the range, today last) and per hour
+/// for the last 48 hours (this hour last), from the batched counters: what
+/// is stored plus what this instance has not written yet, read without
+/// writing. The owner's keys; a superuser's, anyone's.
+#[utoipa::path(get, path = "/api/v1/api_key/{id}/usage", tag = "api keys", params(("id" = String, Path, format = "uuid"), UsageQuery),
+    responses((status = 200, description = "Requests and refusals per day and per hour", body = UsageView)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
+async fn key_usage(
+    state: web::Data<AppState>,
+    usage: web::Data<UsageRecorder>,
+    key: ById,
+    query: web::Query<UsageQuery>,
+) -> Result<HttpResponse, AppError> {
+    let days = match query.into_inner().days.as_deref().map(str::trim) {
+        None | Some("") => DEFAULT_USAGE_DAYS,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_USAGE_DAYS).contains(n))
+            .ok_or_else(|| {
+                AppError::unprocessable(format!(
+                    "days must be a whole number from 1 to {MAX_USAGE_DAYS}"
+                ))
+            })?,
+    };
+    let now = db::now();
+    let today = now.date().and_time(chrono::NaiveTime::MIN);
+    let this_hour = today + chrono::Duration::hours(i64::from(chrono::Timelike::hour(&now)));
+    let hours_from = this_hour - chrono::Duration::hours(USAGE_HOURS - 1);
+    let days_from = today - chrono::Duration::days(days - 1);
+    let superuser = key.principal.is_superuser();
+    let (user_id, id) = (key.user_id(), key.id.clone());
+    // Stored plus pending with no flush between (see `list_keys`).
+    let _no_flush = usage.hold_flushes().await;
+    let (stored_hours, stored_days) = db::run(&state.pool, move |conn| {
+        let found = if superuser {
+            store::find_any(conn, &id)?
+        } else {
+            store::find_for_user(conn, &user_id, &id)?
+        };
+        match found {
+            Some(_) => store::usage_since(conn, &id, hours_from, days_from).map(Some),
+            None => Ok(None),
+        }
+    })
+    .await?
+    .ok_or_else(|| AppError::not_found(KEY_NOT_FOUND))?;
+    let mut hours: std::collections::HashMap<NaiveDateTime, (i64, i64)> = stored_hours
+        .into_iter()
+        .map(|b| (b.start, (b.requests, b.refused)))
+        .collect();
+    let mut by_day: std::collections::HashMap<NaiveDateTime, (i64, i64)> = stored_days
+        .into_iter()
+        .map(|b| (b.start, (b.requests, b.refused)))
+        .collect();
+    for (hour, requests, refused) in usage.pending(&key.id).hours {
+        let start = usage::hour_start(hour);
+        for (map, at) in [
+            (&mut hours, start),
+            (&mut by_day, start.date().and_time(chrono::NaiveTime::MIN)),
+        ] {
+            let entry = map.entry(at).or_default();
+            entry.0 += requests;
+            entry.1 += refused;
+        }
+    }
+    let days = (0..days)
+        .map(|n| {
+            let day = days_from + chrono::Duration::days(n);
+            let (requests, refused) = by_day.get(&day).copied().unwrap_or_default();
+            DayView {
+                day: day.format("%Y-%m-%d").to_string(),
+                requests,
+                refused,
+            }
+        })
+        .collect();
+    let hours = (0..USAGE_HOURS)
+        .map(|n| {
+            let hour = hours_from + chrono::Duration::hours(n);
+            let (requests, refused) = hours.get(&hour).copied().unwrap_or_default();
+            HourView {
+                hour: hour.format("%Y-%m-%dT%H:00:00Z").to_string(),
+                requests,
+                refused,
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(UsageView {
+        key_id: key.id,
+        days,
+        hours,
     }))
 }
 

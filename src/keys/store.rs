@@ -3,7 +3,9 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::db::schema::{api_keys, flows, key_inserts, users};
+use crate::db::schema::{
+    api_keys, flows, key_inserts, key_usage_days, key_usage_hours, rate_limit_windows, users,
+};
 use crate::db::{self, DbConnection, DbError};
 use crate::error::AppError;
 use crate::identity::AuthUser;
@@ -29,6 +31,11 @@ pub struct ApiKey {
     pub scopes: Option<String>,
     /// Comma-separated CIDR blocks (`None`: any address).
     pub allowed_ips: Option<String>,
+    /// Requests per window (`None` with `rate_limit_seconds`: no limit).
+    pub rate_limit_requests: Option<i64>,
+    pub rate_limit_seconds: Option<i64>,
+    /// The client address of the latest use (written with `last_used_at`).
+    pub last_used_from: Option<String>,
 }
 
 #[derive(Insertable)]
@@ -46,6 +53,8 @@ struct NewKeyRow<'a> {
     flow_id: Option<&'a str>,
     scopes: Option<&'a str>,
     allowed_ips: Option<&'a str>,
+    rate_limit_requests: Option<i64>,
+    rate_limit_seconds: Option<i64>,
 }
 
 pub struct NewKey<'a> {
@@ -58,6 +67,8 @@ pub struct NewKey<'a> {
     pub flow_id: Option<&'a str>,
     pub scopes: Option<&'a str>,
     pub allowed_ips: Option<&'a str>,
+    /// `(requests, per_seconds)`.
+    pub rate_limit: Option<(i64, i64)>,
 }
 
 #[derive(Default, AsChangeset)]
@@ -67,6 +78,8 @@ pub struct KeyChanges {
     pub is_active: Option<bool>,
     pub scopes: Option<Option<String>>,
     pub allowed_ips: Option<Option<String>>,
+    pub rate_limit_requests: Option<Option<i64>>,
+    pub rate_limit_seconds: Option<Option<i64>>,
 }
 
 impl KeyChanges {
@@ -75,6 +88,8 @@ impl KeyChanges {
             && self.is_active.is_none()
             && self.scopes.is_none()
             && self.allowed_ips.is_none()
+            && self.rate_limit_requests.is_none()
+            && self.rate_limit_seconds.is_none()
     }
 }
 
@@ -88,6 +103,8 @@ pub struct KeyWithOwner {
     pub flow_id: Option<String>,
     pub scopes: Option<String>,
     pub allowed_ips: Option<String>,
+    pub rate_limit_requests: Option<i64>,
+    pub rate_limit_seconds: Option<i64>,
     pub owner: AuthUser,
 }
 
@@ -131,6 +148,8 @@ fn insert_row(conn: &mut DbConnection, new: NewKey<'_>) -> diesel::QueryResult<A
             flow_id: new.flow_id,
             scopes: new.scopes,
             allowed_ips: new.allowed_ips,
+            rate_limit_requests: new.rate_limit.map(|(requests, _)| requests),
+            rate_limit_seconds: new.rate_limit.map(|(_, seconds)| seconds),
         })
         .execute(conn)?;
     Ok(ApiKey {
@@ -146,6 +165,9 @@ fn insert_row(conn: &mut DbConnection, new: NewKey<'_>) -> diesel::QueryResult<A
         flow_id: new.flow_id.map(str::to_string),
         scopes: new.scopes.map(str::to_string),
         allowed_ips: new.allowed_ips.map(str::to_string),
+        rate_limit_requests: new.rate_limit.map(|(requests, _)| requests),
+        rate_limit_seconds: new.rate_limit.map(|(_, seconds)| seconds),
+        last_used_from: None,
     })
 }
 
@@ -217,7 +239,8 @@ pub enum RotateRefusal {
 }
 
 /// Rotates one of the user's keys in one transaction: a new key with the
-/// old one's name, scopes, addresses, flow binding and expiry, and the old
+/// old one's name, scopes, addresses, rate limit, flow binding and expiry,
+/// and the old
 /// one set to expire at `old_expires_by` (or its own earlier expiry).
 /// `check` sees the old key first and may refuse (escalation).
 pub fn rotate(
@@ -255,6 +278,7 @@ pub fn rotate(
                 flow_id: old.flow_id.as_deref(),
                 scopes: old.scopes.as_deref(),
                 allowed_ips: old.allowed_ips.as_deref(),
+                rate_limit: old.rate_limit_requests.zip(old.rate_limit_seconds),
             },
         )?;
         Ok(Ok(Rotated {
@@ -335,6 +359,8 @@ pub fn find_by_hashes(
                 api_keys::flow_id,
                 api_keys::scopes,
                 api_keys::allowed_ips,
+                api_keys::rate_limit_requests,
+                api_keys::rate_limit_seconds,
                 db::auth_user_columns(),
             ),
         ))
@@ -439,26 +465,170 @@ pub fn delete_bound_to_flow(conn: &mut DbConnection, flow_id: &str) -> Result<us
     Ok(diesel::delete(api_keys::table.filter(api_keys::flow_id.eq(flow_id))).execute(conn)?)
 }
 
-/// Adds batched usage in one transaction. `last_used_at` only moves
-/// forward, so instances flushing out of order never set it back.
-pub fn add_usage(conn: &mut DbConnection, batch: &[(String, i64, NaiveDateTime)]) -> Result<()> {
+/// One hour's or one day's counts of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    pub start: NaiveDateTime,
+    pub requests: i64,
+    pub refused: i64,
+}
+
+/// What one flush adds for one key.
+#[derive(Debug, Clone)]
+pub struct UsageDelta {
+    pub key_id: String,
+    pub uses: i64,
+    pub last_used_at: NaiveDateTime,
+    pub last_used_from: Option<String>,
+    /// By hour (each bucket's `start` an hour's).
+    pub hours: Vec<Bucket>,
+}
+
+/// Adds batched usage in one transaction: the totals, the latest use
+/// (`last_used_at` only moves forward, so instances flushing out of order
+/// never set it back; `last_used_from` moves with it) and the hourly and
+/// daily buckets. Keys deleted meanwhile are skipped. `prune`: delete hour
+/// buckets before the first time and day buckets before the second.
+pub fn add_usage(
+    conn: &mut DbConnection,
+    batch: &[UsageDelta],
+    prune: Option<(NaiveDateTime, NaiveDateTime)>,
+) -> Result<()> {
     db::transaction(conn, |conn| {
-        for (key_id, uses, last_used_at) in batch {
+        let ids: Vec<&str> = batch.iter().map(|d| d.key_id.as_str()).collect();
+        let existing: std::collections::HashSet<String> = api_keys::table
+            .filter(api_keys::id.eq_any(&ids))
+            .select(api_keys::id)
+            .load::<String>(conn)?
+            .into_iter()
+            .collect();
+        for delta in batch.iter().filter(|d| existing.contains(&d.key_id)) {
+            let key_id = &delta.key_id;
             diesel::update(api_keys::table.find(key_id))
-                .set(api_keys::total_uses.eq(api_keys::total_uses + *uses))
+                .set(api_keys::total_uses.eq(api_keys::total_uses + delta.uses))
                 .execute(conn)?;
             diesel::update(
                 api_keys::table.find(key_id).filter(
                     api_keys::last_used_at
                         .is_null()
-                        .or(api_keys::last_used_at.lt(*last_used_at)),
+                        .or(api_keys::last_used_at.lt(delta.last_used_at)),
                 ),
             )
-            .set(api_keys::last_used_at.eq(*last_used_at))
+            .set((
+                api_keys::last_used_at.eq(delta.last_used_at),
+                api_keys::last_used_from.eq(&delta.last_used_from),
+            ))
             .execute(conn)?;
+            for hour in &delta.hours {
+                add_bucket(conn, key_id, *hour, false)?;
+                let day = Bucket {
+                    start: hour.start.date().and_time(chrono::NaiveTime::MIN),
+                    ..*hour
+                };
+                add_bucket(conn, key_id, day, true)?;
+            }
+        }
+        if let Some((hours_before, days_before)) = prune {
+            diesel::delete(key_usage_hours::table.filter(key_usage_hours::hour.lt(hours_before)))
+                .execute(conn)?;
+            diesel::delete(key_usage_days::table.filter(key_usage_days::day.lt(days_before)))
+                .execute(conn)?;
         }
         Ok(())
     })
+}
+
+/// Adds one bucket's counts to the hour's (or the day's) row.
+fn add_bucket(
+    conn: &mut DbConnection,
+    key_id: &str,
+    bucket: Bucket,
+    daily: bool,
+) -> diesel::QueryResult<usize> {
+    use diesel::upsert::excluded;
+    if daily {
+        use key_usage_days as t;
+        let row = (
+            t::key_id.eq(key_id),
+            t::day.eq(bucket.start),
+            t::requests.eq(bucket.requests),
+            t::refused.eq(bucket.refused),
+        );
+        db::on_each_backend!(conn, |backend| diesel::insert_into(t::table)
+            .values(row)
+            .on_conflict((t::key_id, t::day))
+            .do_update()
+            .set((
+                t::requests.eq(t::requests + excluded(t::requests)),
+                t::refused.eq(t::refused + excluded(t::refused)),
+            ))
+            .execute(backend))
+    } else {
+        use key_usage_hours as t;
+        let row = (
+            t::key_id.eq(key_id),
+            t::hour.eq(bucket.start),
+            t::requests.eq(bucket.requests),
+            t::refused.eq(bucket.refused),
+        );
+        db::on_each_backend!(conn, |backend| diesel::insert_into(t::table)
+            .values(row)
+            .on_conflict((t::key_id, t::hour))
+            .do_update()
+            .set((
+                t::requests.eq(t::requests + excluded(t::requests)),
+                t::refused.eq(t::refused + excluded(t::refused)),
+            ))
+            .execute(backend))
+    }
+}
+
+/// A key's stored buckets: hours from `hours_from` and days from
+/// `days_from`, each oldest first.
+pub fn usage_since(
+    conn: &mut DbConnection,
+    key_id: &str,
+    hours_from: NaiveDateTime,
+    days_from: NaiveDateTime,
+) -> Result<(Vec<Bucket>, Vec<Bucket>)> {
+    let hours = key_usage_hours::table
+        .filter(key_usage_hours::key_id.eq(key_id))
+        .filter(key_usage_hours::hour.ge(hours_from))
+        .order(key_usage_hours::hour)
+        .select((
+            key_usage_hours::hour,
+            key_usage_hours::requests,
+            key_usage_hours::refused,
+        ))
+        .load::<(NaiveDateTime, i64, i64)>(conn)?;
+    let days = key_usage_days::table
+        .filter(key_usage_days::key_id.eq(key_id))
+        .filter(key_usage_days::day.ge(days_from))
+        .order(key_usage_days::day)
+        .select((
+            key_usage_days::day,
+            key_usage_days::requests,
+            key_usage_days::refused,
+        ))
+        .load::<(NaiveDateTime, i64, i64)>(conn)?;
+    let bucket = |(start, requests, refused)| Bucket {
+        start,
+        requests,
+        refused,
+    };
+    Ok((
+        hours.into_iter().map(bucket).collect(),
+        days.into_iter().map(bucket).collect(),
+    ))
+}
+
+/// A key whoever owns it (a superuser reading any key's usage).
+pub fn find_any(conn: &mut DbConnection, id: &str) -> Result<Option<ApiKey>> {
+    Ok(api_keys::table
+        .find(id)
+        .select(ApiKey::as_select())
+        .first(conn)
+        .optional()?)
 }
 
 /// Deletes the keys among `key_hashes`, whoever owns them (a leaked-key
@@ -477,5 +647,64 @@ pub fn delete_by_hashes(
             diesel::delete(api_keys::table.filter(api_keys::id.eq_any(ids))).execute(conn)?;
         }
         Ok(found)
+    })
+}
+
+/// One key's requests in one rate-limit window, from one instance's sync.
+#[derive(Debug, Clone)]
+pub struct WindowDelta {
+    pub key_id: String,
+    pub window_seconds: i64,
+    pub window_start: i64,
+    pub delta: i64,
+}
+
+/// Adds each delta to its window's shared count and reads the totals
+/// back, in the order given, in one transaction; deletes the windows that
+/// ended before `prune_before` (Unix seconds) when given.
+pub fn add_window_counts(
+    conn: &mut DbConnection,
+    deltas: &[WindowDelta],
+    prune_before: Option<i64>,
+) -> Result<Vec<i64>> {
+    use diesel::upsert::excluded;
+    db::transaction(conn, |conn| {
+        let mut totals = Vec::with_capacity(deltas.len());
+        for delta in deltas {
+            let row = (
+                rate_limit_windows::key_id.eq(&delta.key_id),
+                rate_limit_windows::window_seconds.eq(delta.window_seconds),
+                rate_limit_windows::window_start.eq(delta.window_start),
+                rate_limit_windows::window_end.eq(delta.window_start + delta.window_seconds),
+                rate_limit_windows::count.eq(delta.delta),
+            );
+            db::on_each_backend!(conn, |backend| diesel::insert_into(
+                rate_limit_windows::table
+            )
+            .values(row)
+            .on_conflict((
+                rate_limit_windows::key_id,
+                rate_limit_windows::window_seconds,
+                rate_limit_windows::window_start,
+            ))
+            .do_update()
+            .set(
+                rate_limit_windows::count
+                    .eq(rate_limit_windows::count + excluded(rate_limit_windows::count)),
+            )
+            .execute(backend))?;
+            let total: i64 = rate_limit_windows::table
+                .find((&delta.key_id, delta.window_seconds, delta.window_start))
+                .select(rate_limit_windows::count)
+                .first(conn)?;
+            totals.push(total);
+        }
+        if let Some(before) = prune_before {
+            diesel::delete(
+                rate_limit_windows::table.filter(rate_limit_windows::window_end.lt(before)),
+            )
+            .execute(conn)?;
+        }
+        Ok(totals)
     })
 }

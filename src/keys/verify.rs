@@ -30,6 +30,7 @@ use crate::db::{self, DbPool};
 use crate::error::AppError;
 use crate::identity::{reject, AuthUser, Credential, KeyPolicy, Principal, INVALID_KEY};
 use crate::keys::filter::KeyFilter;
+use crate::keys::limits::{KeyWindow, RateLimit, RateLimiter, Verdict};
 use crate::keys::store;
 use crate::keys::usage::{KeyCounters, UsageRecorder};
 use crate::metrics::{CacheCounters, KeyOutcome, KeyOutcomes, Metrics};
@@ -46,6 +47,8 @@ pub struct VerifiedKey {
     pub flow_id: Option<String>,
     /// Scopes and allowed addresses, checked per request from here.
     pub policy: Arc<KeyPolicy>,
+    /// The key's rate limit and its window on this instance.
+    pub limit: Option<KeyLimit>,
     key_active: bool,
     expires_at: Option<NaiveDateTime>,
 }
@@ -67,19 +70,61 @@ impl VerifiedKey {
         }
     }
 
-    fn new(row: store::KeyWithOwner, usage: Arc<KeyCounters>) -> Self {
+    fn new(row: store::KeyWithOwner, usage: Arc<KeyCounters>, limiter: &Arc<RateLimiter>) -> Self {
+        let limit =
+            RateLimit::from_stored(row.rate_limit_requests, row.rate_limit_seconds).map(|rule| {
+                KeyLimit {
+                    rule,
+                    window: limiter.window(&row.key_id),
+                    limiter: limiter.clone(),
+                }
+            });
+        let policy = Arc::new(KeyPolicy {
+            rate_limit: limit
+                .as_ref()
+                .map(|l| (l.rule.requests, l.rule.per_seconds)),
+            ..KeyPolicy::from_stored(row.scopes.as_deref(), row.allowed_ips.as_deref())
+        });
         VerifiedKey {
             usage,
+            limit,
+            policy,
             key_id: row.key_id,
             owner: Arc::new(row.owner),
-            policy: Arc::new(KeyPolicy::from_stored(
-                row.scopes.as_deref(),
-                row.allowed_ips.as_deref(),
-            )),
             flow_id: row.flow_id,
             key_active: row.key_active,
             expires_at: row.expires_at,
         }
+    }
+}
+
+/// A limited key's rule and its window on this instance.
+#[derive(Clone)]
+pub struct KeyLimit {
+    pub rule: RateLimit,
+    window: Arc<KeyWindow>,
+    limiter: Arc<RateLimiter>,
+}
+
+impl std::fmt::Debug for KeyLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyLimit")
+            .field("rule", &self.rule)
+            .finish()
+    }
+}
+
+impl KeyLimit {
+    /// Counts a request now if the window has room.
+    pub fn admit(&self) -> Verdict {
+        self.limiter
+            .admit(&self.window, self.rule, chrono::Utc::now().timestamp())
+    }
+
+    /// The window's state now, counting nothing.
+    pub fn peek(&self) -> Verdict {
+        self.limiter
+            .peek(&self.window, self.rule, chrono::Utc::now().timestamp())
     }
 }
 
@@ -122,6 +167,7 @@ pub struct KeyVerifier {
     known: DigestCache<Arc<VerifiedKey>>,
     unknown: DigestCache<()>,
     usage: Arc<UsageRecorder>,
+    limiter: Arc<RateLimiter>,
     filter: Arc<KeyFilter>,
     /// To the lookup workers; they stop when the verifier is dropped.
     misses: mpsc::Sender<Miss>,
@@ -137,6 +183,7 @@ impl KeyVerifier {
         pool: DbPool,
         settings: CacheSettings,
         usage: Arc<UsageRecorder>,
+        limiter: Arc<RateLimiter>,
         filter: Arc<KeyFilter>,
         current: Arc<AtomicBool>,
         metrics: &Metrics,
@@ -169,6 +216,7 @@ impl KeyVerifier {
             .gated(current)
             .counted(metrics.cache("unknown_keys")),
             usage,
+            limiter,
             filter,
             filter_counters: metrics.cache("key_filter"),
             outcomes: metrics.keys(),
@@ -200,7 +248,7 @@ impl KeyVerifier {
             .map_err(|_| AppError::unavailable("key verification is shutting down"))??
             .map(|row| {
                 let usage = self.usage.counters(&row.key_id);
-                Arc::new(VerifiedKey::new(row, usage))
+                Arc::new(VerifiedKey::new(row, usage, &self.limiter))
             });
         match &found {
             Some(key) => self.known.insert(digest, key.clone(), known_generation),
@@ -300,10 +348,18 @@ impl Subscriber for KeyVerifier {
     }
 }
 
+/// A request's usable key: the principal it stands for and the cached key
+/// itself (its limit and its usage counters).
+#[derive(Debug, Clone)]
+pub struct KeyCaller {
+    pub principal: Principal,
+    pub key: Arc<VerifiedKey>,
+}
+
 /// The principal an `sk-` key stands for, or the one 401 every bad key
 /// gets (malformed, unknown, revoked, expired, inactive, inactive owner).
 /// A malformed key costs no database work.
-pub async fn authenticate(verifier: &KeyVerifier, text: &str) -> Result<Principal, AppError> {
+pub async fn authenticate(verifier: &KeyVerifier, text: &str) -> Result<KeyCaller, AppError> {
     if !PlainKey::is_well_formed(text) {
         verifier.outcomes.record(KeyOutcome::Malformed);
         return Err(reject("malformed key", AppError::unauthorized(INVALID_KEY)));
@@ -317,7 +373,7 @@ pub async fn authenticate(verifier: &KeyVerifier, text: &str) -> Result<Principa
 pub fn authenticate_cached(
     verifier: &KeyVerifier,
     text: &str,
-) -> Option<Result<Principal, AppError>> {
+) -> Option<Result<KeyCaller, AppError>> {
     if !PlainKey::is_well_formed(text) {
         verifier.outcomes.record(KeyOutcome::Malformed);
         return Some(Err(reject(
@@ -332,20 +388,20 @@ pub fn authenticate_cached(
 
 /// The verdict on what a lookup found. A usable key is not counted here:
 /// the middleware may still refuse it.
-fn judge(verifier: &KeyVerifier, found: Option<Arc<VerifiedKey>>) -> Result<Principal, AppError> {
+fn judge(verifier: &KeyVerifier, found: Option<Arc<VerifiedKey>>) -> Result<KeyCaller, AppError> {
     let now = db::now();
     match found {
-        Some(key) if key.is_usable_at(now) => {
-            key.usage.record(now);
-            Ok(Principal {
+        Some(key) if key.is_usable_at(now) => Ok(KeyCaller {
+            principal: Principal {
                 user: key.owner.clone(),
                 credential: Credential::ApiKey {
                     key_id: key.key_id.clone(),
                     flow_id: key.flow_id.clone(),
                     policy: key.policy.clone(),
                 },
-            })
-        }
+            },
+            key,
+        }),
         Some(key) => {
             verifier.outcomes.record(key.unusable_outcome(now));
             Err(reject("unusable key", AppError::unauthorized(INVALID_KEY)))
