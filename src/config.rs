@@ -136,6 +136,9 @@ struct Settings {
     /// How long a request body may take to arrive (ms, at least 1); past it, 408.
     #[serde(default = "default_body_timeout_ms")]
     body_timeout_ms: u64,
+    /// Days audit events are kept (1 to 36500); older ones are pruned.
+    #[serde(default = "default_audit_retention_days")]
+    audit_retention_days: u32,
 }
 
 fn default_host() -> String {
@@ -207,6 +210,12 @@ fn default_key_failures_per_minute() -> u32 {
 fn default_body_timeout_ms() -> u64 {
     10_000
 }
+fn default_audit_retention_days() -> u32 {
+    90
+}
+
+/// The longest audit retention accepted, in days (about a hundred years).
+pub const MAX_AUDIT_RETENTION_DAYS: u32 = 36_500;
 
 /// Booleans as operators write them: true/false, 1/0, yes/no, on/off.
 fn flag<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
@@ -284,6 +293,9 @@ pub struct Config {
     /// `KEYGATE_PASSWORD_QUEUE`: password checks and hashes that may wait
     /// for the hashing thread before new ones are refused with 503.
     pub password_queue: usize,
+    /// `KEYGATE_AUDIT_RETENTION_DAYS`: audit events older than this many
+    /// days are pruned (see `audit::retention`).
+    pub audit_retention_days: u32,
 }
 
 /// `KEYGATE_LOGIN_*`: how many failed sign-ins a username or a client
@@ -344,7 +356,14 @@ impl Config {
             .map_err(|e| format!("KEYGATE_ALLOWED_HOSTS: {e}"))?;
         let trusted_proxies = Cidr::parse_list(s.trusted_proxies.as_deref().unwrap_or_default())
             .map_err(|e| format!("KEYGATE_TRUSTED_PROXIES: {e}"))?;
+        if !(1..=MAX_AUDIT_RETENTION_DAYS).contains(&s.audit_retention_days) {
+            return Err(format!(
+                "KEYGATE_AUDIT_RETENTION_DAYS: expected 1 to {MAX_AUDIT_RETENTION_DAYS} days, got {}",
+                s.audit_retention_days
+            ));
+        }
         Ok(Config {
+            audit_retention_days: s.audit_retention_days,
             allowed_hosts: s.allowed_hosts,
             trusted_proxies,
             key_failures_per_minute: s.key_failures_per_minute,
@@ -509,5 +528,26 @@ mod tests {
         let config = Config::from_map(&map).unwrap();
         assert!(config.auto_login);
         assert_eq!(config.port, 7860, "an empty value counts as unset");
+    }
+
+    #[test]
+    fn audit_retention_is_checked() {
+        assert_eq!(
+            Config::from_map(&HashMap::new())
+                .unwrap()
+                .audit_retention_days,
+            90
+        );
+        let mut map = HashMap::new();
+        map.insert("KEYGATE_AUDIT_RETENTION_DAYS".to_string(), "7".to_string());
+        assert_eq!(Config::from_map(&map).unwrap().audit_retention_days, 7);
+        for bad in ["0", "36501", "-1", "ninety", "1.5"] {
+            map.insert("KEYGATE_AUDIT_RETENTION_DAYS".to_string(), bad.to_string());
+            let error = Config::from_map(&map).unwrap_err();
+            assert!(
+                error.starts_with("KEYGATE_AUDIT_RETENTION_DAYS: "),
+                "{bad}: {error}"
+            );
+        }
     }
 }

@@ -21,7 +21,7 @@ use crate::identity::API_KEY_QUERY;
 use crate::keys::usage::UsageRecorder;
 use crate::keys::KeyVerifier;
 use crate::state::AppState;
-use crate::{auth, bus, credentials, db, flows, gateway, keys, ui, users, variables};
+use crate::{audit, auth, bus, credentials, db, flows, gateway, keys, ui, users, variables};
 
 /// The core state and the domain services built on it, each one app data
 /// of its own.
@@ -173,7 +173,8 @@ pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clon
                     .configure(keys::routes)
                     .configure(credentials::routes)
                     .configure(variables::routes)
-                    .configure(flows::routes),
+                    .configure(flows::routes)
+                    .configure(audit::routes),
             )
             .default_service(web::to(not_found));
     }
@@ -407,6 +408,8 @@ pub struct RunningServer {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     flusher: tokio::task::JoinHandle<()>,
     stop_flusher: std::sync::Arc<tokio::sync::Notify>,
+    /// Deletes audit events past their retention.
+    pruner: audit::retention::Pruner,
 }
 
 impl RunningServer {
@@ -437,6 +440,7 @@ impl RunningServer {
     async fn finish(self) -> Result<(), String> {
         self.stop_flusher.notify_one();
         let _ = self.flusher.await;
+        self.pruner.stop().await;
         let flushed = self.state.usage.flush().await;
         self.state.core.stop_background();
         let flushed = flushed
@@ -563,6 +567,8 @@ pub async fn start(core: AppState) -> Result<RunningServer, String> {
             }
         }
     });
+    let pruner =
+        audit::retention::Pruner::start(state.core.pool.clone(), config.audit_retention_days);
     Ok(RunningServer {
         addr,
         state,
@@ -570,6 +576,7 @@ pub async fn start(core: AppState) -> Result<RunningServer, String> {
         server,
         flusher,
         stop_flusher,
+        pruner,
     })
 }
 
