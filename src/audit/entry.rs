@@ -252,6 +252,13 @@ impl Entry {
         self
     }
 
+    /// The same entry as another action (a write that turned out to be a
+    /// replacement rather than a creation).
+    pub fn retitled(mut self, action: Action) -> Entry {
+        self.action = action;
+        self
+    }
+
     pub fn target(mut self, id: impl Into<String>) -> Entry {
         self.target_id = Some(id.into());
         self
