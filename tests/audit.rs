@@ -250,6 +250,10 @@ async fn key_actions_are_audited_with_the_actor_key(backend: Backend) {
     assert_eq!(rotate["target_id"], other_id.as_str());
     assert_eq!(rotate["detail"]["grace_seconds"], 0);
     assert_eq!(rotate["detail"]["new_key_id"], new_id.as_str());
+    assert!(rotate["detail"]["old_key_expires_at"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
     assert_eq!(revoke["target_id"], new_id.as_str());
 
     // key_id: events about the key or made with it.
@@ -282,7 +286,7 @@ async fn secrets_and_flows_are_audited_without_their_values(backend: Backend) {
     let (alice, token) = app.create_user(&admin, "alice").await;
     let as_alice = app.as_session(&token);
     let credential_secret = "generic-credential-secret-value-1";
-    let saved = expect(
+    expect(
         as_alice
             .post_json(
                 "/api/v1/providers/generic",
@@ -292,7 +296,6 @@ async fn secrets_and_flows_are_audited_without_their_values(backend: Backend) {
         StatusCode::OK,
     )
     .await;
-    let _ = saved;
     expect(
         as_alice
             .post_json(

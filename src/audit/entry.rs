@@ -191,6 +191,13 @@ fn clean_user_agent(raw: &str) -> String {
     out.chars().take(MAX_USER_AGENT_LEN).collect()
 }
 
+/// A time as `detail` shows it: RFC 3339 in UTC with a `Z`, as the API
+/// writes times everywhere.
+pub fn timestamp(t: chrono::NaiveDateTime) -> String {
+    t.and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
 /// One audit event before it is written.
 #[derive(Debug, Clone)]
 pub struct Entry {

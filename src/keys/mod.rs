@@ -464,10 +464,7 @@ pub fn created_entry(entry: Entry, key: &store::ApiKey) -> Entry {
         .with("scopes", Scopes::from_stored(key.scopes.as_deref()).names())
         .with("allowed_ips", key.allowed_ips.clone())
         .with("flow_id", key.flow_id.clone())
-        .with(
-            "expires_at",
-            key.expires_at.map(|t| t.and_utc().to_rfc3339()),
-        )
+        .with("expires_at", key.expires_at.map(audit::entry::timestamp))
 }
 
 async fn update_key(
@@ -579,7 +576,7 @@ async fn rotate_key(
                 .map(|rotated| {
                     entry.with("new_key_id", rotated.new_key.id.as_str()).with(
                         "old_key_expires_at",
-                        rotated.old_key_expires_at.and_utc().to_rfc3339(),
+                        audit::entry::timestamp(rotated.old_key_expires_at),
                     )
                 })
                 .into_iter()
