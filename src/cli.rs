@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::audit::{Action, Entry, Origin};
 use crate::bus::{Bus, Event};
 use crate::config::{Config, LogFormat};
 use crate::crypto::{self, SecretBox, SecretSource};
@@ -224,20 +225,28 @@ fn create_key_for(
     }
     let plain = PlainKey::generate()?;
     let digest = plain.digest();
-    key_store::insert(
-        &mut conn,
-        key_store::NewKey {
-            user_id: &owner.id,
-            name: name.as_deref(),
-            key_hash: digest.to_hash().as_str(),
-            display_prefix: &token::display_prefix(&plain),
-            expires_at: None,
-            flow_id: None,
-            scopes: None,
-            allowed_ips: None,
-            rate_limit: None,
-        },
-    )?;
+    crate::audit::within(&mut conn, |conn| {
+        let created = key_store::insert(
+            conn,
+            key_store::NewKey {
+                user_id: &owner.id,
+                name: name.as_deref(),
+                key_hash: digest.to_hash().as_str(),
+                display_prefix: &token::display_prefix(&plain),
+                expires_at: None,
+                flow_id: None,
+                scopes: None,
+                allowed_ips: None,
+                rate_limit: None,
+            },
+        )?;
+        let entry = Entry::new(Action::KeyCreate, &Origin::NONE).with("via", "command_line");
+        let entries = created
+            .iter()
+            .map(|key| crate::keys::created_entry(entry.clone(), key))
+            .collect();
+        Ok((created, entries))
+    })?;
     // Running instances' key filters hold the key before it is printed
     // (PostgreSQL; on SQLite the server reads the insert log).
     state
@@ -277,7 +286,7 @@ fn create_superuser(
     };
     password::check_strength(&password_text).map_err(|e| e.detail().to_string())?;
     let password_hash = password::hash(&password_text).map_err(|e| e.detail().to_string())?;
-    let user = user_store::insert(
+    let user = crate::users::insert_audited(
         &mut conn,
         user_store::NewUser {
             username: username.clone(),
@@ -285,6 +294,7 @@ fn create_superuser(
             is_active: true,
             is_superuser: true,
         },
+        "command_line",
     )
     .map_err(|e| format!("cannot create superuser {username:?}: {}", e.detail()))?;
     println!("created superuser {:?} ({})", user.username, user.id);
@@ -430,13 +440,17 @@ pub fn reencrypt_everything(
     old: &SecretBox,
     new: &SecretBox,
 ) -> Result<Rotated, AppError> {
-    db::serializable_transaction::<_, AppError, _>(conn, |conn| {
+    crate::audit::within_serializable(conn, |conn| {
         let rotated = Rotated {
             credentials: credentials::store::reencrypt_all(conn, old, new)?,
             variables: variables::store::reencrypt_all(conn, old, new)?,
         };
         crypto::replace_canary(conn, new)?;
-        Ok(rotated)
+        let entry = Entry::new(Action::SecretRotate, &Origin::NONE)
+            .with("via", "command_line")
+            .with("credentials", rotated.credentials)
+            .with("variables", rotated.variables);
+        Ok((rotated, vec![entry]))
     })
 }
 

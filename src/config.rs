@@ -157,6 +157,9 @@ struct Settings {
     /// Then, how long requests in flight may take to finish (seconds).
     #[serde(default = "default_shutdown_timeout_seconds")]
     shutdown_timeout_seconds: u64,
+    /// Days audit events are kept (1 to 36500); older ones are pruned.
+    #[serde(default = "default_audit_retention_days")]
+    audit_retention_days: u32,
 }
 
 fn default_host() -> String {
@@ -237,6 +240,12 @@ fn default_shutdown_drain_seconds() -> u64 {
 fn default_shutdown_timeout_seconds() -> u64 {
     30
 }
+fn default_audit_retention_days() -> u32 {
+    90
+}
+
+/// The longest audit retention accepted, in days (about a hundred years).
+pub const MAX_AUDIT_RETENTION_DAYS: u32 = 36_500;
 
 /// Booleans as operators write them: true/false, 1/0, yes/no, on/off.
 fn flag<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
@@ -327,6 +336,9 @@ pub struct Config {
     /// `KEYGATE_SHUTDOWN_TIMEOUT_SECONDS`: how long requests in flight may
     /// take once the server stops accepting.
     pub shutdown_timeout: Duration,
+    /// `KEYGATE_AUDIT_RETENTION_DAYS`: audit events older than this many
+    /// days are pruned (see `audit::retention`).
+    pub audit_retention_days: u32,
 }
 
 /// How log lines are written.
@@ -433,7 +445,14 @@ impl Config {
             (true, None) => MetricsEndpoint::Main,
             (false, None) => MetricsEndpoint::Off,
         };
+        if !(1..=MAX_AUDIT_RETENTION_DAYS).contains(&s.audit_retention_days) {
+            return Err(format!(
+                "KEYGATE_AUDIT_RETENTION_DAYS: expected 1 to {MAX_AUDIT_RETENTION_DAYS} days, got {}",
+                s.audit_retention_days
+            ));
+        }
         Ok(Config {
+            audit_retention_days: s.audit_retention_days,
             allowed_hosts: s.allowed_hosts,
             trusted_proxies,
             key_failures_per_minute: s.key_failures_per_minute,
@@ -646,5 +665,26 @@ mod tests {
         let config = Config::from_map(&map).unwrap();
         assert!(config.auto_login);
         assert_eq!(config.port, 7860, "an empty value counts as unset");
+    }
+
+    #[test]
+    fn audit_retention_is_checked() {
+        assert_eq!(
+            Config::from_map(&HashMap::new())
+                .unwrap()
+                .audit_retention_days,
+            90
+        );
+        let mut map = HashMap::new();
+        map.insert("KEYGATE_AUDIT_RETENTION_DAYS".to_string(), "7".to_string());
+        assert_eq!(Config::from_map(&map).unwrap().audit_retention_days, 7);
+        for bad in ["0", "36501", "-1", "ninety", "1.5"] {
+            map.insert("KEYGATE_AUDIT_RETENTION_DAYS".to_string(), bad.to_string());
+            let error = Config::from_map(&map).unwrap_err();
+            assert!(
+                error.starts_with("KEYGATE_AUDIT_RETENTION_DAYS: "),
+                "{bad}: {error}"
+            );
+        }
     }
 }

@@ -8,8 +8,9 @@
 //!   `routing`, `identity` (who is calling); `config`; `crypto`,
 //!   `outbound`, `bus` (the invalidation bus); `state` (what every handler
 //!   shares).
-//! - domains, each owning its tables, rules and routes: `sessions`,
-//!   `users`, `keys`, `credentials` and `variables`, `flows`.
+//! - domains, each owning its tables, rules and routes: `audit` (the log
+//!   the others write to), `sessions`, `users`, `keys`, `credentials` and
+//!   `variables`, `flows`.
 //! - above them: the `auth` middleware that reads a request and asks the
 //!   domains who it comes from, the `deadline` on request bodies, the `gateway` that runs flows, the `ui`,
 //!   the `openapi` document describing them, then `server` (assembles the app)
@@ -19,6 +20,7 @@
 //! `main.rs` only parses the command line; the tests drive [`server`]
 //! directly.
 
+pub mod audit;
 pub mod auth;
 pub mod bus;
 pub mod cache;

@@ -44,6 +44,7 @@ use crate::sessions::SESSION_COOKIE;
         crate::keys::delete_key,
         crate::keys::rotate_key,
         crate::keys::key_usage,
+        crate::audit::list,
         crate::credentials::list,
         crate::credentials::read,
         crate::credentials::save,

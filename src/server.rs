@@ -30,7 +30,7 @@ use crate::metrics::{self, HttpSeries, Metrics, UNMATCHED_ROUTE};
 use crate::request_id::{self, RequestId};
 use crate::state::AppState;
 use crate::{
-    auth, bus, credentials, db, flows, gateway, keys, openapi, routing, ui, users, variables,
+    audit, auth, bus, credentials, db, flows, gateway, keys, openapi, routing, ui, users, variables,
 };
 
 /// The core state and the domain services built on it, each one app data
@@ -210,7 +210,8 @@ pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clon
                     .configure(credentials::routes)
                     .configure(variables::routes)
                     .configure(flows::routes)
-                    .configure(openapi::routes),
+                    .configure(openapi::routes)
+                    .configure(audit::routes),
             )
             .default_service(web::to(not_found));
     }
@@ -601,6 +602,8 @@ pub struct RunningServer {
     stop_flusher: std::sync::Arc<tokio::sync::Notify>,
     syncer: tokio::task::JoinHandle<()>,
     stop_syncer: std::sync::Arc<tokio::sync::Notify>,
+    /// Deletes audit events past their retention.
+    pruner: audit::retention::Pruner,
 }
 
 impl RunningServer {
@@ -687,6 +690,7 @@ impl RunningServer {
         if let Err(e) = self.state.limits.sync().await {
             tracing::warn!(error = %e, "rate-limit counts not shared at shutdown");
         }
+        self.pruner.stop().await;
         let flushed = self.state.usage.flush().await;
         self.state.core.stop_background();
         let flushed = flushed
@@ -848,6 +852,8 @@ pub async fn start(core: AppState) -> Result<RunningServer, String> {
             }
         }
     });
+    let pruner =
+        audit::retention::Pruner::start(state.core.pool.clone(), config.audit_retention_days);
     Ok(RunningServer {
         addr,
         metrics_addr,
@@ -859,6 +865,7 @@ pub async fn start(core: AppState) -> Result<RunningServer, String> {
         stop_flusher,
         syncer,
         stop_syncer,
+        pruner,
     })
 }
 

@@ -31,6 +31,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("core: settings", &["config"]),
     ("core: services", &["crypto", "outbound", "bus"]),
     ("core: shared state", &["state"]),
+    ("domain: audit log", &["audit"]),
     ("domain: sessions", &["sessions"]),
     ("domain: users", &["users"]),
     ("domain: keys", &["keys"]),

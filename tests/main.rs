@@ -3,6 +3,7 @@
 //! on loopback, against SQLite and against the real PostgreSQL server.
 
 mod account_safety;
+mod audit;
 mod cache;
 mod clients;
 mod common;

@@ -330,6 +330,7 @@ struct LeakedKeys {
     responses((status = 202, description = "The same answer whatever the keys were", body = crate::error::ErrorBody)))]
 async fn revoke_leaked(
     req: HttpRequest,
+    origin: crate::audit::Origin,
     state: web::Data<AppState>,
     failures: web::Data<KeyFailures>,
     crate::validate::LenientJson(report): crate::validate::LenientJson<LeakedKeys>,
@@ -349,7 +350,7 @@ async fn revoke_leaked(
         )));
     }
     failures.record_failure(client);
-    keys::revoke_leaked(&state, &report.keys).await?;
+    keys::revoke_leaked(&state, &origin, &report.keys).await?;
     Ok(actix_web::HttpResponse::Accepted().json(serde_json::json!({
         "detail": "Reported; every stored key among these is revoked"
     })))
@@ -583,6 +584,7 @@ mod tests {
         }
         assert_eq!(scope(Method::POST, "/api/v1/flows/"), Some(Scope::Write));
         assert_eq!(scope(Method::GET, "/api/v1/flows/"), Some(Scope::Read));
+        assert_eq!(scope(Method::GET, "/api/v1/audit"), Some(Scope::Read));
         assert_eq!(scope(Method::GET, "/api/v1/auth/check"), None);
         assert_eq!(scope(Method::GET, "/health"), None);
     }

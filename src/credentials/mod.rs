@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{self, Action, Entry, Origin};
 use crate::bus::Event;
 use crate::db::{self, DbConnection};
 use crate::error::AppError;
@@ -194,6 +195,7 @@ fn host_text(url: &reqwest::Url) -> String {
 async fn save(
     state: web::Data<AppState>,
     principal: Principal,
+    origin: Origin,
     path: web::Path<String>,
     web::Json(request): web::Json<SaveRequest>,
 ) -> Result<HttpResponse, AppError> {
@@ -228,17 +230,27 @@ async fn save(
     };
     let secret_enc = state.secrets.encrypt(&secret_key)?;
     let user_id = principal.user.id.clone();
+    let entry = Entry::new(Action::CredentialSave, &origin)
+        .by(&principal)
+        .with("provider", provider.as_str());
     let stored = db::run(&state.pool, move |conn| {
-        store::upsert(
-            conn,
-            store::Upsert {
-                user_id: &user_id,
-                provider: provider.as_str(),
-                host: host.as_deref(),
-                public_key: public_key.as_deref(),
-                secret_enc: &secret_enc,
-            },
-        )
+        audit::within(conn, |conn| {
+            let stored = store::upsert(
+                conn,
+                store::Upsert {
+                    user_id: &user_id,
+                    provider: provider.as_str(),
+                    host: host.as_deref(),
+                    public_key: public_key.as_deref(),
+                    secret_enc: &secret_enc,
+                },
+            )?;
+            let entry = entry
+                .target(&*stored.id)
+                .with("host", stored.host.clone())
+                .with("replaced", stored.created_at != stored.updated_at);
+            Ok((stored, vec![entry]))
+        })
     })
     .await?;
     state
@@ -325,13 +337,24 @@ async fn list(state: web::Data<AppState>, principal: Principal) -> Result<HttpRe
 async fn remove(
     state: web::Data<AppState>,
     principal: Principal,
+    origin: Origin,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let provider = Provider::parse(&path)?;
     let user_id = principal.user.id.clone();
     let event = Event::SecretsChanged(user_id.clone());
-    let delete =
-        move |conn: &mut DbConnection| store::delete_for_user(conn, &user_id, provider.as_str());
+    let entry = Entry::new(Action::CredentialDelete, &origin)
+        .by(&principal)
+        .with("provider", provider.as_str());
+    let delete = move |conn: &mut DbConnection| {
+        audit::within(conn, |conn| {
+            let Some(stored) = store::find_for_user(conn, &user_id, provider.as_str())? else {
+                return Ok((false, Vec::new()));
+            };
+            let deleted = store::delete_for_user(conn, &user_id, provider.as_str())?;
+            Ok((deleted, vec![entry.target(stored.id)]))
+        })
+    };
     state.delete_or_404(delete, NOT_FOUND, event).await?;
     Ok(HttpResponse::Ok().json(true))
 }

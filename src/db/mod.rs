@@ -447,13 +447,22 @@ where
 /// [`transaction`] at PostgreSQL's SERIALIZABLE level (SQLite's write
 /// transactions already are), for check-then-write rules such as "keep one
 /// active superuser" that two concurrent requests must not both pass.
+/// Inside another transaction it is a savepoint at the outer level
+/// (PostgreSQL sets the level only when a transaction begins), so work
+/// that wraps such a rule with more writes (an audit entry) opens the outer
+/// transaction with this function too.
 pub fn serializable_transaction<T, E, F>(conn: &mut DbConnection, work: F) -> Result<T, E>
 where
     F: FnOnce(&mut DbConnection) -> Result<T, E>,
     E: From<diesel::result::Error>,
 {
+    use diesel::connection::TransactionManager;
+    let nested =
+        <DbConnection as Connection>::TransactionManager::transaction_manager_status_mut(conn)
+            .transaction_depth()?
+            .is_some();
     transaction(conn, |conn| {
-        if let DbConnection::Postgresql(_) = conn {
+        if let (DbConnection::Postgresql(_), false) = (&*conn, nested) {
             use diesel::RunQueryDsl;
             diesel::sql_query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").execute(conn)?;
         }

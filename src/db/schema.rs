@@ -153,3 +153,18 @@ diesel::allow_tables_to_appear_in_same_query!(
     variables,
     flows
 );
+
+diesel::table! {
+    audit_events (id) {
+        id -> Text,
+        at -> Timestamp,
+        action -> Text,
+        user_id -> Nullable<Text>,
+        actor_user_id -> Nullable<Text>,
+        actor_key_id -> Nullable<Text>,
+        target_id -> Nullable<Text>,
+        address -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        detail -> Text,
+    }
+}

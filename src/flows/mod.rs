@@ -19,6 +19,7 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::audit::{self, Action, Entry, Origin};
 use crate::bus::Event;
 use crate::db;
 use crate::error::AppError;
@@ -366,12 +367,27 @@ fn store_upstream(state: &AppState, upstream: Upstream) -> Result<String, AppErr
 async fn create_flow(
     state: web::Data<AppState>,
     principal: Principal,
+    origin: Origin,
     body: LenientJson<CreateFlowRequest>,
 ) -> Result<HttpResponse, AppError> {
     let id = uuid::Uuid::new_v4().to_string();
     let new = new_flow(&state, &principal, body.0, id)?;
-    let flow = db::run(&state.pool, move |conn| store::insert(conn, new)).await?;
+    let entry = described(Entry::new(Action::FlowCreate, &origin).by(&principal), &new);
+    let flow = db::run(&state.pool, move |conn| {
+        audit::within_serializable(conn, |conn| Ok((store::insert(conn, new)?, vec![entry])))
+    })
+    .await?;
     written(&state, StatusCode::CREATED, flow).await
+}
+
+/// An entry completed with the flow's id, name, endpoint name and access
+/// (never its data or upstream, which may name secrets).
+fn described(entry: Entry, flow: &store::Flow) -> Entry {
+    entry
+        .target(&*flow.id)
+        .with("name", flow.name.as_str())
+        .with("endpoint_name", flow.endpoint_name.clone())
+        .with("access", flow.access.as_str())
 }
 
 /// Langflow's `PUT /api/v1/flows/{id}`: creates the caller's flow with this
@@ -383,13 +399,32 @@ async fn create_flow(
         (status = 201, description = "The flow, created under this id", body = SavedFlow)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn upsert_flow(
     state: web::Data<AppState>,
+    origin: Origin,
     ById { principal, id }: ById,
     body: LenientJson<CreateFlowRequest>,
 ) -> Result<HttpResponse, AppError> {
     let new = new_flow(&state, &principal, body.0, id)?;
-    let (flow, created) = db::run(&state.pool, move |conn| store::upsert(conn, new))
-        .await?
-        .ok_or_else(|| AppError::not_found(FLOW_NOT_FOUND))?;
+    let entry = Entry::new(Action::FlowCreate, &origin).by(&principal);
+    let (flow, created) = db::run(&state.pool, move |conn| {
+        audit::within_serializable(conn, |conn| {
+            let written = store::upsert(conn, new)?;
+            let entries = written
+                .as_ref()
+                .map(|(flow, created)| {
+                    let entry = described(entry, flow);
+                    if *created {
+                        entry
+                    } else {
+                        entry.with("replaced", true).retitled(Action::FlowUpdate)
+                    }
+                })
+                .into_iter()
+                .collect();
+            Ok((written, entries))
+        })
+    })
+    .await?
+    .ok_or_else(|| AppError::not_found(FLOW_NOT_FOUND))?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -527,6 +562,7 @@ async fn get_flow(
     responses((status = 200, description = "The flow and what it still lacks", body = SavedFlow)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn update_flow(
     state: web::Data<AppState>,
+    origin: Origin,
     ById { principal, id }: ById,
     LenientJson(request): LenientJson<UpdateFlowRequest>,
 ) -> Result<HttpResponse, AppError> {
@@ -559,8 +595,19 @@ async fn update_flow(
     };
     let user_id = principal.user.id.clone();
     let owner = user_id.clone();
+    let entry = Entry::new(Action::FlowUpdate, &origin)
+        .by(&principal)
+        .with("changed", changed_fields(&changes));
     let flow = db::run(&state.pool, move |conn| {
-        store::update(conn, &user_id, &id, changes)
+        audit::within_serializable(conn, |conn| {
+            let flow = store::update(conn, &user_id, &id, changes)?;
+            let entries = flow
+                .as_ref()
+                .map(|flow| described(entry, flow))
+                .into_iter()
+                .collect();
+            Ok((flow, entries))
+        })
     })
     .await;
     if flow.is_err() {
@@ -571,16 +618,63 @@ async fn update_flow(
     written(&state, StatusCode::OK, flow).await
 }
 
+/// The names of the fields a PATCH changes (never their values).
+fn changed_fields(changes: &store::FlowChanges) -> Vec<&'static str> {
+    [
+        ("name", changes.name.is_some()),
+        ("description", changes.description.is_some()),
+        ("endpoint_name", changes.endpoint_name.is_some()),
+        ("data", changes.data.is_some()),
+        ("upstream", changes.upstream.is_some()),
+        ("access", changes.access.is_some()),
+        ("is_component", changes.is_component.is_some()),
+        ("folder_id", changes.folder_id.is_some()),
+        ("icon", changes.icon.is_some()),
+        ("icon_bg_color", changes.icon_bg_color.is_some()),
+        ("gradient", changes.gradient.is_some()),
+        ("tags", changes.tags.is_some()),
+        ("locked", changes.locked.is_some()),
+        ("mcp_enabled", changes.mcp_enabled.is_some()),
+        ("webhook", changes.webhook.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(field, changed)| changed.then_some(field))
+    .collect()
+}
+
+/// Deletes a flow and the keys bound to it, audited as `flow.delete` and
+/// one `key.revoke` per bound key.
 #[utoipa::path(delete, path = "/api/v1/flows/{id}", tag = "flows", params(("id" = String, Path, format = "uuid")),
     responses((status = 200, description = "`{\"message\": \"Flow deleted successfully\"}`", body = routing::Message)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn delete_flow(
     state: web::Data<AppState>,
+    origin: Origin,
     ById { principal, id }: ById,
 ) -> Result<HttpResponse, AppError> {
     let user_id = principal.user.id.clone();
     let owner = user_id.clone();
+    let entry = Entry::new(Action::FlowDelete, &origin).by(&principal);
+    let revoke = Entry::new(Action::KeyRevoke, &origin)
+        .by(&principal)
+        .with("reason", "flow_deleted")
+        .with("flow_id", id.as_str());
     let deleted_keys = db::run(&state.pool, move |conn| {
-        store::delete_for_user(conn, &user_id, &id)
+        audit::within(conn, |conn| {
+            let Some(flow) = store::find_for_user(conn, &user_id, &id)? else {
+                return Ok((None, Vec::new()));
+            };
+            let Some(key_ids) = store::delete_for_user(conn, &user_id, &id)? else {
+                return Ok((None, Vec::new()));
+            };
+            let mut entries =
+                vec![described(entry, &flow).with("bound_keys_revoked", key_ids.len())];
+            entries.extend(
+                key_ids
+                    .iter()
+                    .map(|key_id| revoke.clone().target(key_id.as_str())),
+            );
+            Ok((Some(key_ids), entries))
+        })
     })
     .await;
     state.bus.publish(Event::FlowsChanged(owner));

@@ -45,6 +45,14 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
+    /// As the API shows it, for an audit entry's `detail`.
+    pub fn to_json(self) -> Value {
+        let mut fields = serde_json::Map::new();
+        fields.insert("requests".into(), self.requests.into());
+        fields.insert("per_seconds".into(), self.per_seconds.into());
+        Value::Object(fields)
+    }
+
     /// From the two stored columns; a partial or out-of-range pair (never
     /// written by keygate) limits to nothing rather than failing open.
     pub fn from_stored(requests: Option<i64>, per_seconds: Option<i64>) -> Option<RateLimit> {

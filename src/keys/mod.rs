@@ -14,6 +14,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::audit::{self, Action, Entry, Origin};
 use crate::bus::Event;
 use crate::client_ip::Cidr;
 use crate::db::{self, DbConnection};
@@ -429,6 +430,7 @@ async fn list_keys(
 async fn create_key(
     state: web::Data<AppState>,
     principal: Principal,
+    origin: Origin,
     LenientJson(request): LenientJson<CreateKeyRequest>,
 ) -> Result<HttpResponse, AppError> {
     let name = check_name(request.name)?;
@@ -471,21 +473,30 @@ async fn create_key(
     let key_hash = digest.to_hash();
     let display_prefix = token::display_prefix(&plain);
     let user_id = principal.user.id.clone();
+    let entry = Entry::new(Action::KeyCreate, &origin).by(&principal);
     let created = db::run(&state.pool, move |conn| {
-        store::insert(
-            conn,
-            store::NewKey {
-                user_id: &user_id,
-                name: name.as_deref(),
-                key_hash: key_hash.as_str(),
-                display_prefix: &display_prefix,
-                expires_at,
-                flow_id: flow_id.as_deref(),
-                scopes: scopes.as_deref(),
-                allowed_ips: allowed_ips.as_deref(),
-                rate_limit: rate_limit.map(|limit| (limit.requests, limit.per_seconds)),
-            },
-        )
+        audit::within(conn, |conn| {
+            let created = store::insert(
+                conn,
+                store::NewKey {
+                    user_id: &user_id,
+                    name: name.as_deref(),
+                    key_hash: key_hash.as_str(),
+                    display_prefix: &display_prefix,
+                    expires_at,
+                    flow_id: flow_id.as_deref(),
+                    scopes: scopes.as_deref(),
+                    allowed_ips: allowed_ips.as_deref(),
+                    rate_limit: rate_limit.map(|limit| (limit.requests, limit.per_seconds)),
+                },
+            )?;
+            let entries = created
+                .as_ref()
+                .map(|key| created_entry(entry, key))
+                .into_iter()
+                .collect();
+            Ok((created, entries))
+        })
     })
     .await?
     .ok_or_else(|| AppError::not_found(BOUND_FLOW_NOT_FOUND))?;
@@ -495,10 +506,29 @@ async fn create_key(
     Ok(routing::no_store_json(view))
 }
 
+/// A `key.create` entry completed with the new key: its id, name, scopes,
+/// addresses, rate limit, flow binding and expiry (never its text or hash).
+pub fn created_entry(entry: Entry, key: &store::ApiKey) -> Entry {
+    entry
+        .owner(&*key.user_id)
+        .target(&*key.id)
+        .with("name", key.name.clone())
+        .with("scopes", Scopes::from_stored(key.scopes.as_deref()).names())
+        .with("allowed_ips", key.allowed_ips.clone())
+        .with("flow_id", key.flow_id.clone())
+        .with(
+            "rate_limit",
+            RateLimit::from_stored(key.rate_limit_requests, key.rate_limit_seconds)
+                .map(RateLimit::to_json),
+        )
+        .with("expires_at", key.expires_at.map(audit::entry::timestamp))
+}
+
 #[utoipa::path(patch, path = "/api/v1/api_key/{id}", tag = "api keys", params(("id" = String, Path, format = "uuid")),
     request_body = UpdateKeyRequest, responses((status = 200, description = "The key, masked", body = ApiKeyView)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn update_key(
     state: web::Data<AppState>,
+    origin: Origin,
     key: ById,
     web::Json(request): web::Json<UpdateKeyRequest>,
 ) -> Result<HttpResponse, AppError> {
@@ -537,8 +567,35 @@ async fn update_key(
         changes.rate_limit_requests = Some(rate_limit.map(|l| l.requests));
         changes.rate_limit_seconds = Some(rate_limit.map(|l| l.per_seconds));
     }
+    let mut entry = Entry::new(Action::KeyUpdate, &origin)
+        .by(&key.principal)
+        .target(&*key.id);
+    if let Some(name) = &changes.name {
+        entry = entry.with("name", name.clone());
+    }
+    if let Some(is_active) = changes.is_active {
+        entry = entry.with("is_active", is_active);
+    }
+    if let Some(scopes) = &changes.scopes {
+        entry = entry.with("scopes", Scopes::from_stored(scopes.as_deref()).names());
+    }
+    if let Some(allowed_ips) = &changes.allowed_ips {
+        entry = entry.with("allowed_ips", allowed_ips.clone());
+    }
+    if let (Some(requests), Some(per_seconds)) =
+        (changes.rate_limit_requests, changes.rate_limit_seconds)
+    {
+        entry = entry.with(
+            "rate_limit",
+            RateLimit::from_stored(requests, per_seconds).map(RateLimit::to_json),
+        );
+    }
     let updated = db::run(&state.pool, move |conn| {
-        store::update_for_user(conn, &user_id, &id, &changes)
+        audit::within(conn, |conn| {
+            let updated = store::update_for_user(conn, &user_id, &id, &changes)?;
+            let entries = updated.as_ref().map(|_| entry).into_iter().collect();
+            Ok((updated, entries))
+        })
     })
     .await?
     .ok_or_else(|| AppError::not_found(KEY_NOT_FOUND))?;
@@ -556,6 +613,7 @@ async fn update_key(
     responses((status = 200, description = "The new key in full, and when the old one stops", body = RotatedView)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn rotate_key(
     state: web::Data<AppState>,
+    origin: Origin,
     key: ById,
     LenientJson(request): LenientJson<RotateRequest>,
 ) -> Result<HttpResponse, AppError> {
@@ -572,22 +630,39 @@ async fn rotate_key(
     let display_prefix = token::display_prefix(&plain);
     let (user_id, id) = (key.user_id(), key.id.clone());
     let principal = key.principal.clone();
+    let entry = Entry::new(Action::KeyRotate, &origin)
+        .by(&principal)
+        .target(&*key.id)
+        .with("grace_seconds", grace);
     let rotated = db::run(&state.pool, move |conn| {
-        store::rotate(
-            conn,
-            &user_id,
-            &id,
-            (key_hash.as_str(), &display_prefix),
-            old_expires_by,
-            |old| {
-                check_no_escalation(
-                    &principal,
-                    Scopes::from_stored(old.scopes.as_deref()),
-                    old.allowed_ips.as_deref(),
-                    RateLimit::from_stored(old.rate_limit_requests, old.rate_limit_seconds),
-                )
-            },
-        )
+        audit::within(conn, |conn| {
+            let rotated = store::rotate(
+                conn,
+                &user_id,
+                &id,
+                (key_hash.as_str(), &display_prefix),
+                old_expires_by,
+                |old| {
+                    check_no_escalation(
+                        &principal,
+                        Scopes::from_stored(old.scopes.as_deref()),
+                        old.allowed_ips.as_deref(),
+                        RateLimit::from_stored(old.rate_limit_requests, old.rate_limit_seconds),
+                    )
+                },
+            )?;
+            let entries = rotated
+                .as_ref()
+                .map(|rotated| {
+                    entry.with("new_key_id", rotated.new_key.id.as_str()).with(
+                        "old_key_expires_at",
+                        audit::entry::timestamp(rotated.old_key_expires_at),
+                    )
+                })
+                .into_iter()
+                .collect();
+            Ok((rotated, entries))
+        })
     })
     .await?
     .map_err(|refusal| match refusal {
@@ -746,7 +821,11 @@ pub const MAX_LEAKED_KEYS: usize = 100;
 /// Each revocation is logged with its key's id and owner (never the key)
 /// and on the bus before the caller answers. The count is for the log
 /// only: the reporter is told nothing.
-pub async fn revoke_leaked(state: &AppState, texts: &[String]) -> Result<usize, AppError> {
+pub async fn revoke_leaked(
+    state: &AppState,
+    origin: &Origin,
+    texts: &[String],
+) -> Result<usize, AppError> {
     let mut hashes: Vec<String> = texts
         .iter()
         .map(|text| text.trim())
@@ -763,8 +842,20 @@ pub async fn revoke_leaked(state: &AppState, texts: &[String]) -> Result<usize, 
     if hashes.is_empty() {
         return Ok(0);
     }
+    let origin = origin.clone();
     let revoked = db::run(&state.pool, move |conn| {
-        store::delete_by_hashes(conn, &hashes)
+        audit::within(conn, |conn| {
+            let revoked = store::delete_by_hashes(conn, &hashes)?;
+            let entries = revoked
+                .iter()
+                .map(|(key_id, owner)| {
+                    Entry::new(Action::KeyRevokeLeaked, &origin)
+                        .owner(owner.as_str())
+                        .target(key_id.as_str())
+                })
+                .collect();
+            Ok((revoked, entries))
+        })
     })
     .await?;
     let count = revoked.len();
@@ -780,18 +871,31 @@ pub async fn revoke_leaked(state: &AppState, texts: &[String]) -> Result<usize, 
 /// 404 for everyone else, the same as an unknown id.
 #[utoipa::path(delete, path = "/api/v1/api_key/{id}", tag = "api keys", params(("id" = String, Path, format = "uuid")),
     responses((status = 200, description = "`{\"detail\": \"API Key deleted\"}`", body = crate::error::ErrorBody)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
-async fn delete_key(state: web::Data<AppState>, key: ById) -> Result<HttpResponse, AppError> {
+async fn delete_key(
+    state: web::Data<AppState>,
+    origin: Origin,
+    key: ById,
+) -> Result<HttpResponse, AppError> {
     let (user_id, id) = (key.user_id(), key.id.clone());
     let superuser = key.principal.is_superuser();
+    let entry = Entry::new(Action::KeyRevoke, &origin)
+        .by(&key.principal)
+        .target(&*key.id);
     let delete = move |conn: &mut DbConnection| {
-        if !superuser {
-            return store::delete_for_user(conn, &user_id, &id);
-        }
-        let owner = store::delete_any(conn, &id)?;
-        if let Some(owner) = owner.as_deref().filter(|&owner| owner != user_id) {
-            tracing::info!(key_id = %id, owner, by = %user_id, "a superuser revoked another user's key");
-        }
-        Ok(owner.is_some())
+        audit::within(conn, |conn| {
+            if !superuser {
+                let deleted = store::delete_for_user(conn, &user_id, &id)?;
+                return Ok((deleted, deleted.then_some(entry).into_iter().collect()));
+            }
+            let owner = store::delete_any(conn, &id)?;
+            if let Some(owner) = owner.as_deref().filter(|&owner| owner != user_id) {
+                tracing::info!(key_id = %id, owner, by = %user_id, "a superuser revoked another user's key");
+            }
+            let entries = owner
+                .iter()
+                .map(|owner| entry.clone().owner(owner.as_str()));
+            Ok((owner.is_some(), entries.collect()))
+        })
     };
     let event = Event::KeyChanged(key.id);
     state.delete_or_404(delete, KEY_NOT_FOUND, event).await?;
@@ -810,6 +914,7 @@ async fn delete_key(state: web::Data<AppState>, key: ById) -> Result<HttpRespons
 async fn revoke_all(
     state: web::Data<AppState>,
     principal: Principal,
+    origin: Origin,
     owner: web::Query<KeyOwner>,
     LenientJson(request): LenientJson<RevokeAllRequest>,
 ) -> Result<HttpResponse, AppError> {
@@ -821,8 +926,19 @@ async fn revoke_all(
     }
     let user_id = key_owner(&state, &principal, owner.into_inner()).await?;
     let owner_id = user_id.clone();
+    let entry = Entry::new(Action::KeyRevoke, &origin)
+        .by(&principal)
+        .owner(&*user_id)
+        .with("all", true);
     let revoked = db::run(&state.pool, move |conn| {
-        store::delete_all_for_user(conn, &owner_id)
+        audit::within(conn, |conn| {
+            let revoked = store::delete_all_for_user(conn, &owner_id)?;
+            let entries = revoked
+                .iter()
+                .map(|id| entry.clone().target(id.as_str()))
+                .collect();
+            Ok((revoked, entries))
+        })
     })
     .await?;
     if user_id != principal.user.id {

@@ -8,6 +8,7 @@ use actix_web::HttpRequest;
 use super::password::{HashQueue, Verified};
 use super::store;
 use super::throttle::SigninThrottle;
+use crate::audit;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::{client_ip, db};
@@ -22,15 +23,20 @@ pub struct PasswordCheck<'a> {
 impl PasswordCheck<'_> {
     /// The user `username` names if `password` is theirs, `None` for an
     /// unknown username or a wrong password (each costs one hash and one
-    /// counted failure). Refused with 429 while the username or the
-    /// address `req` came from is backing off: then neither the database
-    /// nor the hashing thread is asked. A full hashing queue (503) or a
+    /// counted failure, and is audited as `failure`, a `login.failure`
+    /// entry the caller has begun, with the `reason` and, for a known
+    /// username, the user; the text typed as a username is never stored,
+    /// since it may be a password pasted into the wrong field). Refused
+    /// with 429 while the username or the address `req` came from is
+    /// backing off: then neither the database nor the hashing thread is
+    /// asked, and nothing is written. A full hashing queue (503) or a
     /// database failure is not counted.
     pub async fn user(
         &self,
         req: &HttpRequest,
         username: String,
         password: String,
+        failure: audit::Entry,
     ) -> Result<Option<store::User>, AppError> {
         let attempt = self.throttle.begin(
             &username,
@@ -44,10 +50,20 @@ impl PasswordCheck<'_> {
                 self.throttle.not_checked(attempt);
                 Err(error)
             }
-            Ok(None) => Ok(None),
-            Ok(Some(user)) => {
+            Ok((Some(user), true)) => {
                 self.throttle.succeeded(attempt);
                 Ok(Some(user))
+            }
+            Ok((found, _)) => {
+                let failure = match found {
+                    Some(user) => failure.owner(user.id).with("reason", "wrong_password"),
+                    None => failure.with("reason", "unknown_user"),
+                };
+                db::run(&self.state.pool, move |conn| {
+                    audit::record(conn, &[failure])
+                })
+                .await?;
+                Ok(None)
             }
         }
     }
@@ -55,11 +71,13 @@ impl PasswordCheck<'_> {
     /// The password is checked between two short database calls, so a
     /// flood of sign-ins waits in the hashing queue without holding
     /// connections; a full queue is refused before the database is asked.
+    /// The user the name belongs to, if any, and whether the password is
+    /// theirs.
     async fn unthrottled(
         &self,
         username: String,
         password: String,
-    ) -> Result<Option<store::User>, AppError> {
+    ) -> Result<(Option<store::User>, bool), AppError> {
         let place = self.hashing.enter()?;
         let user = db::run(&self.state.pool, move |conn| {
             store::find_by_username(conn, &username)
@@ -67,8 +85,9 @@ impl PasswordCheck<'_> {
         .await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         match (place.verify_and_upgrade(password, stored).await?, user) {
-            (Verified::Wrong, _) | (_, None) => Ok(None),
-            (Verified::Right, Some(user)) => Ok(Some(user)),
+            (Verified::Wrong, user) => Ok((user, false)),
+            (_, None) => Ok((None, false)),
+            (Verified::Right, Some(user)) => Ok((Some(user), true)),
             (Verified::RightUpgraded(new_hash), Some(mut user)) => {
                 // A bcrypt hash imported from Langflow: replaced now that
                 // the password is known, unless it changed meanwhile.
@@ -81,7 +100,7 @@ impl PasswordCheck<'_> {
                 if upgraded {
                     user.password_hash = new_hash;
                 }
-                Ok(Some(user))
+                Ok((Some(user), true))
             }
         }
     }

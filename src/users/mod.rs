@@ -14,6 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{self, Action, Entry, Origin};
 use crate::bus::Event;
 use crate::config::Config;
 use crate::db::{self, DbConnection};
@@ -183,14 +184,18 @@ fn require_session_for(principal: &Principal, request: &UpdateUserRequest) -> Re
 async fn check_current_password(
     check: PasswordCheck<'_>,
     req: &HttpRequest,
+    origin: &Origin,
     principal: &Principal,
     current: Option<String>,
 ) -> Result<(), AppError> {
     let current = current
         .filter(|p| !p.is_empty())
         .ok_or_else(|| AppError::unprocessable(CURRENT_PASSWORD_REQUIRED))?;
+    let failure = Entry::new(Action::LoginFailure, origin)
+        .by(principal)
+        .with("method", "current_password");
     let user = check
-        .user(req, principal.user.username.clone(), current)
+        .user(req, principal.user.username.clone(), current, failure)
         .await?;
     match user {
         Some(user) if user.id == principal.user.id => Ok(()),
@@ -256,6 +261,7 @@ async fn create_user(
     state: web::Data<AppState>,
     hashing: web::Data<password::HashQueue>,
     principal: MaybePrincipal,
+    origin: Origin,
     web::Json(request): web::Json<CreateUserRequest>,
 ) -> Result<HttpResponse, AppError> {
     let by_superuser = principal.0.as_ref().is_some_and(Principal::is_superuser);
@@ -282,19 +288,36 @@ async fn create_user(
         (state.config.new_user_is_active, false)
     };
     let password_hash = hashing.hash(request.password).await?;
+    let entry = Entry::new(Action::UserCreate, &origin)
+        .by_any(principal.0.as_ref())
+        .with("via", if by_superuser { "admin" } else { "signup" });
     let user = db::run(&state.pool, move |conn| {
-        store::insert(
-            conn,
-            store::NewUser {
-                username,
-                password_hash,
-                is_active,
-                is_superuser,
-            },
-        )
+        audit::within(conn, |conn| {
+            let user = store::insert(
+                conn,
+                store::NewUser {
+                    username,
+                    password_hash,
+                    is_active,
+                    is_superuser,
+                },
+            )?;
+            let entry = created_entry(entry, &user);
+            Ok((user, vec![entry]))
+        })
     })
     .await?;
     Ok(HttpResponse::Created().json(UserView::from(user)))
+}
+
+/// A `user.create` entry completed with the new user.
+fn created_entry(entry: Entry, user: &store::User) -> Entry {
+    entry
+        .owner(&*user.id)
+        .target(&*user.id)
+        .with("username", user.username.as_str())
+        .with("is_active", user.is_active)
+        .with("is_superuser", user.is_superuser)
 }
 
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path, format = "uuid")), request_body = UpdateUserRequest,
@@ -304,6 +327,7 @@ async fn update_user(
     throttle: web::Data<SigninThrottle>,
     hashing: web::Data<password::HashQueue>,
     req: HttpRequest,
+    origin: Origin,
     ById { principal, id }: ById,
     web::Json(request): web::Json<UpdateUserRequest>,
 ) -> Result<HttpResponse, AppError> {
@@ -323,6 +347,7 @@ async fn update_user(
         .as_deref()
         .map(check_username)
         .transpose()?;
+    let entries = update_entries(&origin, &principal, &id, &request, username.as_deref());
     if let Some(p) = &request.password {
         password::check_strength(p)?;
         if is_self {
@@ -331,7 +356,8 @@ async fn update_user(
                 throttle: &throttle,
                 hashing: &hashing,
             };
-            check_current_password(check, &req, &principal, request.current_password).await?;
+            check_current_password(check, &req, &origin, &principal, request.current_password)
+                .await?;
         }
     }
     let ends_sessions = request.password.is_some() || request.is_active == Some(false);
@@ -347,21 +373,60 @@ async fn update_user(
         None => None,
     };
     let user = db::run(&state.pool, move |conn| {
-        let changes = store::UserChanges {
-            username,
-            password_hash,
-            is_active: request.is_active,
-            is_superuser: request.is_superuser,
-            updated_at: None,
-        };
-        let user = store::update(conn, &user_id, changes)?;
-        if ends_sessions {
-            sessions::end_others(conn, &user_id, keep_session.as_deref())?;
-        }
-        Ok::<_, AppError>(user)
+        audit::within_serializable(conn, |conn| {
+            let changes = store::UserChanges {
+                username,
+                password_hash,
+                is_active: request.is_active,
+                is_superuser: request.is_superuser,
+                updated_at: None,
+            };
+            let user = store::update(conn, &user_id, changes)?;
+            if ends_sessions {
+                sessions::end_others(conn, &user_id, keep_session.as_deref())?;
+            }
+            Ok((user, entries))
+        })
     })
     .await?;
     Ok(updated(&state, user))
+}
+
+/// What a `PATCH /users/{id}` is audited as: `password.change` for a new
+/// password, `user.update` with the new values for the other fields.
+fn update_entries(
+    origin: &Origin,
+    principal: &Principal,
+    id: &str,
+    request: &UpdateUserRequest,
+    username: Option<&str>,
+) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    if request.password.is_some() {
+        entries.push(
+            Entry::new(Action::PasswordChange, origin)
+                .by(principal)
+                .owner(id)
+                .target(id),
+        );
+    }
+    if username.is_some() || request.is_active.is_some() || request.is_superuser.is_some() {
+        let mut entry = Entry::new(Action::UserUpdate, origin)
+            .by(principal)
+            .owner(id)
+            .target(id);
+        if let Some(username) = username {
+            entry = entry.with("username", username);
+        }
+        if let Some(is_active) = request.is_active {
+            entry = entry.with("is_active", is_active);
+        }
+        if let Some(is_superuser) = request.is_superuser {
+            entry = entry.with("is_superuser", is_superuser);
+        }
+        entries.push(entry);
+    }
+    entries
 }
 
 /// Announces an updated user on the bus (every update moves `updated_at`,
@@ -378,6 +443,7 @@ async fn reset_password(
     throttle: web::Data<SigninThrottle>,
     hashing: web::Data<password::HashQueue>,
     req: HttpRequest,
+    origin: Origin,
     ById { principal, id }: ById,
     web::Json(request): web::Json<ResetPasswordRequest>,
 ) -> Result<HttpResponse, AppError> {
@@ -395,19 +461,25 @@ async fn reset_password(
             throttle: &throttle,
             hashing: &hashing,
         };
-        check_current_password(check, &req, &principal, request.current_password).await?;
+        check_current_password(check, &req, &origin, &principal, request.current_password).await?;
     }
     let keep_session = principal.session_id().map(str::to_string);
     let password_hash = hashing.hash(request.password).await?;
+    let entry = Entry::new(Action::PasswordChange, &origin)
+        .by(&principal)
+        .owner(&*id)
+        .target(&*id);
     let user = db::run(&state.pool, move |conn| {
-        let changes = store::UserChanges {
-            password_hash: Some(password_hash),
-            ..Default::default()
-        };
-        let user = store::update(conn, &id, changes)?;
-        // Every other session ends; the one that made the change stays.
-        sessions::end_others(conn, &id, keep_session.as_deref())?;
-        Ok::<_, AppError>(user)
+        audit::within_serializable(conn, |conn| {
+            let changes = store::UserChanges {
+                password_hash: Some(password_hash),
+                ..Default::default()
+            };
+            let user = store::update(conn, &id, changes)?;
+            // Every other session ends; the one that made the change stays.
+            sessions::end_others(conn, &id, keep_session.as_deref())?;
+            Ok((user, vec![entry]))
+        })
     })
     .await?;
     Ok(updated(&state, user))
@@ -417,6 +489,7 @@ async fn reset_password(
     responses((status = 200, description = "`{\"detail\": \"User deleted\"}`", body = crate::error::ErrorBody)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn delete_user(
     state: web::Data<AppState>,
+    origin: Origin,
     ById { principal, id }: ById,
 ) -> Result<HttpResponse, AppError> {
     principal.require_superuser()?;
@@ -426,7 +499,17 @@ async fn delete_user(
         ));
     }
     let user_id = id.clone();
-    db::run(&state.pool, move |conn| store::delete(conn, &user_id)).await?;
+    let entry = Entry::new(Action::UserDelete, &origin)
+        .by(&principal)
+        .owner(&*id)
+        .target(&*id);
+    db::run(&state.pool, move |conn| {
+        audit::within_serializable(conn, |conn| {
+            let user = store::delete(conn, &user_id)?;
+            Ok(((), vec![entry.with("username", user.username)]))
+        })
+    })
+    .await?;
     state.bus.publish(Event::UserChanged(id));
     Ok(HttpResponse::Ok().json(serde_json::json!({"detail": "User deleted"})))
 }
@@ -463,15 +546,28 @@ pub fn ensure_superuser(
             username, existing.id
         )));
     }
-    store::insert(
-        conn,
-        store::NewUser {
-            username: username.clone(),
-            password_hash,
-            is_active: true,
-            is_superuser: true,
-        },
-    )?;
+    let new = store::NewUser {
+        username: username.clone(),
+        password_hash,
+        is_active: true,
+        is_superuser: true,
+    };
+    insert_audited(conn, new, "bootstrap")?;
     tracing::info!(username = %username, "created the first superuser");
     Ok(generated.then_some(password_text))
+}
+
+/// Creates a user outside a request (`via`: `bootstrap`, `command_line`),
+/// audited as `user.create` with no actor and no address.
+pub fn insert_audited(
+    conn: &mut DbConnection,
+    new: store::NewUser,
+    via: &'static str,
+) -> Result<store::User, AppError> {
+    audit::within(conn, |conn| {
+        let user = store::insert(conn, new)?;
+        let entry =
+            created_entry(Entry::new(Action::UserCreate, &Origin::NONE), &user).with("via", via);
+        Ok((user, vec![entry]))
+    })
 }

@@ -11,6 +11,7 @@ use super::check::PasswordCheck;
 use super::password::HashQueue;
 use super::throttle::SigninThrottle;
 use super::{store, UserView};
+use crate::audit::{self, Action, Entry, Origin};
 use crate::bus::Event;
 use crate::db;
 use crate::error::AppError;
@@ -136,6 +137,7 @@ async fn login(
     throttle: web::Data<SigninThrottle>,
     hashing: web::Data<HashQueue>,
     req: HttpRequest,
+    origin: Origin,
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
     refuse_cross_site(&req)?;
@@ -155,17 +157,15 @@ async fn login(
     };
     let signins = state.metrics.signins();
     // Unknown user or wrong password: one answer, one counted failure.
+    let failure = Entry::new(Action::LoginFailure, &origin).with("method", "password");
     let user = match check
-        .user(&req, username.trim().to_string(), password_text)
+        .user(&req, username.trim().to_string(), password_text, failure)
         .await
     {
-        Ok(Some(user)) if user.is_active => user,
-        Ok(found) => {
+        Ok(Some(user)) => user,
+        Ok(None) => {
             signins.record(SigninOutcome::Failure);
-            return Err(match found {
-                Some(_) => AppError::unauthorized("Inactive user"),
-                None => AppError::unauthorized(WRONG_CREDENTIALS),
-            });
+            return Err(AppError::unauthorized(WRONG_CREDENTIALS));
         }
         Err(error) => {
             if error.status() == actix_web::http::StatusCode::TOO_MANY_REQUESTS {
@@ -174,12 +174,27 @@ async fn login(
             return Err(error);
         }
     };
+    if !user.is_active {
+        signins.record(SigninOutcome::Failure);
+        let refused = Entry::new(Action::LoginFailure, &origin)
+            .owner(user.id)
+            .with("method", "password")
+            .with("reason", "inactive_user");
+        db::run(&state.pool, move |conn| audit::record(conn, &[refused])).await?;
+        return Err(AppError::unauthorized("Inactive user"));
+    }
     let ttl = state.config.session_ttl;
     let user_id = user.id;
     let (user_id, token) = db::run(&state.pool, move |conn| {
-        store::record_login(conn, &user_id)?;
-        let token = sessions::start(conn, &user_id, ttl)?;
-        Ok::<_, AppError>((user_id, token))
+        audit::within(conn, |conn| {
+            store::record_login(conn, &user_id)?;
+            let token = sessions::start(conn, &user_id, ttl)?;
+            let success = Entry::new(Action::LoginSuccess, &origin)
+                .owner(&*user_id)
+                .actor(&*user_id)
+                .with("method", "password");
+            Ok(((user_id, token), vec![success]))
+        })
     })
     .await?;
     state.bus.publish(Event::UserChanged(user_id));
@@ -277,6 +292,7 @@ async fn current_session(
 async fn auto_login(
     state: web::Data<AppState>,
     req: HttpRequest,
+    origin: Origin,
 ) -> Result<HttpResponse, AppError> {
     if !state.config.auto_login {
         return Err(AppError::bad_request(AUTO_LOGIN_DISABLED));
@@ -294,9 +310,15 @@ async fn auto_login(
                     "Auto login needs an active superuser named {username:?} (KEYGATE_SUPERUSER)"
                 ))
             })?;
-        store::record_login(conn, &user.id)?;
-        let token = sessions::start(conn, &user.id, ttl)?;
-        Ok::<_, AppError>((user.id, token))
+        audit::within(conn, |conn| {
+            store::record_login(conn, &user.id)?;
+            let token = sessions::start(conn, &user.id, ttl)?;
+            let success = Entry::new(Action::LoginSuccess, &origin)
+                .owner(&*user.id)
+                .actor(&*user.id)
+                .with("method", "auto_login");
+            Ok(((user.id, token), vec![success]))
+        })
     })
     .await?;
     // `last_login_at` changed: cached principals of this user are stale.
@@ -311,14 +333,25 @@ async fn auto_login(
 #[utoipa::path(post, path = "/api/v1/logout", tag = "sessions",
     responses((status = 200, description = "`{\"message\": \"Logout successful\"}`, whatever session was presented", body = routing::Message)),
     security((), ("session_bearer" = []), ("session_cookie" = [])))]
-async fn logout(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, AppError> {
+async fn logout(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    origin: Origin,
+) -> Result<HttpResponse, AppError> {
     refuse_cross_site(&req)?;
-    let session_id = Resolved::take(&req)
-        .ok()
-        .flatten()
-        .and_then(|principal| principal.session_id().map(str::to_string));
-    if let Some(session_id) = session_id {
-        db::run(&state.pool, move |conn| sessions::end(conn, &session_id)).await?;
+    let session = Resolved::take(&req).ok().flatten().and_then(|principal| {
+        let session_id = principal.session_id()?.to_string();
+        Some((principal, session_id))
+    });
+    if let Some((principal, session_id)) = session {
+        let entry = Entry::new(Action::Logout, &origin).by(&principal);
+        db::run(&state.pool, move |conn| {
+            audit::within(conn, |conn| {
+                sessions::end(conn, &session_id)?;
+                Ok(((), vec![entry]))
+            })
+        })
+        .await?;
     }
     Ok(HttpResponse::Ok()
         .cookie(sessions::removal_cookie(&state.config))

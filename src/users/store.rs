@@ -196,8 +196,8 @@ pub fn update(conn: &mut DbConnection, id: &str, mut changes: UserChanges) -> Re
 }
 
 /// Deletes a user (their keys and sessions go with them by cascade),
-/// refusing to delete the last active superuser.
-pub fn delete(conn: &mut DbConnection, id: &str) -> Result<()> {
+/// refusing to delete the last active superuser; the user as it was.
+pub fn delete(conn: &mut DbConnection, id: &str) -> Result<User> {
     db::serializable_transaction(conn, |conn| {
         let user = find_by_id(conn, id)?.ok_or_else(|| AppError::not_found("User not found"))?;
         if removes_active_superuser(&user, None) && count_other_active_superusers(conn, id)? == 0 {
@@ -206,7 +206,7 @@ pub fn delete(conn: &mut DbConnection, id: &str) -> Result<()> {
             ));
         }
         diesel::delete(users::table.find(id)).execute(conn)?;
-        Ok(())
+        Ok(user)
     })
 }
 

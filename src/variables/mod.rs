@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::audit::{self, Action, Entry, Origin};
 use crate::bus::Event;
 use crate::db::{self, DbConnection};
 use crate::error::AppError;
@@ -150,6 +151,7 @@ fn stored_value(state: &AppState, var_type: &str, value: &str) -> Result<String,
 async fn create(
     state: web::Data<AppState>,
     principal: Principal,
+    origin: Origin,
     web::Json(request): web::Json<CreateRequest>,
 ) -> Result<HttpResponse, AppError> {
     let name = check_name(request.name)?;
@@ -157,17 +159,22 @@ async fn create(
     let value = stored_value(&state, var_type, &check_value(request.value)?)?;
     let default_fields = check_default_fields(request.default_fields)?;
     let user_id = principal.user.id.clone();
+    let entry = Entry::new(Action::VariableCreate, &origin).by(&principal);
     let created = db::run(&state.pool, move |conn| {
-        store::insert(
-            conn,
-            store::NewVariable {
-                user_id: &user_id,
-                name: &name,
-                var_type,
-                value: &value,
-                default_fields: &default_fields,
-            },
-        )
+        audit::within(conn, |conn| {
+            let created = store::insert(
+                conn,
+                store::NewVariable {
+                    user_id: &user_id,
+                    name: &name,
+                    var_type,
+                    value: &value,
+                    default_fields: &default_fields,
+                },
+            )?;
+            let entry = described(entry, &created);
+            Ok((created, vec![entry]))
+        })
     })
     .await?;
     state
@@ -187,10 +194,20 @@ async fn list(state: web::Data<AppState>, principal: Principal) -> Result<HttpRe
     Ok(HttpResponse::Ok().json(all.into_iter().map(VariableView::from).collect::<Vec<_>>()))
 }
 
+/// An entry completed with the variable's id, name and type (never its
+/// value, which may be a secret even in a Generic variable).
+fn described(entry: Entry, variable: &store::Variable) -> Entry {
+    entry
+        .target(&*variable.id)
+        .with("name", variable.name.as_str())
+        .with("type", variable.var_type.as_str())
+}
+
 #[utoipa::path(patch, path = "/api/v1/variables/{id}", tag = "variables", params(("id" = String, Path, format = "uuid")), request_body = UpdateRequest,
     responses((status = 200, description = "The updated variable", body = VariableView)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
 async fn update(
     state: web::Data<AppState>,
+    origin: Origin,
     variable: ById,
     web::Json(request): web::Json<UpdateRequest>,
 ) -> Result<HttpResponse, AppError> {
@@ -240,8 +257,28 @@ async fn update(
         },
         updated_at: None,
     };
+    let changed: Vec<&str> = [
+        ("name", changes.name.is_some()),
+        ("type", changes.var_type.is_some()),
+        ("value", changes.value.is_some()),
+        ("default_fields", changes.default_fields.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(field, is_changed)| is_changed.then_some(field))
+    .collect();
+    let entry = Entry::new(Action::VariableUpdate, &origin)
+        .by(&variable.principal)
+        .with("changed", changed);
     let updated = db::run(&state.pool, move |conn| {
-        store::update_for_user(conn, &user_id, &id, changes)
+        audit::within(conn, |conn| {
+            let updated = store::update_for_user(conn, &user_id, &id, changes)?;
+            let entries = updated
+                .as_ref()
+                .map(|updated| described(entry, updated))
+                .into_iter()
+                .collect();
+            Ok((updated, entries))
+        })
     })
     .await?
     .ok_or_else(|| AppError::not_found(NOT_FOUND))?;
@@ -253,10 +290,23 @@ async fn update(
 
 #[utoipa::path(delete, path = "/api/v1/variables/{id}", tag = "variables", params(("id" = String, Path, format = "uuid")),
     responses((status = 204, description = "Deleted; no body")), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
-async fn remove(state: web::Data<AppState>, variable: ById) -> Result<HttpResponse, AppError> {
+async fn remove(
+    state: web::Data<AppState>,
+    origin: Origin,
+    variable: ById,
+) -> Result<HttpResponse, AppError> {
     let (user_id, id) = (variable.user_id(), variable.id);
     let event = Event::SecretsChanged(user_id.clone());
-    let delete = move |conn: &mut DbConnection| store::delete_for_user(conn, &user_id, &id);
+    let entry = Entry::new(Action::VariableDelete, &origin).by(&variable.principal);
+    let delete = move |conn: &mut DbConnection| {
+        audit::within(conn, |conn| {
+            let Some(stored) = store::find_for_user(conn, &user_id, &id)? else {
+                return Ok((false, Vec::new()));
+            };
+            let deleted = store::delete_for_user(conn, &user_id, &id)?;
+            Ok((deleted, vec![described(entry, &stored)]))
+        })
+    };
     state.delete_or_404(delete, NOT_FOUND, event).await?;
     Ok(HttpResponse::build(StatusCode::NO_CONTENT).finish())
 }
