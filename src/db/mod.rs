@@ -11,6 +11,8 @@ pub mod schema;
 pub use error::{conflict_on_duplicate, DbError};
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
@@ -66,11 +68,30 @@ pub(crate) use on_each_backend;
 /// a round trip per request (about 40% of lookup throughput). Instead a
 /// connection is pinged only when it has not just been used successfully,
 /// and one that failed as if the database were gone is discarded, so the
-/// pool still recovers by itself after an outage.
+/// pool still recovers by itself after an outage. One such failure also
+/// ends the trust in every other pooled connection (the outage generation):
+/// an idle connection that was cut with the rest is pinged, not handed out.
 pub struct PooledDb {
     conn: DbConnection,
     last_success: Option<Instant>,
+    /// The pool's outage generation when `last_success` was recorded.
+    trusted_generation: u64,
+    outages: Arc<AtomicU64>,
     failed: bool,
+}
+
+impl PooledDb {
+    fn record_success(&mut self) {
+        self.last_success = Some(Instant::now());
+        self.trusted_generation = self.outages.load(Ordering::Acquire);
+    }
+
+    fn is_trusted(&self) -> bool {
+        self.trusted_generation == self.outages.load(Ordering::Acquire)
+            && self
+                .last_success
+                .is_some_and(|at| at.elapsed() < TRUSTED_FOR)
+    }
 }
 
 /// How long after a successful use a connection is trusted without a ping.
@@ -160,11 +181,16 @@ pub fn redact_url_password(url: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct ConnectionManager {
     url: DatabaseUrl,
+    /// Counts the outages seen on any connection of the pool.
+    outages: Arc<AtomicU64>,
 }
 
 impl ConnectionManager {
     pub fn new(url: DatabaseUrl) -> Self {
-        Self { url }
+        Self {
+            url,
+            outages: Arc::default(),
+        }
     }
 
     pub fn establish(&self) -> Result<DbConnection, diesel::ConnectionError> {
@@ -190,22 +216,23 @@ impl ManageConnection for ConnectionManager {
 
     fn connect(&self) -> Result<PooledDb, r2d2::Error> {
         let conn = self.establish().map_err(r2d2::Error::ConnectionError)?;
-        Ok(PooledDb {
+        let mut pooled = PooledDb {
             conn,
-            last_success: Some(Instant::now()),
+            last_success: None,
+            trusted_generation: 0,
+            outages: self.outages.clone(),
             failed: false,
-        })
+        };
+        pooled.record_success();
+        Ok(pooled)
     }
 
     fn is_valid(&self, pooled: &mut PooledDb) -> Result<(), r2d2::Error> {
-        if pooled
-            .last_success
-            .is_some_and(|at| at.elapsed() < TRUSTED_FOR)
-        {
+        if pooled.is_trusted() {
             return Ok(());
         }
         pooled.conn.ping().map_err(r2d2::Error::QueryError)?;
-        pooled.last_success = Some(Instant::now());
+        pooled.record_success();
         Ok(())
     }
 
@@ -400,8 +427,9 @@ where
         Err(e) if e.is_database_outage() => {
             pooled.failed = true;
             pooled.last_success = None;
+            pooled.outages.fetch_add(1, Ordering::AcqRel);
         }
-        _ => pooled.last_success = Some(Instant::now()),
+        _ => pooled.record_success(),
     }
     result
 }
