@@ -20,6 +20,10 @@
 #      against the same upstream called directly (when the gateway exists),
 #      at 64 and (e8) at 8 connections
 #   f) GET /api/v1/users/whoami       valid key in the x-api-key header
+#  f2) GET /api/v1/users/whoami       a key with scopes and a rate limit set
+#      (a limit far above the load, so every request is admitted and counted,
+#      and the instance shares its count every KEYGATE_RATE_LIMIT_SYNC_MS):
+#      limits and scopes are checked from the cached key, so f2/f should be ~1
 #   h) GET /api/v1/api_key/           valid key in the x-api-key header (the
 #      caller's own key list: the seeded keys belong to another user, so the
 #      list stays one key long while the stored count grows)
@@ -204,6 +208,7 @@ to_ms() {
 # The rows of one table, in the order they run (the list is built per
 # table from what this build offers: see rows_for_table).
 ROWS=()
+LIMITED_KEY=""
 rows_for_table() {
     ROWS=("a) /health, no key" "b) auth/check, key in header" "b0) /health, key in header"
         "c) auth/check, key in query" "d) auth/check, unknown keys" "d2) whoami, unknown keys")
@@ -212,6 +217,7 @@ rows_for_table() {
             "e8) run through keygate, 8 conns" "e8) upstream directly, 8 conns")
     fi
     ROWS+=("f) whoami, key in header" "h) key list, key in header")
+    [[ -n $LIMITED_KEY ]] && ROWS+=("f2) whoami, limited key")
     if [[ $CRED == 200 && $CRED_FLOW == 201 ]]; then
         ROWS+=("g) run + stored credential" "g) nginx, same job"
             "g8) run + credential, 8 conns" "g8) nginx, 8 conns")
@@ -240,6 +246,7 @@ wrk_row() {
         "e8) upstream directly, 8 conns") conns=8; url=http://$HOST:$UPSTREAM_PORT/run; args=("${lua[@]}") ;;
         "f) whoami, key in header") url=$BASE/api/v1/users/whoami; args=("${key[@]}") ;;
         "h) key list, key in header") url=$BASE/api/v1/api_key/; args=("${key[@]}") ;;
+        "f2) whoami, limited key") url=$BASE/api/v1/users/whoami; args=(-H "x-api-key: $LIMITED_KEY") ;;
         "g) run + stored credential") url=$BASE/api/v1/run/bench-cred; args=("${lua[@]}" "${key[@]}") ;;
         "g) nginx, same job") url=http://$HOST:$NGINX_PORT/api/v1/run/bench; args=("${lua[@]}" "${key[@]}") ;;
         "g8) run + credential, 8 conns") conns=8; url=$BASE/api/v1/run/bench-cred; args=("${lua[@]}" "${key[@]}") ;;
@@ -360,6 +367,11 @@ for backend in $BACKENDS; do
     KEY=$(curl -sf -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
         -d '{"name": "bench"}' "$BASE/api/v1/api_key/" |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["api_key"])')
+    # f2's key: scopes and a rate limit (empty on a build without them).
+    LIMITED_KEY=$(curl -sf -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+        -d '{"name": "bench-limited", "scopes": ["read", "run"], "rate_limit": {"requests": 1000000000, "per_seconds": 86400}}' \
+        "$BASE/api/v1/api_key/" |
+        python3 -c 'import json, sys; k = json.load(sys.stdin); print(k["api_key"] if k.get("rate_limit") else "")' 2>/dev/null || true)
     # The seeded keys belong to a second user, so the caller's key list (h)
     # stays its own one key while the stored count grows (key lists are not
     # paged); a build that cannot create users seeds onto the caller.
@@ -435,6 +447,10 @@ for backend in $BACKENDS; do
             echo "(e) skipped: this build has no flows/gateway"
         fi
         echo "ratio whoami/unauthenticated: $(ratio "$f_rps" "$a_rps") (throughput), p99 $(ratio "$f_p99" "$a_p99")x"
+        if [[ -n $LIMITED_KEY ]]; then
+            echo "ratio limited-key whoami/whoami: $(ratio "${RPS[f2) whoami, limited key]}" "$f_rps") (throughput)," \
+                "p99 $(ratio "${P99[f2) whoami, limited key]}" "$f_p99")x"
+        fi
         echo "ratio key list/unauthenticated: $(ratio "${RPS[h) key list, key in header]}" "$a_rps") (throughput)," \
             "p99 $(ratio "${P99[h) key list, key in header]}" "$a_p99")x"
         HAVE_G="" g_rps=""
