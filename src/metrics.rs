@@ -178,6 +178,8 @@ pub enum KeyOutcome {
     /// Not shaped like a key at all (refused before any lookup).
     Malformed,
     Unknown,
+    /// A key this instance knew that has no row any more.
+    Revoked,
     Expired,
     Inactive,
     /// Over the key's own request rate.
@@ -187,10 +189,12 @@ pub enum KeyOutcome {
 }
 
 impl KeyOutcome {
-    pub const ALL: [KeyOutcome; 8] = [
+    /// In declaration order: an outcome's counter is `ALL[outcome as usize]`.
+    pub const ALL: [KeyOutcome; 9] = [
         KeyOutcome::Valid,
         KeyOutcome::Malformed,
         KeyOutcome::Unknown,
+        KeyOutcome::Revoked,
         KeyOutcome::Expired,
         KeyOutcome::Inactive,
         KeyOutcome::RateLimited,
@@ -208,6 +212,7 @@ impl KeyOutcome {
             KeyOutcome::RateLimited => "rate_limited",
             KeyOutcome::ForbiddenAddress => "forbidden_address",
             KeyOutcome::MissingScope => "missing_scope",
+            KeyOutcome::Revoked => "revoked",
         }
     }
 }
@@ -597,6 +602,27 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_outcome_counts_under_its_own_label() {
+        for (index, outcome) in KeyOutcome::ALL.into_iter().enumerate() {
+            assert_eq!(outcome as usize, index, "{}", outcome.label());
+        }
+        for (index, outcome) in SigninOutcome::ALL.into_iter().enumerate() {
+            assert_eq!(outcome as usize, index, "{}", outcome.label());
+        }
+        let metrics = Metrics::new();
+        metrics.keys().record(KeyOutcome::Revoked);
+        let text = metrics.encode();
+        assert!(
+            text.contains("keygate_key_verifications_total{outcome=\"revoked\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("keygate_key_verifications_total{outcome=\"unknown\"} 0"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn histograms_encode_cumulative_buckets() {

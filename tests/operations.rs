@@ -349,6 +349,30 @@ async fn metrics_on_the_main_listener_are_for_superusers_and_count_what_happens(
     )
     .await;
     assert_eq!(app.whoami_status(&inactive).await, StatusCode::UNAUTHORIZED);
+    // A revoked key (known to this instance, then deleted) and a key
+    // rotated away with no grace (expired).
+    let (revoked_id, revoked) = app.create_key(&admin, "revoked").await;
+    assert_eq!(app.whoami_status(&revoked).await, StatusCode::OK);
+    expect(
+        app.as_session(&admin)
+            .delete(&format!("/api/v1/api_key/{revoked_id}"))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(app.whoami_status(&revoked).await, StatusCode::UNAUTHORIZED);
+    let (rotated_id, rotated) = app.create_key(&admin, "rotated").await;
+    expect(
+        app.as_session(&admin)
+            .post_json(
+                &format!("/api/v1/api_key/{rotated_id}/rotate"),
+                &json!({"grace_seconds": 0}),
+            )
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(app.whoami_status(&rotated).await, StatusCode::UNAUTHORIZED);
 
     // Sign-ins: a failure, then the back-off.
     for expected in [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS] {
@@ -394,26 +418,27 @@ async fn metrics_on_the_main_listener_are_for_superusers_and_count_what_happens(
             &format!("keygate_key_verifications_total{{outcome=\"{name}\"}}"),
         )
     };
-    // whoami ×3 and the runs with `key`; the read-only key's scrape and
+    // whoami ×3 with `key` (×4 with the revoked key's first) and the runs; the read-only key's scrape and
     // refused POST are valid / missing_scope.
     assert!(outcome("valid") >= 5.0, "{text}");
     assert_eq!(outcome("malformed"), 1.0);
     assert_eq!(outcome("unknown"), 1.0);
+    assert_eq!(outcome("revoked"), 1.0, "{text}");
     assert_eq!(outcome("missing_scope"), 1.0);
     assert_eq!(outcome("forbidden_address"), 1.0);
-    assert_eq!(outcome("inactive"), 1.0);
-    assert_eq!(outcome("expired"), 0.0);
+    assert_eq!(outcome("inactive"), 1.0, "{text}");
+    assert_eq!(outcome("expired"), 1.0);
     assert!(text.contains("keygate_key_verifications_total{outcome=\"rate_limited\"} 0"));
 
     let whoami =
         "keygate_http_requests_total{method=\"GET\",route=\"/api/v1/users/whoami\",status=\"200\"}";
-    assert_eq!(sample(&text, whoami), 3.0, "{text}");
+    assert_eq!(sample(&text, whoami), 4.0, "{text}");
     assert_eq!(
         sample(
             &text,
             "keygate_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/users/whoami\",status=\"200\"}"
         ),
-        3.0
+        4.0
     );
     assert_eq!(
         sample(

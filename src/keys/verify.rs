@@ -166,6 +166,12 @@ struct Miss {
 pub struct KeyVerifier {
     known: DigestCache<Arc<VerifiedKey>>,
     unknown: DigestCache<()>,
+    /// Digests of cached keys a `KeyChanged` or `UserChanged` evicted: if
+    /// such a key is then not found, it was revoked (revocation deletes
+    /// the row), which the metrics count apart from made-up keys. Only a
+    /// counting aid: the answer is the same 401 either way.
+    evicted:
+        quick_cache::sync::Cache<TokenDigest, (), quick_cache::UnitWeighter, DigestHasherBuilder>,
     usage: Arc<UsageRecorder>,
     limiter: Arc<RateLimiter>,
     filter: Arc<KeyFilter>,
@@ -215,6 +221,13 @@ impl KeyVerifier {
             )
             .gated(current)
             .counted(metrics.cache("unknown_keys")),
+            evicted: quick_cache::sync::Cache::with(
+                EVICTED_DIGESTS,
+                EVICTED_DIGESTS as u64,
+                quick_cache::UnitWeighter,
+                DigestHasherBuilder::default(),
+                Default::default(),
+            ),
             usage,
             limiter,
             filter,
@@ -333,11 +346,36 @@ fn lookup_worker(pool: &DbPool, queue: &Mutex<mpsc::Receiver<Miss>>) {
     }
 }
 
+/// Evicted key digests remembered for the `revoked` count.
+const EVICTED_DIGESTS: usize = 10_000;
+
+impl KeyVerifier {
+    fn remember_evicted(&self, digest: &TokenDigest, stale: bool) -> bool {
+        if stale {
+            self.evicted.insert(*digest, ());
+        }
+        stale
+    }
+
+    /// How a key that was not found is counted.
+    fn missing_outcome(&self, digest: &TokenDigest) -> KeyOutcome {
+        if self.evicted.get(digest).is_some() {
+            KeyOutcome::Revoked
+        } else {
+            KeyOutcome::Unknown
+        }
+    }
+}
+
 impl Subscriber for KeyVerifier {
     fn on_event(&self, event: &Event) {
         match event {
-            Event::KeyChanged(key_id) => self.known.invalidate(|_, key| key.key_id == *key_id),
-            Event::UserChanged(user_id) => self.known.invalidate(|_, key| key.owner.id == *user_id),
+            Event::KeyChanged(key_id) => self
+                .known
+                .invalidate(|digest, key| self.remember_evicted(digest, key.key_id == *key_id)),
+            Event::UserChanged(user_id) => self
+                .known
+                .invalidate(|digest, key| self.remember_evicted(digest, key.owner.id == *user_id)),
             Event::KeyCreated(_) => self.unknown.clear(),
             Event::All => {
                 self.known.clear();
@@ -364,7 +402,8 @@ pub async fn authenticate(verifier: &KeyVerifier, text: &str) -> Result<KeyCalle
         verifier.outcomes.record(KeyOutcome::Malformed);
         return Err(reject("malformed key", AppError::unauthorized(INVALID_KEY)));
     }
-    judge(verifier, verifier.verify(TokenDigest::of(text)).await?)
+    let digest = TokenDigest::of(text);
+    judge(verifier, &digest, verifier.verify(digest).await?)
 }
 
 /// [`authenticate`] from the caches alone: `None` when answering would
@@ -381,14 +420,19 @@ pub fn authenticate_cached(
             AppError::unauthorized(INVALID_KEY),
         )));
     }
+    let digest = TokenDigest::of(text);
     verifier
-        .cached(&TokenDigest::of(text))
-        .map(|found| judge(verifier, found))
+        .cached(&digest)
+        .map(|found| judge(verifier, &digest, found))
 }
 
 /// The verdict on what a lookup found. A usable key is not counted here:
 /// the middleware may still refuse it.
-fn judge(verifier: &KeyVerifier, found: Option<Arc<VerifiedKey>>) -> Result<KeyCaller, AppError> {
+fn judge(
+    verifier: &KeyVerifier,
+    digest: &TokenDigest,
+    found: Option<Arc<VerifiedKey>>,
+) -> Result<KeyCaller, AppError> {
     let now = db::now();
     match found {
         Some(key) if key.is_usable_at(now) => Ok(KeyCaller {
@@ -407,7 +451,7 @@ fn judge(verifier: &KeyVerifier, found: Option<Arc<VerifiedKey>>) -> Result<KeyC
             Err(reject("unusable key", AppError::unauthorized(INVALID_KEY)))
         }
         None => {
-            verifier.outcomes.record(KeyOutcome::Unknown);
+            verifier.outcomes.record(verifier.missing_outcome(digest));
             Err(reject("unknown key", AppError::unauthorized(INVALID_KEY)))
         }
     }
