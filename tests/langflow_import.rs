@@ -1,8 +1,10 @@
-//! `keygate import-langflow` against the committed database of a real
+//! `keygate import-langflow` against the committed databases of a real
 //! Langflow 1.13 (`tests/fixtures/langflow/`, made by its
-//! `make-fixture.sh`): the real binary imports into the database of a
-//! running keygate server, on both backends, and every recorded key,
-//! password, variable and flow then works through that server.
+//! `make-fixture.sh`): its SQLite file, and a `pg_dump` of its PostgreSQL
+//! database loaded into a fresh PostgreSQL database of the test's own. The
+//! real binary imports from each into the database of a running keygate
+//! server, on both backends, and every recorded key, password, variable
+//! and flow then works through that server.
 
 use std::path::PathBuf;
 
@@ -12,13 +14,16 @@ use serde_json::{json, Value};
 
 use crate::common::langflow::StandInLangflow;
 use crate::common::upstream::FakeUpstream;
-use crate::common::{base_env, expect, Backend, RequestHelper, TestApp};
+use crate::common::{base_env, expect, Backend, RequestHelper, TestApp, TestDb};
 use crate::gateway::{create_flow, store_generic_secret};
 
 crate::on_both_backends!(
-    everything_recorded_works_through_keygate_after_the_import,
-    a_dry_run_writes_nothing_and_tells_what_it_would_do,
-    an_unknown_schema_is_refused_and_nothing_is_written,
+    everything_recorded_in_langflows_sqlite_works_through_keygate_after_the_import,
+    everything_recorded_in_langflows_postgres_works_through_keygate_after_the_import,
+    a_dry_run_from_sqlite_writes_nothing_and_tells_what_it_would_do,
+    a_dry_run_from_postgres_writes_nothing_and_tells_what_it_would_do,
+    an_unknown_sqlite_schema_is_refused_and_nothing_is_written,
+    an_unknown_postgres_schema_is_refused_and_nothing_is_written,
     a_username_held_by_another_account_refuses_the_import,
 );
 
@@ -32,9 +37,77 @@ fn fixture_db() -> String {
     fixture_dir().join("langflow-1.13.db").display().to_string()
 }
 
+/// What `make-fixture.sh` recorded when it made one database.
+fn recorded_in(file: &str) -> Value {
+    let text = std::fs::read_to_string(fixture_dir().join(file)).expect(file);
+    serde_json::from_str(&text).expect("the recorded fixture is JSON")
+}
+
+/// What the SQLite fixture was given.
 fn recorded() -> Value {
-    let text = std::fs::read_to_string(fixture_dir().join("keys.json")).expect("keys.json");
-    serde_json::from_str(&text).expect("keys.json is JSON")
+    recorded_in("keys.json")
+}
+
+/// Which of Langflow's databases the import reads.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    Sqlite,
+    Postgres,
+}
+
+/// A Langflow 1.13 database for one test, and what was recorded when it
+/// was made.
+struct LangflowDb {
+    /// What `--from` is given.
+    from: String,
+    recorded: Value,
+    /// The PostgreSQL database the dump was loaded into, dropped with it.
+    pg: Option<TestDb>,
+}
+
+impl LangflowDb {
+    /// The SQLite fixture as it is committed (the import opens it
+    /// read-only), or the PostgreSQL dump loaded into a new database.
+    async fn open(source: Source) -> Self {
+        match source {
+            Source::Sqlite => LangflowDb {
+                from: fixture_db(),
+                recorded: recorded(),
+                pg: None,
+            },
+            Source::Postgres => {
+                let db = TestDb::new(Backend::Postgres);
+                let dump = fixture_dir().join("langflow-1.13.pg.sql");
+                let output = tokio::process::Command::new("psql")
+                    .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &db.url, "-f"])
+                    .arg(&dump)
+                    .output()
+                    .await
+                    .expect("run psql (PostgreSQL's client) to load the Langflow dump");
+                assert!(
+                    output.status.success(),
+                    "loading {} failed: {}",
+                    dump.display(),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                LangflowDb {
+                    // As Langflow's LANGFLOW_DATABASE_URL would name it.
+                    from: db.url.replacen("postgres://", "postgresql+psycopg://", 1),
+                    recorded: recorded_in("keys.pg.json"),
+                    pg: Some(db),
+                }
+            }
+        }
+    }
+
+    /// Everything the Langflow database holds, to show the import wrote
+    /// nothing there: the SQLite file's bytes, or PostgreSQL's XML dump.
+    fn snapshot(&self) -> Vec<u8> {
+        match &self.pg {
+            Some(db) => db.dump().into_bytes(),
+            None => std::fs::read(&self.from).unwrap(),
+        }
+    }
 }
 
 struct Run {
@@ -65,8 +138,7 @@ async fn import(app: &TestApp, args: &[&str]) -> Run {
 
 /// No key, password, secret or credential value of the fixture, nor a
 /// password hash, appears in what the import printed.
-fn assert_nothing_secret_printed(run: &Run) {
-    let fixture = recorded();
+fn assert_nothing_secret_printed(run: &Run, fixture: &Value) {
     let printed = format!("{}{}", run.stdout, run.stderr);
     let mut secrets: Vec<String> = vec![fixture["secret_key"].as_str().unwrap().to_string()];
     for key in fixture["keys"].as_array().unwrap() {
@@ -111,8 +183,25 @@ fn stored_password_hash(app: &TestApp, username: &str) -> String {
         .unwrap()
 }
 
-async fn everything_recorded_works_through_keygate_after_the_import(backend: Backend) {
-    let fixture = recorded();
+async fn everything_recorded_in_langflows_sqlite_works_through_keygate_after_the_import(
+    backend: Backend,
+) {
+    everything_recorded_works_through_keygate_after_the_import(backend, Source::Sqlite).await
+}
+
+async fn everything_recorded_in_langflows_postgres_works_through_keygate_after_the_import(
+    backend: Backend,
+) {
+    everything_recorded_works_through_keygate_after_the_import(backend, Source::Postgres).await
+}
+
+async fn everything_recorded_works_through_keygate_after_the_import(
+    backend: Backend,
+    source: Source,
+) {
+    let langflow_db = LangflowDb::open(source).await;
+    let langflow_before = langflow_db.snapshot();
+    let fixture = &langflow_db.recorded;
     let flows = fixture["flows"].as_array().unwrap();
     let echo = flows
         .iter()
@@ -130,7 +219,7 @@ async fn everything_recorded_works_through_keygate_after_the_import(backend: Bac
         &app,
         &[
             "--from",
-            &fixture_db(),
+            &langflow_db.from,
             "--langflow-secret-key",
             fixture["secret_key"].as_str().unwrap(),
             "--langflow-url",
@@ -144,7 +233,7 @@ async fn everything_recorded_works_through_keygate_after_the_import(backend: Bac
         "{}",
         run.stdout
     );
-    assert_nothing_secret_printed(&run);
+    assert_nothing_secret_printed(&run, fixture);
 
     // Every key works at once on the running server, in the header and
     // in the query, as its Langflow owner; the expired one does not.
@@ -181,6 +270,12 @@ async fn everything_recorded_works_through_keygate_after_the_import(backend: Bac
     assert!(listed
         .iter()
         .any(|k| k["id"] == admin_key["id"] && k["name"] == "admin script"));
+    // Langflow's times come over as the instants they were (on
+    // PostgreSQL a `timestamp with time zone`): the expired key's expiry
+    // is the one Langflow was given.
+    let expired = keys.iter().find(|k| k["state"] == "expired").unwrap();
+    let listed_expired = listed.iter().find(|k| k["id"] == expired["id"]).unwrap();
+    assert_eq!(listed_expired["expires_at"], "2024-01-01T00:00:00Z");
 
     // Langflow's passwords sign in; the bcrypt hash becomes argon2id.
     let admin = &fixture["users"][0];
@@ -271,7 +366,7 @@ async fn everything_recorded_works_through_keygate_after_the_import(backend: Bac
         &app,
         &[
             "--from",
-            &fixture_db(),
+            &langflow_db.from,
             "--langflow-secret-key",
             fixture["secret_key"].as_str().unwrap(),
             "--langflow-url",
@@ -287,13 +382,33 @@ async fn everything_recorded_works_through_keygate_after_the_import(backend: Bac
     );
     assert_eq!(counts(&app), before);
     assert!(stored_password_hash(&app, admin_name).starts_with("$argon2id$"));
+    // Langflow's database was only read.
+    assert!(
+        langflow_db.snapshot() == langflow_before,
+        "the import changed Langflow's database"
+    );
 }
 
-async fn a_dry_run_writes_nothing_and_tells_what_it_would_do(backend: Backend) {
+async fn a_dry_run_from_sqlite_writes_nothing_and_tells_what_it_would_do(backend: Backend) {
+    a_dry_run_writes_nothing_and_tells_what_it_would_do(backend, Source::Sqlite).await
+}
+
+async fn a_dry_run_from_postgres_writes_nothing_and_tells_what_it_would_do(backend: Backend) {
+    a_dry_run_writes_nothing_and_tells_what_it_would_do(backend, Source::Postgres).await
+}
+
+async fn a_dry_run_writes_nothing_and_tells_what_it_would_do(backend: Backend, source: Source) {
+    let langflow_db = LangflowDb::open(source).await;
+    let fixture = &langflow_db.recorded;
     let app = TestApp::start(backend).await;
     let before = counts(&app);
-    let run = import(&app, &["--from", &fixture_db(), "--dry-run"]).await;
+    let run = import(&app, &["--from", &langflow_db.from, "--dry-run"]).await;
     assert!(run.success, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("Langflow 1.13 database"),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("would import"), "{}", run.stdout);
     assert!(run.stdout.contains("nothing was written"), "{}", run.stdout);
     // Without Langflow's secret key, what needs it is named, not guessed.
@@ -303,13 +418,13 @@ async fn a_dry_run_writes_nothing_and_tells_what_it_would_do(backend: Backend) {
         run.stdout
     );
     assert!(run.stdout.contains("pass --langflow-url"), "{}", run.stdout);
-    assert_nothing_secret_printed(&run);
+    assert_nothing_secret_printed(&run, fixture);
     assert_eq!(counts(&app), before);
-    let key = recorded()["keys"][0]["key"].as_str().unwrap().to_string();
+    let key = fixture["keys"][0]["key"].as_str().unwrap().to_string();
     assert_eq!(app.whoami_status(&key).await, StatusCode::UNAUTHORIZED);
 }
 
-async fn an_unknown_schema_is_refused_and_nothing_is_written(backend: Backend) {
+async fn an_unknown_sqlite_schema_is_refused_and_nothing_is_written(backend: Backend) {
     let app = TestApp::start(backend).await;
     let copy = app.db.dir.join("langflow-unknown.db");
     std::fs::copy(fixture_db(), &copy).unwrap();
@@ -319,8 +434,32 @@ async fn an_unknown_schema_is_refused_and_nothing_is_written(backend: Backend) {
             .execute(&mut conn)
             .unwrap();
     }
-    let before = counts(&app);
-    let run = import(&app, &["--from", &copy.display().to_string()]).await;
+    assert_unknown_schema_refused(&app, &copy.display().to_string()).await;
+    // A file that is not there is an error, never a new database.
+    let missing = app.db.dir.join("no-such-langflow.db");
+    let run = import(&app, &["--from", &missing.display().to_string()]).await;
+    assert!(!run.success && run.stderr.contains("no Langflow database file"));
+    assert!(!missing.exists());
+}
+
+async fn an_unknown_postgres_schema_is_refused_and_nothing_is_written(backend: Backend) {
+    let langflow_db = LangflowDb::open(Source::Postgres).await;
+    {
+        let db = langflow_db.pg.as_ref().unwrap();
+        let mut conn = diesel::PgConnection::establish(&db.url).unwrap();
+        diesel::sql_query("UPDATE alembic_version SET version_num = 'deadbeef0001'")
+            .execute(&mut conn)
+            .unwrap();
+    }
+    let app = TestApp::start(backend).await;
+    assert_unknown_schema_refused(&app, &langflow_db.from).await;
+}
+
+/// The import from `from` (whose schema version is `deadbeef0001`) fails,
+/// naming it and the known ones, and writes nothing.
+async fn assert_unknown_schema_refused(app: &TestApp, from: &str) {
+    let before = counts(app);
+    let run = import(app, &["--from", from]).await;
     assert!(!run.success);
     assert!(
         run.stderr
@@ -329,12 +468,7 @@ async fn an_unknown_schema_is_refused_and_nothing_is_written(backend: Backend) {
         "{}",
         run.stderr
     );
-    assert_eq!(counts(&app), before);
-    // A file that is not there is an error, never a new database.
-    let missing = app.db.dir.join("no-such-langflow.db");
-    let run = import(&app, &["--from", &missing.display().to_string()]).await;
-    assert!(!run.success && run.stderr.contains("no Langflow database file"));
-    assert!(!missing.exists());
+    assert_eq!(counts(app), before);
 }
 
 async fn a_username_held_by_another_account_refuses_the_import(backend: Backend) {

@@ -1,10 +1,20 @@
 //! Reading a Langflow database: its SQLite file (opened read-only) or its
 //! PostgreSQL database, with diesel `table!` declarations of the Langflow
-//! 1.13 tables keygate imports from. Langflow's UUID columns are `CHAR(32)`
-//! hex on SQLite and native `uuid` on PostgreSQL, so the tables are
-//! declared once per backend (the same body, a different id type) and read
-//! by one macro-written function per backend; every id comes out in
-//! keygate's form, a hyphenated lower-case UUID.
+//! 1.13 tables keygate imports from. The two schemas Langflow creates
+//! differ in their column types, so the tables are declared once per
+//! backend (the same body, different types) and read by one
+//! macro-written function per backend:
+//!
+//! | column | SQLite | PostgreSQL |
+//! | --- | --- | --- |
+//! | ids | `CHAR(32)` hex | `uuid` |
+//! | times | `DATETIME` (naive UTC) | `timestamp with time zone` |
+//! | `apikey.total_uses` | `INTEGER` (64-bit) | `integer` (32-bit) |
+//! | `tags`, `default_fields` | `JSON` (text) | `json` (its text on the wire) |
+//! | `flow.access_type` | `VARCHAR` | an enum (its label on the wire) |
+//!
+//! Every id comes out in keygate's form, a hyphenated lower-case UUID;
+//! every time as naive UTC; every count as an `i64`.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -143,8 +153,9 @@ pub struct LangflowData {
     pub flows: Vec<LangflowFlow>,
 }
 
-/// The Langflow tables, declared once for both backends; `LangflowId` is
-/// the id column type of the module `$tables` where this is expanded.
+/// The Langflow tables, declared once for both backends; `LangflowId`,
+/// `LangflowTime` and `LangflowCount` are the column types of the module
+/// `$tables` where this is expanded.
 macro_rules! langflow_tables {
     ($tables:ident) => {
         diesel::table! {
@@ -154,7 +165,7 @@ macro_rules! langflow_tables {
         }
         diesel::table! {
             use diesel::sql_types::*;
-            use crate::langflow_import::source::$tables::LangflowId;
+            use crate::langflow_import::source::$tables::{LangflowCount, LangflowId, LangflowTime};
             #[sql_name = "user"]
             lf_user (id) {
                 id -> LangflowId,
@@ -162,22 +173,22 @@ macro_rules! langflow_tables {
                 password -> Text,
                 is_active -> Bool,
                 is_superuser -> Bool,
-                create_at -> Timestamp,
-                updated_at -> Timestamp,
-                last_login_at -> Nullable<Timestamp>,
+                create_at -> LangflowTime,
+                updated_at -> LangflowTime,
+                last_login_at -> Nullable<LangflowTime>,
             }
         }
         diesel::table! {
             use diesel::sql_types::*;
-            use crate::langflow_import::source::$tables::LangflowId;
+            use crate::langflow_import::source::$tables::{LangflowCount, LangflowId, LangflowTime};
             apikey (id) {
                 id -> LangflowId,
                 name -> Nullable<Text>,
-                created_at -> Timestamp,
-                last_used_at -> Nullable<Timestamp>,
-                total_uses -> BigInt,
+                created_at -> LangflowTime,
+                last_used_at -> Nullable<LangflowTime>,
+                total_uses -> LangflowCount,
                 is_active -> Bool,
-                expires_at -> Nullable<Timestamp>,
+                expires_at -> Nullable<LangflowTime>,
                 api_key -> Text,
                 api_key_hash -> Nullable<Text>,
                 user_id -> LangflowId,
@@ -185,7 +196,7 @@ macro_rules! langflow_tables {
         }
         diesel::table! {
             use diesel::sql_types::*;
-            use crate::langflow_import::source::$tables::LangflowId;
+            use crate::langflow_import::source::$tables::{LangflowCount, LangflowId, LangflowTime};
             variable (id) {
                 id -> LangflowId,
                 name -> Text,
@@ -193,14 +204,14 @@ macro_rules! langflow_tables {
                 #[sql_name = "type"]
                 var_type -> Nullable<Text>,
                 default_fields -> Nullable<Text>,
-                created_at -> Nullable<Timestamp>,
-                updated_at -> Nullable<Timestamp>,
+                created_at -> Nullable<LangflowTime>,
+                updated_at -> Nullable<LangflowTime>,
                 user_id -> LangflowId,
             }
         }
         diesel::table! {
             use diesel::sql_types::*;
-            use crate::langflow_import::source::$tables::LangflowId;
+            use crate::langflow_import::source::$tables::{LangflowCount, LangflowId, LangflowTime};
             flow (id) {
                 id -> LangflowId,
                 name -> Text,
@@ -208,7 +219,7 @@ macro_rules! langflow_tables {
                 endpoint_name -> Nullable<Text>,
                 access_type -> Text,
                 is_component -> Nullable<Bool>,
-                updated_at -> Nullable<Timestamp>,
+                updated_at -> Nullable<LangflowTime>,
                 webhook -> Nullable<Bool>,
                 locked -> Nullable<Bool>,
                 mcp_enabled -> Nullable<Bool>,
@@ -226,11 +237,19 @@ macro_rules! langflow_tables {
 mod sqlite_tables {
     /// `CHAR(32)` hex on SQLite.
     pub type LangflowId = diesel::sql_types::Text;
+    /// SQLite's `DATETIME` text, naive UTC.
+    pub type LangflowTime = diesel::sql_types::Timestamp;
+    /// SQLite's integers are 64-bit.
+    pub type LangflowCount = diesel::sql_types::BigInt;
     langflow_tables!(sqlite_tables);
 }
 
 mod pg_tables {
     pub type LangflowId = diesel::sql_types::Uuid;
+    /// `timestamp with time zone`, read as naive UTC.
+    pub type LangflowTime = diesel::sql_types::Timestamptz;
+    /// Langflow's `integer` column: 32 bits on PostgreSQL.
+    pub type LangflowCount = diesel::sql_types::Integer;
     langflow_tables!(pg_tables);
 }
 
@@ -262,9 +281,10 @@ fn read_error(what: &str) -> impl Fn(diesel::result::Error) -> String + '_ {
 }
 
 /// One reader per backend, written once: `$tables` is the module of table
-/// declarations, `$id` the Rust type of an id there.
+/// declarations, `$id` the Rust type of an id there, `$count` that of a
+/// count.
 macro_rules! reader {
-    ($name:ident, $conn:ty, $tables:ident, $id:ty) => {
+    ($name:ident, $conn:ty, $tables:ident, $id:ty, $count:ty) => {
         fn $name(conn: &mut $conn) -> Result<LangflowData, String> {
             use $tables::{alembic_version, apikey, flow, lf_user, variable};
             let versions: Vec<String> = alembic_version::table
@@ -306,7 +326,7 @@ macro_rules! reader {
                 })
                 .collect::<Result<Vec<_>, String>>()?;
 
-            type KeyRow = ($id, Option<String>, NaiveDateTime, Option<NaiveDateTime>, i64, bool, Option<NaiveDateTime>, String, Option<String>, $id);
+            type KeyRow = ($id, Option<String>, NaiveDateTime, Option<NaiveDateTime>, $count, bool, Option<NaiveDateTime>, String, Option<String>, $id);
             let keys = apikey::table
                 .select((
                     apikey::id,
@@ -330,7 +350,7 @@ macro_rules! reader {
                         name,
                         created_at,
                         last_used_at,
-                        total_uses,
+                        total_uses: i64::from(total_uses),
                         is_active,
                         expires_at,
                         stored_key,
@@ -435,8 +455,8 @@ macro_rules! reader {
     };
 }
 
-reader!(read_sqlite, SqliteConnection, sqlite_tables, String);
-reader!(read_pg, PgConnection, pg_tables, uuid::Uuid);
+reader!(read_sqlite, SqliteConnection, sqlite_tables, String, i64);
+reader!(read_pg, PgConnection, pg_tables, uuid::Uuid, i32);
 
 /// The release whose schema `versions` (the rows of `alembic_version`)
 /// are, or a clear refusal naming the known ones.
