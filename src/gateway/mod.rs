@@ -80,12 +80,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/{flow}", web::post().to(run))
             .route("/{flow}/", web::post().to(run)),
     );
-    for path in ["/webhook/{flow}", "/webhook/{flow}/"] {
-        cfg.route(path, web::post().to(webhook));
-    }
-    for path in ["/files/upload/{flow}", "/files/upload/{flow}/"] {
-        cfg.route(path, web::post().to(upload_file));
-    }
+    // Every per-flow route sits under a static scope: a request for any
+    // other route passes these by a prefix comparison, without running the
+    // `{flow}` patterns (regular expressions) of each.
+    cfg.service(
+        web::scope("/webhook")
+            .route("/{flow}", web::post().to(webhook))
+            .route("/{flow}/", web::post().to(webhook)),
+    );
+    cfg.service(
+        web::scope("/files/upload")
+            .route("/{flow}", web::post().to(upload_file))
+            .route("/{flow}/", web::post().to(upload_file)),
+    );
 }
 
 /// Which of Langflow's per-flow routes a call is.
