@@ -178,8 +178,9 @@ impl KeyPolicy {
 /// that only describes the caller (`whoami`) shows, so such answers are
 /// served from the cached principal. Read with `db::auth_user_columns`
 /// (the field order here is that tuple's); kept current by the
-/// invalidation bus (`UserChanged`).
-#[derive(Debug, Clone, PartialEq, Eq, diesel::Queryable)]
+/// invalidation bus (`UserChanged`), which replaces the cached value, so
+/// what was rendered from it ([`AuthUser::rendered`]) goes with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthUser {
     pub id: String,
     pub username: String,
@@ -188,6 +189,81 @@ pub struct AuthUser {
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub last_login_at: Option<NaiveDateTime>,
+    rendered: Rendered,
+}
+
+/// The row of [`AuthUser`], as `db::auth_user_columns` selects it.
+pub type AuthUserRow = (
+    String,
+    String,
+    bool,
+    bool,
+    NaiveDateTime,
+    NaiveDateTime,
+    Option<NaiveDateTime>,
+);
+
+impl AuthUser {
+    pub fn from_row(
+        (id, username, is_superuser, is_active, created_at, updated_at, last_login_at): AuthUserRow,
+    ) -> Self {
+        AuthUser {
+            id,
+            username,
+            is_superuser,
+            is_active,
+            created_at,
+            updated_at,
+            last_login_at,
+            rendered: Rendered::default(),
+        }
+    }
+
+    /// The answer that shows this user, rendered by `render` at its first
+    /// use and kept with the value: a cached principal (a key's owner)
+    /// answers `whoami` without serialising anything again.
+    /// `None` when `render` fails (nothing is kept then).
+    pub fn rendered(
+        &self,
+        render: impl FnOnce(&AuthUser) -> Option<web::Bytes>,
+    ) -> Option<web::Bytes> {
+        if let Some(body) = self.rendered.0.get() {
+            return Some(body.clone());
+        }
+        let body = render(self)?;
+        Some(self.rendered.0.get_or_init(|| body).clone())
+    }
+}
+
+impl<ST, DB> diesel::Queryable<ST, DB> for AuthUser
+where
+    DB: diesel::backend::Backend,
+    AuthUserRow: diesel::deserialize::FromStaticSqlRow<ST, DB>,
+{
+    type Row = AuthUserRow;
+
+    fn build(row: AuthUserRow) -> diesel::deserialize::Result<Self> {
+        Ok(AuthUser::from_row(row))
+    }
+}
+
+/// What was rendered from an [`AuthUser`]: derived from its fields, so it
+/// takes no part in comparing two users.
+#[derive(Clone, Default)]
+struct Rendered(std::sync::OnceLock<web::Bytes>);
+
+impl PartialEq for Rendered {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Rendered {}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rendered")
+    }
 }
 
 /// How the request proved who it is.

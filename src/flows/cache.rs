@@ -36,7 +36,14 @@ pub struct RunnableFlow {
     /// The gateway's upstream metric handles for this flow, resolved at
     /// its first run (see `metrics::Metrics::upstream_series`).
     pub upstream_series: OnceLock<UpstreamSeries>,
+    /// The upstream URL of each of the gateway's routes, parsed and passed
+    /// through the SSRF rule at its first call (a flow's upstream only
+    /// changes by replacing the cached flow). Indexed by the gateway.
+    pub upstream_urls: [OnceLock<reqwest::Url>; UPSTREAM_ROUTES],
 }
+
+/// How many routes a flow's upstream serves (see `gateway::Route`).
+pub const UPSTREAM_ROUTES: usize = 4;
 
 impl TryFrom<Flow> for RunnableFlow {
     type Error = AppError;
@@ -48,6 +55,7 @@ impl TryFrom<Flow> for RunnableFlow {
             user_id: flow.user_id,
             endpoint_name: flow.endpoint_name,
             upstream_series: OnceLock::new(),
+            upstream_urls: Default::default(),
         })
     }
 }

@@ -68,12 +68,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     ] {
         crate::routing::record_api("post", path);
     }
+    // A plain run is tried first: each pattern costs a regular expression
+    // match, and `{flow}` (one segment) cannot take `advanced/…`.
     cfg.service(
         web::scope("/run")
-            .route("/advanced/{flow}", web::post().to(run_advanced))
-            .route("/advanced/{flow}/", web::post().to(run_advanced))
             .route("/{flow}", web::post().to(run))
-            .route("/{flow}/", web::post().to(run)),
+            .route("/{flow}/", web::post().to(run))
+            .route("/advanced/{flow}", web::post().to(run_advanced))
+            .route("/advanced/{flow}/", web::post().to(run_advanced)),
     );
     cfg.service(
         web::scope("/process")
@@ -112,6 +114,17 @@ impl Route {
             Route::Advanced => "run/advanced",
             Route::Webhook => "webhook",
             Route::Upload => "files/upload",
+        }
+    }
+
+    /// Where the route's checked upstream URL is kept in the cached flow
+    /// (`RunnableFlow::upstream_urls`).
+    fn slot(self) -> usize {
+        match self {
+            Route::Run => 0,
+            Route::Advanced => 1,
+            Route::Webhook => 2,
+            Route::Upload => 3,
         }
     }
 
@@ -347,6 +360,9 @@ const FORWARDED_RESPONSE_HEADERS: [header::HeaderName; 5] = [
 /// The caller's query string without any `x-api-key` parameter, other
 /// parameters kept byte for byte.
 pub fn query_without_key(query: &str) -> String {
+    if query.is_empty() {
+        return String::new();
+    }
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
@@ -362,17 +378,27 @@ pub fn query_without_key(query: &str) -> String {
 }
 
 /// The upstream URL of a route, with the caller's query appended to its
-/// own.
+/// own. The URL itself is parsed and checked once per cached flow; the SSRF
+/// rule on the addresses a name resolves to is applied at every connection
+/// (`outbound`).
 fn upstream_url(
     state: &AppState,
+    flow: &RunnableFlow,
     target: &Target<'_>,
     route: Route,
     caller_query: &str,
 ) -> Result<reqwest::Url, AppError> {
-    let mut url = match target {
-        Target::Url { url, .. } => secrets::check_url(state, url)?,
-        Target::Langflow(langflow) => {
-            secrets::check_url(state, &langflow.route_url(route.langflow_path()))?
+    let slot = &flow.upstream_urls[route.slot()];
+    let mut url = match slot.get() {
+        Some(url) => url.clone(),
+        None => {
+            let checked = match target {
+                Target::Url { url, .. } => secrets::check_url(state, url)?,
+                Target::Langflow(langflow) => {
+                    secrets::check_url(state, &langflow.route_url(route.langflow_path()))?
+                }
+            };
+            slot.get_or_init(|| checked).clone()
         }
     };
     let extra = query_without_key(caller_query);
@@ -407,7 +433,7 @@ async fn forward(
     let upstream = prepared.upstream()?;
     let secret = prepared.secret.as_deref();
     let target = upstream.target()?;
-    let url = upstream_url(state, &target, route, req.query_string())?;
+    let url = upstream_url(state, &prepared.flow, &target, route, req.query_string())?;
     let method = match target {
         Target::Url { method, .. } => reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| AppError::internal("stored upstream method unreadable"))?,

@@ -226,11 +226,22 @@ pub fn check_username(username: &str) -> Result<String, AppError> {
 }
 
 /// Served from the principal the request authenticated as: the key cache
-/// holds every field shown, kept current through the invalidation bus.
+/// holds every field shown, kept current through the invalidation bus, and
+/// the answer rendered at the first `whoami` of that cached value.
 #[utoipa::path(get, path = "/api/v1/users/whoami", tag = "users",
     responses((status = 200, description = "The authenticated user", body = UserView)), security(("api_key_header" = []), ("api_key_query" = []), ("session_bearer" = []), ("session_cookie" = [])))]
-async fn whoami(principal: Principal) -> HttpResponse {
-    HttpResponse::Ok().json(UserView::from(&*principal.user))
+async fn whoami(principal: Principal) -> Result<HttpResponse, AppError> {
+    let body = principal
+        .user
+        .rendered(|user| {
+            serde_json::to_vec(&UserView::from(user))
+                .ok()
+                .map(web::Bytes::from)
+        })
+        .ok_or_else(|| AppError::internal("the user could not be serialised"))?;
+    Ok(HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(body))
 }
 
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", params(Page),

@@ -27,15 +27,15 @@ pub struct User {
 
 impl From<User> for AuthUser {
     fn from(user: User) -> Self {
-        AuthUser {
-            id: user.id,
-            username: user.username,
-            is_superuser: user.is_superuser,
-            is_active: user.is_active,
-            created_at: user.created_at,
-            updated_at: user.updated_at,
-            last_login_at: user.last_login_at,
-        }
+        AuthUser::from_row((
+            user.id,
+            user.username,
+            user.is_superuser,
+            user.is_active,
+            user.created_at,
+            user.updated_at,
+            user.last_login_at,
+        ))
     }
 }
 
