@@ -519,9 +519,20 @@ impl RequestObserver {
             return;
         }
         let req = response.request();
-        // The route template, never the path: no key or id in a label.
-        let route = req.match_pattern();
-        let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE);
+        // The route template, never the path: no key or id in a label. The
+        // gateway's run routes name theirs (`gateway::RouteTemplate`).
+        let named = req
+            .extensions()
+            .get::<crate::gateway::RouteTemplate>()
+            .map(|template| template.0);
+        let route = match named {
+            Some(template) => std::borrow::Cow::Borrowed(template),
+            None => std::borrow::Cow::Owned(
+                req.match_pattern()
+                    .unwrap_or_else(|| UNMATCHED_ROUTE.to_string()),
+            ),
+        };
+        let route = route.as_ref();
         let status = response.status().as_u16();
         if let Some(metrics) = &self.metrics {
             self.observe(metrics, method_label(req.method()), route, status, elapsed);

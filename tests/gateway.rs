@@ -21,6 +21,7 @@ crate::on_both_backends!(
     public_flows_run_without_a_key_until_a_bound_key_exists,
     runs_are_counted_through_the_batched_usage_path,
     private_upstreams_are_refused_unless_allowed,
+    run_paths_resolve_as_routes_do,
 );
 
 const ALLOW_PRIVATE: (&str, &str) = ("KEYGATE_ALLOW_PRIVATE_UPSTREAMS", "true");
@@ -885,5 +886,67 @@ async fn cached_flows_never_outlive_a_change(backend: Backend) {
     )
     .await;
     expect(run(&app, &id, Some(&key)).await, StatusCode::NOT_FOUND).await;
+    assert!(upstream.received_nothing());
+}
+
+/// The run routes are matched by comparing strings: each form of the path
+/// reaches its route, anything else under `/api/v1/run` is the API's 404,
+/// another method a 405 (both JSON), before the key or the body is read.
+async fn run_paths_resolve_as_routes_do(backend: Backend) {
+    let mut upstream = FakeUpstream::start();
+    let app = start(backend).await;
+    let admin = app.admin_token().await;
+    create_flow(
+        &app,
+        &admin,
+        json!({"name": "a", "endpoint_name": "my-flow", "upstream": {"url": upstream.url("/plain")}}),
+    )
+    .await;
+    let (_, key) = app.create_key(&admin, "k").await;
+
+    for path in ["/api/v1/run/my%2Dflow", "/api/v1/run/my%2Dflow/"] {
+        let res = app
+            .as_key(&key)
+            .request(Method::POST, path)
+            .json(&json!({"inputs": {}}))
+            .send()
+            .await
+            .unwrap();
+        expect(res, StatusCode::OK).await;
+        assert_eq!(upstream.next_request().await.path, "/plain", "{path}");
+    }
+    // The advanced run of a flow with a single upstream URL is refused by
+    // the gateway itself: the path reached the advanced route.
+    let res = app
+        .as_key(&key)
+        .request(Method::POST, "/api/v1/run/advanced/my%2Dflow/")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let body = expect(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("/api/v1/run/advanced needs"),
+        "{body}"
+    );
+    for path in [
+        "/api/v1/run/",
+        "/api/v1/run",
+        "/api/v1/run/a/b",
+        "/api/v1/run/advanced/a/b",
+        "/api/v1/run//",
+    ] {
+        let res = app.anon().request(Method::POST, path).send().await.unwrap();
+        let body = expect(res, StatusCode::NOT_FOUND).await;
+        assert_eq!(body["detail"], "Not Found", "{path}");
+    }
+    for path in ["/api/v1/run/my%2Dflow", "/api/v1/run/advanced/my%2Dflow"] {
+        let res = app.anon().request(Method::GET, path).send().await.unwrap();
+        let body = expect(res, StatusCode::METHOD_NOT_ALLOWED).await;
+        assert!(body["detail"].is_string(), "{path}: {body}");
+    }
     assert!(upstream.received_nothing());
 }
