@@ -484,6 +484,8 @@
     '/variables': renderVariables,
     '/flows': renderFlows,
     '/users': renderUsers,
+    '/usage': renderUsage,
+    '/audit': renderAudit,
   };
 
   // "#/variables?add=NAME" -> { path: '/variables', params }.
@@ -518,7 +520,8 @@
       return;
     }
     for (const link of document.querySelectorAll('#nav a')) {
-      if (link.dataset.route === path) link.setAttribute('aria-current', 'page');
+      // A key's usage is part of the keys pages.
+      if (link.dataset.route === (path === '/usage' ? '/keys' : path)) link.setAttribute('aria-current', 'page');
       else link.removeAttribute('aria-current');
     }
     renderPendingKey();
@@ -594,8 +597,16 @@
       toast('The new key is no longer shown.', 'info');
       focusHeading();
     });
+    let replaced = null;
+    if (created.old_key_id) {
+      const ends = created.old_key_expires_at;
+      replaced = ends && new Date(ends) > new Date()
+        ? h('p.old-key', { id: 'old-key-end' }, `It replaces ${created.old_key_prefix || 'the old key'}, which keeps working until `, exactCell(ends), ' so your scripts can switch over.')
+        : h('p.old-key', { id: 'old-key-end', text: `It replaces ${created.old_key_prefix || 'the old key'}, which stopped working now.` });
+    }
     const box = h('section.card.one-time', { 'aria-labelledby': 'one-time-title', 'data-key-id': created.id },
       h('h2', { id: 'one-time-title', tabindex: '-1', text: `Your new key${created.name ? `: ${created.name}` : ''}` }),
+      replaced,
       h('p.warning', { text: 'Copy it now: this is the only time keygate shows the full key. Only its hash is stored, so it cannot be shown again. If you lose it, revoke it and create another.' }),
       field('New API key', input, 'It stays here while you move between pages until you click "I have copied it". Leaving or reloading the page asks first.'),
       h('div.actions', {}, copy, done, status));
@@ -632,6 +643,48 @@
         document.getElementById('dialog-body').replaceChildren();
         if (opener && opener.isConnected) opener.focus();
         resolve(dialog.returnValue === 'ok');
+      }, { once: true });
+      dialog.showModal();
+      if (options && options.focus) options.focus.focus();
+    });
+  }
+
+  // A dialog with a form that stays open until `action` succeeds: a
+  // refusal is shown inside it and nothing typed is lost. Resolves with
+  // what `action` returned, or null when cancelled.
+  function actionDialog(title, body, okLabel, action, options) {
+    const dialog = document.getElementById('dialog');
+    const form = document.getElementById('dialog-form');
+    const ok = document.getElementById('dialog-ok');
+    const error = errorBox();
+    document.getElementById('dialog-title').textContent = title;
+    document.getElementById('dialog-body').replaceChildren(...[].concat(body).filter(Boolean), error);
+    ok.textContent = okLabel;
+    ok.className = options && options.danger ? 'danger' : '';
+    dialog.returnValue = '';
+    const opener = document.activeElement;
+    let result = null;
+    return new Promise((resolve) => {
+      const onSubmit = async (event) => {
+        if (!event.submitter || event.submitter.value !== 'ok') return;
+        event.preventDefault();
+        showError(error, '');
+        ok.disabled = true;
+        try {
+          result = (await action()) ?? true;
+          dialog.close('ok');
+        } catch (e) {
+          showError(error, e.message);
+        } finally {
+          ok.disabled = false;
+        }
+      };
+      form.addEventListener('submit', onSubmit);
+      dialog.addEventListener('close', () => {
+        form.removeEventListener('submit', onSubmit);
+        document.getElementById('dialog-body').replaceChildren();
+        if (opener && opener.isConnected) opener.focus();
+        resolve(dialog.returnValue === 'ok' ? result : null);
       }, { once: true });
       dialog.showModal();
       if (options && options.focus) options.focus.focus();
@@ -676,6 +729,100 @@
     used: { label: 'Last used', compare: (a, b) => (b.last_used_at || '').localeCompare(a.last_used_at || '') },
     uses: { label: 'Most uses', compare: (a, b) => b.total_uses - a.total_uses },
   };
+
+  const SCOPES = [
+    ['read', 'Read', 'GET routes about your own objects'],
+    ['write', 'Write', 'create, change and delete your keys, credentials, variables, flows'],
+    ['run', 'Run', 'run flows (/api/v1/run, /api/v1/process)'],
+    ['admin', 'Admin', 'superuser routes'],
+  ];
+
+  // The scopes the signed-in user can give: admin only for a superuser.
+  function offeredScopes() {
+    return SCOPES.filter(([id]) => id !== 'admin' || (state.me && state.me.is_superuser));
+  }
+
+  // null (every scope) or the list, as the API takes it.
+  function normalScopes(scopes) {
+    if (!scopes) return null;
+    const offered = offeredScopes().map(([id]) => id);
+    const held = offered.filter((id) => scopes.includes(id));
+    return held.length === offered.length ? null : held;
+  }
+
+  function describeScopes(key) {
+    if (key.flow_id) return 'run (this flow only)';
+    const scopes = normalScopes(key.scopes);
+    return scopes ? scopes.join(', ') : 'all';
+  }
+
+  function describeRate(limit) {
+    if (!limit) return null;
+    const units = { 1: 'second', 60: 'minute', 3600: 'hour', 86400: 'day' };
+    const per = units[limit.per_seconds] ? units[limit.per_seconds] : `${limit.per_seconds} seconds`;
+    return `${limit.requests} ${plural(limit.requests, 'request', 'requests')} per ${per}`;
+  }
+
+  // The key's access fields (scopes, rate limit, addresses), for the
+  // create form and the edit dialog. read() gives the API's values or
+  // throws an Error saying what to fix.
+  function accessFields(key, options) {
+    const initial = key ? normalScopes(key.scopes) : null;
+    const boxes = offeredScopes().map(([id, label, about]) => {
+      const box = h('input', { type: 'checkbox', name: 'scope', value: id, checked: !initial || initial.includes(id) });
+      return [id, box, checkboxField(`${label}: ${about}`, box)];
+    });
+    const scopeSet = h('fieldset.scopes', {},
+      h('legend', { text: 'Scopes' }),
+      h('p.hint', { text: 'What the key may do; all ticked: everything you may do.' }),
+      boxes.map(([, , el]) => el));
+    const bound = h('p.hint', { text: 'A key bound to a flow can only run that flow.' });
+    const setBound = (isBound) => {
+      scopeSet.hidden = isBound;
+      bound.hidden = !isBound;
+    };
+    setBound(Boolean(options && options.flowBound));
+    const limit = (key && key.rate_limit) || {};
+    const requests = h('input', { name: 'rate_requests', type: 'number', min: '1', max: '1000000000', step: '1', inputmode: 'numeric', value: limit.requests ? String(limit.requests) : '' });
+    const per = h('input', { name: 'rate_per_seconds', type: 'number', min: '1', max: '86400', step: '1', inputmode: 'numeric', value: limit.per_seconds ? String(limit.per_seconds) : '', placeholder: '60' });
+    const rateSet = h('fieldset.rate', {},
+      h('legend', { text: 'Rate limit (optional)' }),
+      h('div.row', {}, field('Requests', requests), field('Per seconds', per)),
+      h('p.hint', { text: 'E.g. 600 requests per 60 seconds; past it the key gets 429 until the window ends. Leave both empty for no limit.' }));
+    const ips = h('textarea', { name: 'allowed_ips', rows: '3', spellcheck: 'false', autocomplete: 'off', placeholder: '203.0.113.0/24\n2001:db8::/32' });
+    ips.value = key && key.allowed_ips ? key.allowed_ips.join('\n') : '';
+    const ipField = field('Allowed addresses (optional)', ips, 'IP addresses or CIDR blocks, one per line or separated by commas. Leave empty for any address.');
+    return {
+      nodes: [bound, scopeSet, rateSet, ipField],
+      setBound,
+      read() {
+        const out = {};
+        if (scopeSet.hidden) {
+          out.scopes = undefined;
+        } else {
+          const ticked = boxes.filter(([, box]) => box.checked).map(([id]) => id);
+          if (!ticked.length) throw new Error('Tick at least one scope.');
+          out.scopes = ticked.length === boxes.length ? null : ticked;
+        }
+        const r = requests.value.trim();
+        const p = per.value.trim();
+        if (!r && !p) out.rate_limit = null;
+        else if (!r || !p) throw new Error('Give both the number of requests and the seconds for the rate limit, or leave both empty.');
+        else out.rate_limit = { requests: Number(r), per_seconds: Number(p) };
+        const list = ips.value.split(/[\s,]+/).map((t) => t.trim()).filter(Boolean);
+        out.allowed_ips = list.length ? list : null;
+        return out;
+      },
+    };
+  }
+
+  const GRACE_CHOICES = [
+    [0, 'Stop it now'],
+    [3600, '1 hour'],
+    [86400, '24 hours'],
+    [7 * 86400, '7 days'],
+    [30 * 86400, '30 days'],
+  ];
 
   async function renderKeys() {
     page('API keys', 'Scripts call keygate with a key in the x-api-key header or the x-api-key query parameter. A key has your rights, or only the one flow it is bound to.');
@@ -760,7 +907,7 @@
       }
       const table = h('table.data.keys', {},
         h('caption.visually-hidden', { text: 'Your API keys' }),
-        h('thead', {}, h('tr', {}, ['', 'Name', 'Key', 'Created', 'Last used', 'Uses', 'Status', 'Expires', 'Flow', 'Actions']
+        h('thead', {}, h('tr', {}, ['', 'Name', 'Key', 'Created', 'Last used', 'Uses', 'Status', 'Expires', 'Access', 'Actions']
           .map((name) => h('th', { scope: 'col' }, name || h('span.visually-hidden', { text: 'Select' }))))),
         h('tbody', {}, shown.map(keyRow)));
       listArea.replaceChildren(h('div.table-wrap', {}, table));
@@ -773,8 +920,11 @@
         if (box.checked) selected.add(key.id); else selected.delete(key.id);
         updateSelection();
       });
-      const rename = h('button.secondary.small', { type: 'button', text: 'Rename', 'aria-label': `Rename ${label}` });
-      rename.addEventListener('click', () => renameKey(key));
+      const edit = h('button.secondary.small', { type: 'button', text: 'Edit', 'aria-label': `Edit ${label}` });
+      edit.addEventListener('click', () => editKey(key));
+      const rotate = h('button.secondary.small', { type: 'button', text: 'Rotate', 'aria-label': `Rotate ${label}` });
+      rotate.addEventListener('click', () => rotateKey(key));
+      const usage = h('a.button-link.small', { href: `#/usage?key=${encodeURIComponent(key.id)}`, text: 'Usage', 'aria-label': `Usage of ${label}` });
       const toggle = h('button.secondary.small', {
         type: 'button',
         text: key.is_active ? 'Deactivate' : 'Activate',
@@ -796,27 +946,72 @@
         h('td.name', { 'data-label': 'Name' }, key.name ? key.name : h('span.muted', { text: 'unnamed' })),
         h('td', { 'data-label': 'Key' }, h('code.masked', { title: 'The full key is never shown again', text: maskKey(key.api_key) })),
         h('td.when', { 'data-label': 'Created' }, timeCell(key.created_at)),
-        h('td.when', { 'data-label': 'Last used' }, timeCell(key.last_used_at, 'never')),
+        h('td.when', { 'data-label': 'Last used' }, timeCell(key.last_used_at, 'never'),
+          key.last_used_from ? h('span.from', {}, 'from ', h('code', { text: key.last_used_from })) : null),
         h('td.num', { 'data-label': 'Uses' }, String(key.total_uses)),
         h('td', { 'data-label': 'Status' }, h(`span.badge.${status.toLowerCase()}`, { text: status })),
         h('td.when', { 'data-label': 'Expires' }, exactCell(key.expires_at, 'never')),
-        h('td', { 'data-label': 'Flow' }, key.flow_id ? flowName(key.flow_id) : h('span.muted', { text: 'all my flows' })),
-        h('td.actions-cell', { 'data-label': 'Actions' }, h('div.btns', {}, rename, toggle, revoke)));
+        h('td.access', { 'data-label': 'Access' }, accessSummary(key)),
+        h('td.actions-cell', { 'data-label': 'Actions' }, h('div.btns', {}, edit, usage, rotate, toggle, revoke)));
     }
 
-    async function renameKey(key) {
-      const input = h('input', { name: 'name', maxlength: '255', autocomplete: 'off', value: key.name || '' });
-      const note = duplicateNote(input, () => keys.filter((k) => k.id !== key.id).map((k) => k.name), 'a key');
-      const ok = await confirmDialog(`Rename ${key.name || 'unnamed key'}`,
-        field('New name', input, 'Scripts are not affected: the key stays the same.', note), 'Rename', { safe: true, focus: input });
-      if (!ok) return;
+    // Flow, scopes, rate limit and allowed addresses, one line each.
+    function accessSummary(key) {
+      const rate = describeRate(key.rate_limit);
+      return h('ul.access-list', {},
+        h('li.flow', {}, h('span.muted', { text: 'Flow: ' }), key.flow_id ? flowName(key.flow_id) : 'all my flows'),
+        h('li.scopes', {}, h('span.muted', { text: 'Scopes: ' }), describeScopes(key)),
+        h('li.rate', {}, h('span.muted', { text: 'Limit: ' }), rate || 'none'),
+        h('li.ips', {}, h('span.muted', { text: 'From: ' }), key.allowed_ips
+          ? key.allowed_ips.map((ip, i) => [i ? ', ' : '', h('code', { text: ip })])
+          : 'any address'));
+    }
+
+    async function editKey(key) {
+      const label = key.name || 'unnamed key';
+      const name = h('input', { name: 'name', maxlength: '255', autocomplete: 'off', value: key.name || '' });
+      const note = duplicateNote(name, () => keys.filter((k) => k.id !== key.id).map((k) => k.name), 'a key');
+      const active = h('input', { type: 'checkbox', name: 'is_active', checked: key.is_active });
+      const access = accessFields(key, { flowBound: Boolean(key.flow_id) });
+      const expiry = h('p.hint', {}, 'Expires: ', exactCell(key.expires_at, 'never'),
+        '. The expiry cannot be changed; rotate the key or create another for a different one.');
+      const saved = await actionDialog(`Edit ${label}`, [
+        field('Name', name, 'Scripts are not affected: the key stays the same.', note),
+        checkboxField('Active (an inactive key gets 401 until it is activated again)', active),
+        ...access.nodes,
+        h('div.expiry-readonly', {}, expiry),
+      ], 'Save key', async () => {
+        const wanted = access.read();
+        const body = {};
+        const newName = name.value.trim();
+        if (newName !== (key.name || '')) body.name = newName || null;
+        if (active.checked !== key.is_active) body.is_active = active.checked;
+        if (wanted.scopes !== undefined && JSON.stringify(wanted.scopes) !== JSON.stringify(normalScopes(key.scopes))) body.scopes = wanted.scopes;
+        if (JSON.stringify(wanted.rate_limit) !== JSON.stringify(key.rate_limit || null)) body.rate_limit = wanted.rate_limit;
+        if (JSON.stringify(wanted.allowed_ips) !== JSON.stringify(key.allowed_ips || null)) body.allowed_ips = wanted.allowed_ips;
+        if (!Object.keys(body).length) return 'unchanged';
+        return api('PATCH', `/api_key/${key.id}`, body);
+      }, { focus: name });
+      if (!saved || saved === 'unchanged') return;
       showError(error, '');
-      const name = input.value.trim();
-      try {
-        await api('PATCH', `/api_key/${key.id}`, { name: name || null });
-        toast(name ? `The key is now named ${name}.` : 'The key has no name now.');
-        await refresh();
-      } catch (e) { showError(error, e.message); }
+      toast(`${saved.name || 'The key'} was saved.`);
+      await refresh();
+    }
+
+    async function rotateKey(key) {
+      const label = key.name || 'unnamed key';
+      const grace = h('select', { name: 'grace_seconds' },
+        GRACE_CHOICES.map(([seconds, text]) => h('option', { value: String(seconds), text })));
+      grace.value = '86400';
+      const rotated = await actionDialog(`Rotate ${label}`, [
+        h('p', { text: 'A new key replaces this one, with the same name, scopes, limits, addresses, flow and expiry. It is shown once.' }),
+        field('The old key keeps working for', grace, 'So your scripts can switch over; at most 30 days. After that the old key gets 401.'),
+      ], 'Rotate key', () => api('POST', `/api_key/${key.id}/rotate`, { grace_seconds: Number(grace.value) }), { focus: grace });
+      if (!rotated) return;
+      showError(error, '');
+      if (state.pendingKey && state.pendingKey.id === key.id) state.pendingKey = null;
+      showNewKey({ ...rotated, old_key_prefix: maskKey(key.api_key) });
+      await refresh();
     }
 
     async function revokeKeys(chosen) {
@@ -869,20 +1064,43 @@
       const flow = h('select', { name: 'flow' },
         h('option', { value: '', text: 'Not bound: all my flows and the API' }),
         flows.map((f) => h('option', { value: f.id, text: f.name })));
+      // Presets fill in the date and time, which stays editable.
+      const presets = h('div.presets', { role: 'group', 'aria-label': 'Expiry presets' },
+        [30, 60, 90].map((days) => h('button.secondary.small', {
+          type: 'button',
+          text: `In ${days} days`,
+          onclick: () => { expires.value = localInputValue(new Date(Date.now() + days * 86400000)); },
+        })),
+        h('button.secondary.small', { type: 'button', text: 'Never', onclick: () => { expires.value = ''; } }));
+      const access = accessFields(null, { flowBound: false });
+      flow.addEventListener('change', () => access.setBound(Boolean(flow.value)));
       const formError = errorBox();
       const submit = h('button', { type: 'submit', text: 'Create API key' });
       const cancel = h('button.secondary', { type: 'button', text: 'Cancel', onclick: closeCreate });
+      const expiresField = field('Expires (optional)', expires, `Date and time in your time zone (${zoneDescription()}); the key stops working then. Leave empty for no expiry.`);
+      expiresField.append(presets);
       const form = h('form.card', { 'aria-labelledby': 'create-title', id: 'create-key-form' },
         h('h2', { id: 'create-title', text: 'Create an API key' }),
         field('Name', name, 'So you can tell your keys apart, e.g. "nightly report script".', note),
-        field('Expires (optional)', expires, `Date and time in your time zone (${zoneDescription()}); the key stops working then. Leave empty for no expiry.`),
+        expiresField,
         field('Bound to flow (optional)', flow, 'A bound key can only run that one flow.'),
+        access.nodes,
         formError,
         h('div.actions', {}, submit, cancel));
       form.addEventListener('submit', async (event) => {
         event.preventDefault();
         showError(formError, '');
         const body = { name: name.value.trim() || null };
+        try {
+          const wanted = access.read();
+          // Omitted: every scope (and none of these for a flow-bound key).
+          if (wanted.scopes) body.scopes = wanted.scopes;
+          if (wanted.rate_limit) body.rate_limit = wanted.rate_limit;
+          if (wanted.allowed_ips) body.allowed_ips = wanted.allowed_ips;
+        } catch (e) {
+          showError(formError, e.message);
+          return;
+        }
         if (expires.value) {
           const when = new Date(expires.value);
           if (Number.isNaN(when.getTime()) || when <= new Date()) {
@@ -1433,6 +1651,299 @@
       openForm(null);
     });
     await refresh();
+  }
+
+  // ---------- usage charts ----------
+
+  // SVG's namespace, derived from the page's own (XHTML) namespace name:
+  // a name, never fetched.
+  const SVG_NS = document.documentElement.namespaceURI.replace('1999/xhtml', '2000/svg');
+
+  function svg(tag, attrs, ...children) {
+    const el = document.createElementNS(SVG_NS, tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (name === 'text') el.textContent = value;
+      else if (name === 'className') el.setAttribute('class', value);
+      else el.setAttribute(name, String(value));
+    }
+    for (const child of children.flat(Infinity)) if (child) el.append(child);
+    return el;
+  }
+
+  // The smallest of 1, 2, 5, 10, 20, 50, … at least n.
+  function niceCeiling(n) {
+    if (n <= 1) return 1;
+    const power = 10 ** Math.floor(Math.log10(n));
+    for (const step of [1, 2, 5, 10]) if (step * power >= n) return step * power;
+    return 10 * power;
+  }
+
+  const dayFormat = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short', timeZone: 'UTC' });
+  const dayHourFormat = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
+
+  // A bar chart drawn by hand: one stacked bar per bucket (accepted
+  // below, refused above), with the numbers as a table for anyone who
+  // does not see the bars. buckets: [{ label, short, requests, refused }].
+  function barChart(id, title, unitText, buckets) {
+    const W = 720;
+    const H = 220;
+    const left = 44;
+    const right = 8;
+    const top = 12;
+    const bottom = 28;
+    const innerW = W - left - right;
+    const innerH = H - top - bottom;
+    const most = Math.max(0, ...buckets.map((b) => b.requests));
+    const max = niceCeiling(most);
+    const band = innerW / buckets.length;
+    const barW = Math.max(1, band * 0.72);
+    const y = (v) => top + innerH - (v / max) * innerH;
+    const grid = [0, max / 2, max].filter(Number.isInteger).map((v) => svg('g', { className: 'grid' },
+      svg('line', { x1: left, x2: W - right, y1: y(v), y2: y(v) }),
+      svg('text', { x: left - 6, y: y(v) + 4, 'text-anchor': 'end', text: String(v) })));
+    const bars = buckets.map((b, i) => {
+      const x = left + i * band + (band - barW) / 2;
+      const refused = Math.min(b.refused, b.requests);
+      const accepted = b.requests - refused;
+      const parts = [svg('title', { text: `${b.label}: ${b.requests} ${plural(b.requests, 'request', 'requests')}, ${refused} refused` })];
+      if (accepted > 0) parts.push(svg('rect', { className: 'accepted', x, width: barW, y: y(accepted), height: y(0) - y(accepted) }));
+      if (refused > 0) parts.push(svg('rect', { className: 'refused', x, width: barW, y: y(b.requests), height: y(accepted) - y(b.requests) }));
+      return svg('g', { className: 'bar', 'data-requests': b.requests, 'data-refused': refused, 'data-label': b.label }, parts);
+    });
+    const ticks = [0, Math.floor((buckets.length - 1) / 2), buckets.length - 1]
+      .filter((v, i, all) => all.indexOf(v) === i && buckets[v])
+      .map((i) => svg('text', { className: 'tick', x: left + i * band + band / 2, y: H - 8, 'text-anchor': i === 0 ? 'start' : (i === buckets.length - 1 ? 'end' : 'middle'), text: buckets[i].short }));
+    const total = buckets.reduce((n, b) => n + b.requests, 0);
+    const refusedTotal = buckets.reduce((n, b) => n + b.refused, 0);
+    const busiest = buckets.reduce((best, b) => (b.requests > (best ? best.requests : 0) ? b : best), null);
+    const summary = total
+      ? `${title}: ${total} ${plural(total, 'request', 'requests')}, ${refusedTotal} refused; most ${unitText} ${busiest.label} (${busiest.requests}).`
+      : `${title}: no requests.`;
+    const chart = svg('svg', { className: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': summary, focusable: 'false' },
+      grid, bars, ticks);
+    const legend = h('p.legend', {},
+      h('span.swatch.accepted'), ' accepted ', h('span.swatch.refused'), ' refused (rate limit, address or scope)',
+      h('span.muted', { text: ` · ${total} ${plural(total, 'request', 'requests')}, ${refusedTotal} refused` }));
+    const table = h('table.data.usage-table', {},
+      h('caption.visually-hidden', { text: title }),
+      h('thead', {}, h('tr', {}, ['When', 'Requests', 'Refused'].map((n) => h('th', { scope: 'col', text: n })))),
+      h('tbody', {}, buckets.map((b) => h('tr', {},
+        h('td', { 'data-label': 'When', text: b.label }),
+        h('td.num', { 'data-label': 'Requests', text: String(b.requests) }),
+        h('td.num', { 'data-label': 'Refused', text: String(b.refused) })))));
+    return h('section.card.usage', { id, 'aria-labelledby': `${id}-title` },
+      h('h2', { id: `${id}-title`, text: title }),
+      legend,
+      chart,
+      h('details', {}, h('summary', { text: 'Show the numbers as a table' }), h('div.table-wrap', {}, table)));
+  }
+
+  async function renderUsage(params) {
+    const id = params.get('key') || '';
+    const heading = page('Key usage', 'Requests made with the key, per day (UTC) and per hour, refused ones included: over its rate limit, from a wrong address, or outside its scopes.');
+    const error = errorBox();
+    const back = h('p', {}, h('a', { href: '#/keys', text: 'Back to API keys' }));
+    const facts = h('div');
+    const charts = h('div', { id: 'usage-charts' });
+    const reload = h('button.secondary', { type: 'button', text: 'Refresh' });
+    main.append(back, error, facts, h('div.toolbar', {}, reload), charts);
+
+    async function refresh() {
+      showError(error, '');
+      let key;
+      let usage;
+      try {
+        const [list, answer] = await Promise.all([
+          api('GET', '/api_key/'),
+          api('GET', `/api_key/${encodeURIComponent(id)}/usage?days=30`),
+        ]);
+        key = list.api_keys.find((k) => k.id === id);
+        usage = answer;
+      } catch (e) {
+        showError(error, e.message);
+        return;
+      }
+      const label = key ? (key.name || 'unnamed key') : 'a key';
+      heading.textContent = `Usage of ${label}`;
+      document.title = `Usage of ${label} · keygate`;
+      facts.replaceChildren(key ? h('dl.facts.card', {},
+        h('dt', { text: 'Key' }), h('dd', {}, h('code', { text: maskKey(key.api_key) })),
+        h('dt', { text: 'Uses' }), h('dd', { text: String(key.total_uses) }),
+        h('dt', { text: 'Last used' }), h('dd', {}, timeCell(key.last_used_at, 'never'),
+          key.last_used_from ? [' from ', h('code', { text: key.last_used_from })] : null),
+        h('dt', { text: 'Access' }), h('dd', {}, `Scopes: ${describeScopes(key)}; limit: ${describeRate(key.rate_limit) || 'none'}; from: ${key.allowed_ips ? key.allowed_ips.join(', ') : 'any address'}`),
+        h('dt', { text: 'Audit' }), h('dd', {}, h('a', { href: `#/audit?key_id=${encodeURIComponent(key.id)}`, text: 'Events about this key' }))) : null);
+      const days = usage.days.map((d) => {
+        const label = dayFormat.format(new Date(`${d.day}T00:00:00Z`));
+        return { label, short: label, requests: d.requests, refused: d.refused };
+      });
+      const hours = usage.hours.map((b) => {
+        const at = new Date(b.hour);
+        return { label: dayHourFormat.format(at), short: dayHourFormat.format(at), requests: b.requests, refused: b.refused };
+      });
+      charts.replaceChildren(
+        barChart('usage-days', 'Requests per day, last 30 days', 'on', days),
+        barChart('usage-hours', 'Requests per hour, last 48 hours', 'at', hours));
+    }
+
+    reload.addEventListener('click', refresh);
+    await refresh();
+  }
+
+  // ---------- audit log ----------
+
+  const AUDIT_ACTIONS = {
+    key: ['key.create', 'key.update', 'key.rotate', 'key.revoke', 'key.revoke_leaked'],
+    login: ['login.success', 'login.failure'],
+    logout: ['logout'],
+    password: ['password.change'],
+    credential: ['credential.save', 'credential.delete'],
+    variable: ['variable.create', 'variable.update', 'variable.delete'],
+    flow: ['flow.create', 'flow.update', 'flow.delete'],
+    user: ['user.create', 'user.update', 'user.delete'],
+    secret: ['secret.rotate'],
+  };
+
+  function shortId(id) {
+    return `${String(id).slice(0, 8)}…`;
+  }
+
+  function describeDetail(detail) {
+    if (!detail || typeof detail !== 'object' || !Object.keys(detail).length) return h('span.muted', { text: '–' });
+    const text = (value) => {
+      if (value === null) return 'none';
+      if (Array.isArray(value)) return value.map(text).join(', ') || 'none';
+      if (typeof value === 'object') return JSON.stringify(value);
+      return String(value);
+    };
+    return h('ul.detail-list', {}, Object.entries(detail).map(([k, v]) => h('li', {}, h('span.muted', { text: `${k}: ` }),
+      k === 'rate_limit' && v ? describeRate(v) : text(v))));
+  }
+
+  async function renderAudit(params) {
+    page('Audit log', 'What was done to your account, keys, credentials, variables and flows, newest first: who did it, from where, and with which key. Keys, passwords and secrets are never recorded.');
+    const superuser = state.me.is_superuser;
+    const error = errorBox();
+    const action = h('select', { name: 'action' },
+      h('option', { value: '', text: 'All actions' }),
+      Object.entries(AUDIT_ACTIONS).map(([cls, names]) => h('optgroup', { label: cls },
+        names.length > 1 ? h('option', { value: `${cls}.*`, text: `every ${cls}.* action` }) : null,
+        names.map((n) => h('option', { value: n, text: n })))));
+    action.value = params.get('action') || '';
+    const keyList = h('datalist', { id: nextId('audit-keys') });
+    const keyId = h('input', { name: 'key_id', list: keyList.id, autocomplete: 'off', spellcheck: 'false', placeholder: 'a key id', value: params.get('key_id') || '' });
+    const user = superuser ? h('select', { name: 'user_id' }, h('option', { value: '', text: 'All users' })) : null;
+    const limit = h('select', { name: 'limit' }, ['10', '50', '200'].map((n) => h('option', { value: n, text: n })));
+    limit.value = '50';
+    const apply = h('button', { type: 'submit', text: 'Show events' });
+    const keyField = field('Key id', keyId, 'Events about this key or made with it.');
+    keyField.append(keyList);
+    const filters = h('form.card.filters.audit-filters', { id: 'audit-filters', 'aria-label': 'Audit filters' },
+      field('Action', action),
+      keyField,
+      user ? field('User', user) : null,
+      field('Events per page', limit),
+      h('div.actions', {}, apply));
+    const count = h('p.hint', { role: 'status', id: 'audit-status' });
+    const list = h('div', { id: 'audit-list' });
+    const more = h('button.secondary', { type: 'button', text: 'Load more', hidden: true });
+    main.append(filters, error, count, list, h('div.actions', {}, more));
+
+    const keyNames = new Map();
+    const userNames = new Map();
+    try {
+      const [keys, users] = await Promise.all([
+        api('GET', '/api_key/'),
+        superuser ? api('GET', '/users/?skip=0&limit=1000') : Promise.resolve(null),
+      ]);
+      for (const k of keys.api_keys) {
+        keyNames.set(k.id, k.name || 'unnamed key');
+        keyList.append(h('option', { value: k.id, label: `${k.name || 'unnamed key'} (${maskKey(k.api_key)})` }));
+      }
+      if (users) {
+        for (const u of users.users) {
+          userNames.set(u.id, u.username);
+          user.append(h('option', { value: u.id, text: u.username }));
+        }
+        user.value = params.get('user_id') || '';
+      }
+    } catch (e) {
+      showError(error, e.message);
+    }
+
+    let shown = 0;
+    let last = null;
+    let tbody = null;
+
+    function idCell(id, names) {
+      if (!id) return h('span.muted', { text: '–' });
+      const name = names.get(id);
+      return h('span.id', {}, name ? `${name} ` : null, h('code', { title: id, text: shortId(id) }));
+    }
+
+    function eventRow(event) {
+      const targetNames = event.action.startsWith('user.') || event.action === 'password.change' ? userNames : keyNames;
+      return h('tr', { 'data-action': event.action, 'data-event-id': event.id },
+        h('td.when', { 'data-label': 'When' }, exactCell(event.at)),
+        h('td', { 'data-label': 'Action' }, h('code', { text: event.action })),
+        superuser ? h('td', { 'data-label': 'User' }, event.user_id ? (userNames.get(event.user_id) || shortId(event.user_id)) : h('span.muted', { text: 'none' })) : null,
+        h('td', { 'data-label': 'Key used' }, event.actor_key_id ? idCell(event.actor_key_id, keyNames) : h('span.muted', { text: 'session' })),
+        h('td', { 'data-label': 'Target' }, idCell(event.target_id, targetNames)),
+        h('td', { 'data-label': 'Address' }, event.address ? h('code', { text: event.address }) : h('span.muted', { text: '–' })),
+        h('td.agent', { 'data-label': 'User agent' }, event.user_agent
+          ? h('span', { title: event.user_agent, text: event.user_agent.length > 40 ? `${event.user_agent.slice(0, 40)}…` : event.user_agent })
+          : h('span.muted', { text: '–' })),
+        h('td.detail', { 'data-label': 'Detail' }, describeDetail(event.detail)));
+    }
+
+    async function load(reset) {
+      showError(error, '');
+      const query = new URLSearchParams({ limit: limit.value });
+      if (action.value) query.set('action', action.value);
+      if (keyId.value.trim()) query.set('key_id', keyId.value.trim());
+      if (user && user.value) query.set('user_id', user.value);
+      if (!reset && last) query.set('before', last);
+      apply.disabled = true;
+      more.disabled = true;
+      list.setAttribute('aria-busy', 'true');
+      let events;
+      try {
+        events = (await api('GET', `/audit?${query}`)).events;
+      } catch (e) {
+        showError(error, e.message);
+        list.removeAttribute('aria-busy');
+        return;
+      } finally {
+        apply.disabled = false;
+        more.disabled = false;
+      }
+      if (reset) {
+        shown = 0;
+        tbody = h('tbody');
+        const heads = ['When', 'Action', superuser ? 'User' : null, 'Key used', 'Target', 'Address', 'User agent', 'Detail'].filter(Boolean);
+        list.replaceChildren(events.length ? h('div.table-wrap', {}, h('table.data.audit', {},
+          h('caption.visually-hidden', { text: 'Audit events, newest first' }),
+          h('thead', {}, h('tr', {}, heads.map((n) => h('th', { scope: 'col', text: n })))),
+          tbody)) : h('p.empty', { text: 'No events match.' }));
+      }
+      tbody.append(...events.map(eventRow));
+      shown += events.length;
+      if (events.length) last = events[events.length - 1].id;
+      const end = events.length < Number(limit.value);
+      more.hidden = end || !shown;
+      count.textContent = shown
+        ? `${shown} ${plural(shown, 'event', 'events')} shown${end ? '; no more.' : '.'}`
+        : '';
+      list.removeAttribute('aria-busy');
+    }
+
+    filters.addEventListener('submit', (event) => {
+      event.preventDefault();
+      last = null;
+      load(true);
+    });
+    more.addEventListener('click', () => load(false));
+    await load(true);
   }
 
   // ---------- users ----------

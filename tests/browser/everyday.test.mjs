@@ -270,12 +270,12 @@ test('10: keys are newest first, searched, filtered, sorted and renamed; a dupli
   assert.deepEqual(await names(), ['alpha']);
   await page.getByLabel('Show').selectOption('All');
 
-  await page.getByRole('button', { name: 'Rename beta' }).click();
-  const dialog = page.getByRole('dialog', { name: 'Rename beta' });
-  await dialog.getByLabel('New name').fill('gamma');
+  await page.getByRole('button', { name: 'Edit beta' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Edit beta' });
+  await dialog.getByLabel('Name', { exact: true }).fill('gamma');
   await dialog.getByText('You already have a key named "gamma"').waitFor();
-  await dialog.getByLabel('New name').fill('beta renamed');
-  await dialog.getByRole('button', { name: 'Rename' }).click();
+  await dialog.getByLabel('Name', { exact: true }).fill('beta renamed');
+  await dialog.getByRole('button', { name: 'Save key' }).click();
   await page.locator('#key-list td[data-label="Name"]', { hasText: 'beta renamed' }).waitFor();
   assert.ok((await keysOf(admin)).some((k) => k.name === 'beta renamed'));
 

@@ -78,7 +78,7 @@ test('create a flow, run it with its curl command, edit it, delete it', async ()
   await page.getByLabel('Bound to flow (optional)').selectOption({ label: 'Support bot' });
   await page.getByRole('button', { name: 'Create API key' }).click();
   const bound = await page.getByLabel('New API key').inputValue();
-  await page.locator('tr', { hasText: 'bound to support' }).locator('td[data-label="Flow"]', { hasText: 'Support bot' }).waitFor();
+  await page.locator('tr', { hasText: 'bound to support' }).locator('td[data-label="Access"] li.flow', { hasText: 'Support bot' }).waitFor();
   const boundRun = await fetch(target, {
     method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': bound }, body: bodyText,
   });
