@@ -36,7 +36,17 @@ before(async () => {
     name: 'Needs a variable',
     upstream: { url: `${upstream.url}/api/v1/run/other`, credential: { variable: 'NOT_ADDED_YET' } },
   }, 201);
-  await call('POST', '/api/v1/api_key/', { name: 'nightly report script' }, 200);
+  const nightly = await call('POST', '/api/v1/api_key/', { name: 'nightly report script' }, 200);
+  // Usage to chart, refusals included (the key's address list is changed
+  // after the calls that count).
+  for (let i = 0; i < 3; i += 1) await apiCall(keygate.base, 'GET', '/api/v1/users/whoami', { key: nightly.api_key });
+  await call('PATCH', `/api/v1/api_key/${nightly.id}`, { allowed_ips: ['192.0.2.0/24'] }, 200);
+  await apiCall(keygate.base, 'GET', '/api/v1/users/whoami', { key: nightly.api_key });
+  await call('PATCH', `/api/v1/api_key/${nightly.id}`, { allowed_ips: null }, 200);
+  await call('POST', '/api/v1/api_key/', {
+    name: 'limited deploy key', scopes: ['read', 'run'], rate_limit: { requests: 600, per_seconds: 60 },
+    allowed_ips: ['127.0.0.1', '2001:db8::/32'],
+  }, 200);
   await call('POST', '/api/v1/api_key/', { name: 'support bot only', flow_id: flow.id }, 200);
   const expiring = await call('POST', '/api/v1/api_key/', {
     name: 'contractor until year end', expires_at: `${new Date().getUTCFullYear() + 1}-12-31T00:00:00Z`,
@@ -90,6 +100,37 @@ const SIGNED_IN_STATES = [
     await page.getByRole('link', { name: 'Users' }).click();
     await page.locator('tr[data-user="alice"]').waitFor();
     return 'users';
+  }],
+  ['the edit dialog', async (page) => {
+    await page.getByRole('link', { name: 'API keys' }).click();
+    await page.getByRole('button', { name: 'Edit limited deploy key' }).first().click();
+    await page.getByRole('dialog', { name: 'Edit limited deploy key' }).getByLabel('Allowed addresses (optional)').waitFor();
+    return null;
+  }],
+  ['the rotate dialog', async (page) => {
+    await page.keyboard.press('Escape');
+    await page.getByRole('dialog').waitFor({ state: 'hidden' });
+    await page.getByRole('button', { name: 'Rotate limited deploy key' }).first().click();
+    await page.getByRole('dialog', { name: 'Rotate limited deploy key' }).getByLabel('The old key keeps working for').waitFor();
+    return null;
+  }],
+  ['a rotated key shown once', async (page) => {
+    await page.getByRole('dialog').getByRole('button', { name: 'Rotate key' }).click();
+    await page.locator('#old-key-end').waitFor();
+    return null;
+  }],
+  ['a key\'s usage charts and table', async (page) => {
+    await page.getByRole('button', { name: 'I have copied it' }).click();
+    await page.getByRole('link', { name: 'Usage of nightly report script' }).click();
+    await page.locator('#usage-days svg g.bar[data-refused="1"]').waitFor();
+    await page.locator('#usage-days').getByText('Show the numbers as a table').click();
+    await page.locator('#usage-days tbody tr').first().waitFor();
+    return null;
+  }],
+  ['the audit log', async (page) => {
+    await page.getByRole('link', { name: 'Audit log' }).click();
+    await page.locator('#audit-list tr[data-action="key.rotate"]').first().waitFor();
+    return null;
   }],
 ];
 
