@@ -25,6 +25,7 @@ use crate::flows::store::{self, Flow, Identifier};
 use crate::flows::upstream::Upstream;
 use crate::keys::store::{self as key_store, BoundKeyGuard};
 use crate::metrics::{Metrics, UpstreamSeries};
+use crate::outbound::Endpoint;
 
 /// The parts of a flow a run uses, its upstream parsed once.
 #[derive(Debug, Clone)]
@@ -36,10 +37,11 @@ pub struct RunnableFlow {
     /// The gateway's upstream metric handles for this flow, resolved at
     /// its first run (see `metrics::Metrics::upstream_series`).
     pub upstream_series: OnceLock<UpstreamSeries>,
-    /// The upstream URL of each of the gateway's routes, parsed and passed
-    /// through the SSRF rule at its first call (a flow's upstream only
-    /// changes by replacing the cached flow). Indexed by the gateway.
-    pub upstream_urls: [OnceLock<reqwest::Url>; UPSTREAM_ROUTES],
+    /// Where each of the gateway's routes is sent: the upstream URL parsed,
+    /// passed through the SSRF rule and taken apart at its first call (a
+    /// flow's upstream only changes by replacing the cached flow). Indexed
+    /// by the gateway.
+    pub upstream_endpoints: [OnceLock<Endpoint>; UPSTREAM_ROUTES],
 }
 
 /// How many routes a flow's upstream serves (see `gateway::Route`).
@@ -55,7 +57,7 @@ impl TryFrom<Flow> for RunnableFlow {
             user_id: flow.user_id,
             endpoint_name: flow.endpoint_name,
             upstream_series: OnceLock::new(),
-            upstream_urls: Default::default(),
+            upstream_endpoints: Default::default(),
         })
     }
 }

@@ -47,6 +47,7 @@ use crate::flows::upstream::Target;
 use crate::flows::{Injection, Upstream};
 use crate::identity::{FlowCaller, Principal, API_KEY_QUERY};
 use crate::metrics::UpstreamResult;
+use crate::outbound::{Endpoint, ForwardBody};
 use crate::request_id::{self, RequestId};
 use crate::state::AppState;
 
@@ -382,10 +383,6 @@ async fn resolve_flow(
     }
 }
 
-/// Request headers of the caller that are forwarded; everything else
-/// (hop-by-hop headers, Host, Cookie, Authorization, x-api-key, …) stays.
-const FORWARDED_REQUEST_HEADERS: [header::HeaderName; 2] = [header::CONTENT_TYPE, header::ACCEPT];
-
 /// Response headers of the upstream that are passed back.
 const FORWARDED_RESPONSE_HEADERS: [header::HeaderName; 5] = [
     header::CACHE_CONTROL,
@@ -415,39 +412,27 @@ pub fn query_without_key(query: &str) -> String {
         .join("&")
 }
 
-/// The upstream URL of a route, with the caller's query appended to its
-/// own. The URL itself is parsed and checked once per cached flow; the SSRF
-/// rule on the addresses a name resolves to is applied at every connection
-/// (`outbound`).
-fn upstream_url(
+/// Where a route of the flow is sent. The URL is parsed, checked and
+/// taken apart once per cached flow; the SSRF rule on the addresses a name
+/// resolves to is applied at every connection (`outbound::forward`).
+fn upstream_endpoint<'f>(
     state: &AppState,
-    flow: &RunnableFlow,
+    flow: &'f RunnableFlow,
     target: &Target<'_>,
     route: Route,
-    caller_query: &str,
-) -> Result<reqwest::Url, AppError> {
-    let slot = &flow.upstream_urls[route.slot()];
-    let mut url = match slot.get() {
-        Some(url) => url.clone(),
-        None => {
-            let checked = match target {
-                Target::Url { url, .. } => secrets::check_url(state, url)?,
-                Target::Langflow(langflow) => {
-                    secrets::check_url(state, &langflow.route_url(route.langflow_path()))?
-                }
-            };
-            slot.get_or_init(|| checked).clone()
+) -> Result<&'f Endpoint, AppError> {
+    let slot = &flow.upstream_endpoints[route.slot()];
+    if let Some(endpoint) = slot.get() {
+        return Ok(endpoint);
+    }
+    let checked = match target {
+        Target::Url { url, .. } => secrets::check_url(state, url)?,
+        Target::Langflow(langflow) => {
+            secrets::check_url(state, &langflow.route_url(route.langflow_path()))?
         }
     };
-    let extra = query_without_key(caller_query);
-    if !extra.is_empty() {
-        let query = match url.query().filter(|q| !q.is_empty()) {
-            Some(own) => format!("{own}&{extra}"),
-            None => extra,
-        };
-        url.set_query(Some(&query));
-    }
-    Ok(url)
+    let endpoint = Endpoint::new(&checked)?;
+    Ok(slot.get_or_init(|| endpoint))
 }
 
 /// A request body for the upstream.
@@ -456,10 +441,19 @@ enum OutBody {
     /// Streamed as it arrives (a file upload); `refused` is set when the
     /// caller's body broke off or outgrew the limit.
     Stream {
-        body: reqwest::Body,
+        body: ForwardBody,
         refused: upload::Refusal,
     },
 }
+
+/// Request headers of the caller that are forwarded, by their names on
+/// both sides (actix and the upstream client use different `http`
+/// versions); everything else (hop-by-hop headers, Host, Cookie,
+/// Authorization, x-api-key, …) stays.
+const FORWARDED_REQUEST_HEADERS: [(header::HeaderName, hyper::header::HeaderName); 2] = [
+    (header::CONTENT_TYPE, hyper::header::CONTENT_TYPE),
+    (header::ACCEPT, hyper::header::ACCEPT),
+];
 
 async fn forward(
     state: &AppState,
@@ -471,43 +465,46 @@ async fn forward(
     let upstream = prepared.upstream()?;
     let secret = prepared.secret.as_deref();
     let target = upstream.target()?;
-    let url = upstream_url(state, &prepared.flow, &target, route, req.query_string())?;
+    let endpoint = upstream_endpoint(state, &prepared.flow, &target, route)?;
     let method = match target {
-        Target::Url { method, .. } => reqwest::Method::from_bytes(method.as_bytes())
+        Target::Url { method, .. } => hyper::Method::from_bytes(method.as_bytes())
             .map_err(|_| AppError::internal("stored upstream method unreadable"))?,
-        Target::Langflow(_) => reqwest::Method::POST,
+        Target::Langflow(_) => hyper::Method::POST,
     };
-    let head = method == reqwest::Method::HEAD;
-    let mut request = secrets::client(state).request(method, url);
-    for name in FORWARDED_REQUEST_HEADERS {
+    let head = method == hyper::Method::HEAD;
+    let (body, refused) = match body {
+        OutBody::Bytes(body) => (ForwardBody::bytes(body), None),
+        OutBody::Stream { body, refused } => (body, Some(refused)),
+    };
+    let mut request = hyper::Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = endpoint.target(&query_without_key(req.query_string()))?;
+    let headers = request.headers_mut();
+    for (name, upstream_name) in FORWARDED_REQUEST_HEADERS {
         for value in req.headers().get_all(&name) {
-            request = request.header(name.as_str(), value.as_bytes());
+            if let Ok(value) = hyper::header::HeaderValue::from_bytes(value.as_bytes()) {
+                headers.append(upstream_name.clone(), value);
+            }
         }
     }
+    if !headers.contains_key(hyper::header::ACCEPT) {
+        headers.insert(hyper::header::ACCEPT, ANY_MEDIA_TYPE);
+    }
+    headers.insert(hyper::header::USER_AGENT, USER_AGENT);
     // The same id in keygate's log, its answer and the upstream's log.
     if let Some(id) = RequestId::of(req) {
-        request = request.header(request_id::HEADER, id.as_str());
+        if let Ok(value) = hyper::header::HeaderValue::from_str(id.as_str()) {
+            headers.insert(request_id::HEADER, value);
+        }
     }
     if let (Some(secret), Some(credential)) = (secret, &upstream.credential) {
-        request = inject(
-            request,
+        inject(
+            headers,
             secret,
             credential.injection(),
             credential.header.as_deref(),
         )?;
     }
-    let refused = match body {
-        OutBody::Bytes(body) => {
-            if !body.is_empty() {
-                request = request.body(body);
-            }
-            None
-        }
-        OutBody::Stream { body, refused } => {
-            request = request.body(body);
-            Some(refused)
-        }
-    };
 
     let timeout = state.config.upstream_timeout;
     let series = prepared.flow.upstream_series.get_or_init(|| {
@@ -516,7 +513,11 @@ async fn forward(
             .upstream_series(prepared.flow.endpoint_name.as_deref())
     });
     let sent = std::time::Instant::now();
-    let response = tokio::time::timeout(timeout, request.send()).await;
+    let response = tokio::time::timeout(
+        timeout,
+        state.outbound.forwarder().forward(endpoint, request),
+    )
+    .await;
     let result = match &response {
         Err(_) => UpstreamResult::Timeout,
         Ok(Err(_)) => UpstreamResult::Error,
@@ -549,7 +550,7 @@ async fn forward(
         )
     })?;
     let mut answer = HttpResponse::build(status);
-    if let Some(content_type) = response.headers().get(reqwest::header::CONTENT_TYPE) {
+    if let Some(content_type) = response.headers().get(hyper::header::CONTENT_TYPE) {
         answer.insert_header((header::CONTENT_TYPE, content_type.as_bytes()));
     }
     for name in FORWARDED_RESPONSE_HEADERS {
@@ -559,11 +560,12 @@ async fn forward(
     }
     let encoded = response
         .headers()
-        .get(reqwest::header::CONTENT_ENCODING)
+        .get(hyper::header::CONTENT_ENCODING)
         .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
-    let length = response.content_length().filter(|_| has_body(head, status));
-    let stream = response.bytes_stream().map_err(|error| {
-        tracing::warn!(error = %error.without_url(), "upstream stream ended with an error");
+    let body = response.into_body();
+    let length = body.exact_length().filter(|_| has_body(head, status));
+    let stream = body.map_err(|error| {
+        tracing::warn!(%error, "upstream stream ended with an error");
         AppError::new(StatusCode::BAD_GATEWAY, "Upstream stream broke off")
     });
     // A body of announced length is relayed with that length (as nginx
@@ -582,6 +584,12 @@ async fn forward(
     Ok(answer)
 }
 
+/// What the shared client sent when the caller named no `Accept`.
+const ANY_MEDIA_TYPE: hyper::header::HeaderValue = hyper::header::HeaderValue::from_static("*/*");
+
+const USER_AGENT: hyper::header::HeaderValue =
+    hyper::header::HeaderValue::from_static(concat!("keygate/", env!("CARGO_PKG_VERSION")));
+
 /// Whether an answer with `status` (to a HEAD request if `head`) carries a
 /// body (so its `Content-Length` is the body's length).
 fn has_body(head: bool, status: StatusCode) -> bool {
@@ -598,13 +606,13 @@ pub struct RelayedAnswer;
 
 /// Adds the owner's secret to the upstream request as the flow says.
 fn inject(
-    request: reqwest::RequestBuilder,
+    headers: &mut hyper::HeaderMap,
     secret: &Secret,
     how: Injection,
     header_name: Option<&str>,
-) -> Result<reqwest::RequestBuilder, AppError> {
-    let sensitive = |text: String| {
-        let mut value = reqwest::header::HeaderValue::from_str(&text).map_err(|_| {
+) -> Result<(), AppError> {
+    let sensitive = |text: &str| {
+        let mut value = hyper::header::HeaderValue::from_str(text).map_err(|_| {
             AppError::unprocessable(
                 "The stored credential cannot be sent in an HTTP header (it contains invalid characters)",
             )
@@ -612,10 +620,10 @@ fn inject(
         value.set_sensitive(true);
         Ok::<_, AppError>(value)
     };
-    Ok(match how {
+    match how {
         Injection::Bearer => {
-            let value = sensitive(format!("Bearer {}", secret.secret.expose_secret()))?;
-            request.header(reqwest::header::AUTHORIZATION, value)
+            let value = sensitive(&format!("Bearer {}", secret.secret.expose_secret()))?;
+            headers.insert(hyper::header::AUTHORIZATION, value);
         }
         Injection::Basic => {
             use base64::Engine;
@@ -625,16 +633,21 @@ fn inject(
                 secret.secret.expose_secret()
             );
             let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-            let value = sensitive(format!("Basic {encoded}"))?;
-            request.header(reqwest::header::AUTHORIZATION, value)
+            let value = sensitive(&format!("Basic {encoded}"))?;
+            headers.insert(hyper::header::AUTHORIZATION, value);
         }
         Injection::Header => {
             let name = header_name
                 .ok_or_else(|| AppError::internal("stored upstream lacks its header name"))?;
-            let value = sensitive(secret.secret.expose_secret().to_string())?;
-            request.header(name, value)
+            let name = hyper::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                AppError::unprocessable(format!(
+                    "The flow's credential header name {name:?} is not a valid HTTP header name"
+                ))
+            })?;
+            headers.insert(name, sensitive(secret.secret.expose_secret())?);
         }
-    })
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! What the gateway takes from the rest of keygate to reach an upstream:
 //! the owner's stored secrets (provider credentials and Credential
 //! variables, decrypted with `state.secrets`) and the shared outbound
-//! client with its SSRF policy (`state.outbound`). The gateway writes no
+//! upstream client with its SSRF policy (`state.outbound`). The gateway writes no
 //! crypto and no address check of its own.
 
 use std::sync::Arc;
@@ -134,12 +134,6 @@ async fn load(state: &AppState, owner_id: &str, source: &SecretSource) -> Result
     }
 }
 
-/// This worker's outbound client (guarded DNS, no redirects, no proxy, no
-/// total time-out: the gateway applies its own time-to-first-byte limit).
-pub fn client(state: &AppState) -> reqwest::Client {
-    state.outbound.client()
-}
-
 /// The SSRF rule for upstream URLs, the same as for provider hosts.
 pub fn check_url(state: &AppState, url: &str) -> Result<reqwest::Url, AppError> {
     state.outbound.check_url(url)
@@ -147,6 +141,6 @@ pub fn check_url(state: &AppState, url: &str) -> Result<reqwest::Url, AppError> 
 
 /// 502 (unreachable), 504 (time-out) or 422 (refused address), naming the
 /// host but never the query or a secret.
-pub fn upstream_error(state: &AppState, error: &reqwest::Error) -> AppError {
-    state.outbound.error(error, "the flow's upstream")
+pub fn upstream_error(state: &AppState, error: &crate::outbound::ForwardError) -> AppError {
+    state.outbound.forward_error(error, "the flow's upstream")
 }

@@ -8,6 +8,7 @@ use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
 
 use crate::error::AppError;
+use crate::outbound::ForwardBody;
 
 /// Chunks of the caller's upload in flight to the upstream, at most.
 const UPLOAD_QUEUE: usize = 4;
@@ -66,17 +67,14 @@ pub fn check_head(req: &HttpRequest, limit: usize) -> Result<(), AppError> {
 }
 
 /// The caller's body as a body for the upstream request, and what tells
-/// why it stopped early if it does. actix's payload lives on this worker's
-/// thread; reqwest wants a body it can move. A local task pumps one into
-/// the other, with back pressure, and stops when either side goes away.
-pub fn streamed(payload: web::Payload, limit: usize) -> (reqwest::Body, Refusal) {
+/// why it stopped early if it does. A local task pumps actix's payload
+/// into the upstream request's body, with back pressure, counting against
+/// the limit, and stops when either side goes away.
+pub fn streamed(payload: web::Payload, limit: usize) -> (ForwardBody, Refusal) {
     let refused = Refusal::default();
     let (sender, receiver) = tokio::sync::mpsc::channel(UPLOAD_QUEUE);
     actix_web::rt::spawn(pump(payload, sender, limit, refused.clone()));
-    let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|item| (item, receiver))
-    });
-    (reqwest::Body::wrap_stream(body), refused)
+    (ForwardBody::Stream(receiver), refused)
 }
 
 type Chunk = Result<web::Bytes, std::io::Error>;

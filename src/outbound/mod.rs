@@ -29,8 +29,13 @@
 //!   never a secret (reqwest's own message, which may hold the URL, is only
 //!   logged at debug level without the query).
 //! - [`read_body_limited`] reads a small answer with a size cap.
+//! - The gateway's runs do not use the shared client:
+//!   [`Outbound::forwarder`] sends them on pooled HTTP/1.1 connections of
+//!   the worker thread, to an [`Endpoint`] (a checked URL taken apart
+//!   once), under the same rules (see [`forward`]);
+//!   [`Outbound::forward_error`] maps its failures like [`Outbound::error`].
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +45,13 @@ use reqwest::{Method, RequestBuilder, Url};
 
 use crate::config::Config;
 use crate::error::AppError;
+
+mod address;
+pub mod forward;
+
+pub use address::is_public_ip;
+
+pub use forward::{Endpoint, ForwardBody, ForwardError, Forwarder, RelayBody, Relayed};
 
 fn build_client(allow_private: bool, timeout: Duration) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
@@ -54,13 +66,26 @@ fn build_client(allow_private: bool, timeout: Duration) -> Result<reqwest::Clien
 }
 
 /// The shared outbound client and its address policy.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Outbound {
     client: reqwest::Client,
     allow_private: bool,
     timeout: Duration,
-    /// Tells this `Outbound`'s per-thread clients from another's.
+    /// Tells this `Outbound`'s per-thread clients and idle connections
+    /// from another's.
     id: usize,
+    /// The gateway's upstream client, under the same rules.
+    forwarder: forward::Forwarder,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("allow_private", &self.allow_private)
+            .field("timeout", &self.timeout)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 thread_local! {
@@ -80,11 +105,13 @@ impl Outbound {
     }
 
     pub fn new(allow_private: bool, timeout: Duration) -> Result<Self, String> {
+        let id = NEXT_OUTBOUND_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Outbound {
             client: build_client(allow_private, timeout)?,
             allow_private,
             timeout,
-            id: NEXT_OUTBOUND_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id,
+            forwarder: Forwarder::new(id, allow_private, timeout)?,
         })
     }
 
@@ -103,6 +130,11 @@ impl Outbound {
             clients.push((self.id, client.clone()));
             client
         })
+    }
+
+    /// The gateway's upstream client (see [`forward`]).
+    pub fn forwarder(&self) -> &Forwarder {
+        &self.forwarder
     }
 
     /// `KEYGATE_PROVIDER_TIMEOUT_MS`.
@@ -157,6 +189,33 @@ impl Outbound {
         Ok(parsed)
     }
 
+    /// Maps a failed [`Outbound::forward`] like [`Outbound::error`]: 422
+    /// for a refused address, 504 for a connect time-out, 502 otherwise.
+    pub fn forward_error(&self, error: &ForwardError, upstream: &str) -> AppError {
+        match error {
+            ForwardError::Blocked { host } => private_address(host),
+            ForwardError::ConnectTimeout { label } => self.timed_out(upstream, label),
+            ForwardError::Connect { label, cause } => {
+                tracing::debug!(upstream, host = %label, %cause, "outbound connection failed");
+                could_not_connect(upstream, label)
+            }
+            ForwardError::Exchange { label, cause } => {
+                tracing::debug!(upstream, host = %label, %cause, "outbound call failed");
+                no_valid_answer(upstream, label)
+            }
+        }
+    }
+
+    fn timed_out(&self, upstream: &str, host: &str) -> AppError {
+        AppError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "{upstream} at {host} did not answer within {} ms",
+                self.timeout.as_millis()
+            ),
+        )
+    }
+
     /// Maps a failed call to `upstream` (a name such as "Langfuse") to the
     /// error the client sees: 504, 502 or 422 (see the module doc).
     pub fn error(&self, error: &reqwest::Error, upstream: &str) -> AppError {
@@ -177,25 +236,27 @@ impl Outbound {
         let cause = error_chain(error);
         tracing::debug!(upstream, host = %host, cause = %cause, "outbound call failed");
         if error.is_timeout() {
-            return AppError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "{upstream} at {host} did not answer within {} ms",
-                    self.timeout.as_millis()
-                ),
-            );
+            return self.timed_out(upstream, &host);
         }
         if error.is_connect() {
-            return AppError::new(
-                StatusCode::BAD_GATEWAY,
-                format!("could not connect to {upstream} at {host}"),
-            );
+            return could_not_connect(upstream, &host);
         }
-        AppError::new(
-            StatusCode::BAD_GATEWAY,
-            format!("{upstream} at {host} could not be reached or gave no valid answer"),
-        )
+        no_valid_answer(upstream, &host)
     }
+}
+
+fn could_not_connect(upstream: &str, host: &str) -> AppError {
+    AppError::new(
+        StatusCode::BAD_GATEWAY,
+        format!("could not connect to {upstream} at {host}"),
+    )
+}
+
+fn no_valid_answer(upstream: &str, host: &str) -> AppError {
+    AppError::new(
+        StatusCode::BAD_GATEWAY,
+        format!("{upstream} at {host} could not be reached or gave no valid answer"),
+    )
 }
 
 fn private_address(host: &str) -> AppError {
@@ -308,130 +369,12 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// True for addresses on the public internet; false for loopback, private,
-/// link-local, unspecified, multicast, broadcast, shared (100.64/10),
-/// documentation, benchmarking and reserved ranges, IPv6 ULA and
-/// link-local, and every IPv6 form that carries an IPv4 address (mapped,
-/// translated, compatible, NAT64, 6to4, Teredo) when that address is one
-/// of those.
-pub fn is_public_ip(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => is_public_v6(v6),
-    }
-}
-
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, c, _] = ip.octets();
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_multicast()
-        || ip.is_broadcast()
-        || ip.is_documentation()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
-        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
-        || (a == 198 && (b == 18 || b == 19)) // benchmarking
-        || a >= 240) // reserved
-}
-
-/// The IPv4 address in the last 32 bits of an IPv6 address.
-fn embedded_v4(segments: [u16; 8]) -> Ipv4Addr {
-    let [.., hi, lo] = segments;
-    Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
-}
-
-fn is_public_v6(ip: Ipv6Addr) -> bool {
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return is_public_v4(v4);
-    }
-    let segments = ip.segments();
-    // Forms that carry an IPv4 address are judged by it: NAT64's
-    // well-known prefix 64:ff9b::/96, IPv4-translated ::ffff:0:a.b.c.d
-    // (::ffff:0:0/96) and the local-use NAT64 prefix 64:ff9b:1::/48.
-    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
-        || segments[..6] == [0, 0, 0, 0, 0xffff, 0]
-        || segments[..3] == [0x64, 0xff9b, 1]
-    {
-        return is_public_v4(embedded_v4(segments));
-    }
-    // 6to4 2002:a.b.c.d::/48 routes to the IPv4 address in bits 16-47.
-    if segments[0] == 0x2002 {
-        return is_public_v4(embedded_v4([0, 0, 0, 0, 0, 0, segments[1], segments[2]]));
-    }
-    // Teredo 2001:0::/32: the server's IPv4 address in bits 32-63, the
-    // client's inverted in the last 32; both must be public.
-    if segments[0] == 0x2001 && segments[1] == 0 {
-        let server = embedded_v4([0, 0, 0, 0, 0, 0, segments[2], segments[3]]);
-        let client = embedded_v4([0, 0, 0, 0, 0, 0, !segments[6], !segments[7]]);
-        return is_public_v4(server) && is_public_v4(client);
-    }
-    // Deprecated IPv4-compatible form ::a.b.c.d.
-    if segments[..6] == [0; 6] {
-        if ip.is_unspecified() || ip.is_loopback() {
-            return false;
-        }
-        return is_public_v4(embedded_v4(segments));
-    }
-    !(ip.is_multicast()
-        || (segments[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
-        || (segments[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
-        || (segments[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
-        || (segments[0] == 0x2001 && segments[1] == 0x0db8)) // documentation
-}
-
 /// Shared handle type kept in the app state.
 pub type SharedOutbound = Arc<Outbound>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classifies_addresses() {
-        for blocked in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "100.64.0.1",
-            "224.0.0.1",
-            "255.255.255.255",
-            "::1",
-            "::",
-            "fc00::1",
-            "fd12:3456::1",
-            "fe80::1",
-            "ff02::1",
-            "::ffff:127.0.0.1",
-            "::ffff:10.0.0.1",
-            "64:ff9b::a9fe:a9fe",
-            "::ffff:0:7f00:1",
-            "::ffff:0:a00:1",
-            "64:ff9b:1::a00:1",
-            "2002:7f00:1::1",
-            "2002:c0a8:101::",
-            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
-            "2001:0:7f00:1::1",
-        ] {
-            assert!(!is_public_ip(blocked.parse().unwrap()), "{blocked}");
-        }
-        for public in [
-            "1.1.1.1",
-            "8.8.8.8",
-            "2606:4700::1111",
-            "::ffff:1.1.1.1",
-            "::ffff:0:101:101",
-            "2002:101:101::1",
-            "2001:0:4136:e378:8000:63bf:f7f7:f7f7",
-        ] {
-            assert!(is_public_ip(public.parse().unwrap()), "{public}");
-        }
-    }
 
     #[test]
     fn checks_urls() {
