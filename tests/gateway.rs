@@ -22,6 +22,7 @@ crate::on_both_backends!(
     runs_are_counted_through_the_batched_usage_path,
     private_upstreams_are_refused_unless_allowed,
     run_paths_resolve_as_routes_do,
+    upstream_connections_are_reused_and_a_closed_one_replaced,
 );
 
 const ALLOW_PRIVATE: (&str, &str) = ("KEYGATE_ALLOW_PRIVATE_UPSTREAMS", "true");
@@ -949,4 +950,101 @@ async fn run_paths_resolve_as_routes_do(backend: Backend) {
         assert!(body["detail"].is_string(), "{path}: {body}");
     }
     assert!(upstream.received_nothing());
+}
+
+/// A minimal HTTP/1.1 upstream on a raw socket: answers every request
+/// with a small JSON body, keeps the connection open, except that the
+/// answer to request number `close_after` says `Connection: close` and the
+/// connection ends there. Reports (connection number, Host, User-Agent)
+/// per request.
+fn counting_upstream(
+    close_after: usize,
+) -> (u16, std::sync::mpsc::Receiver<(usize, String, String)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (report, reports) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut served = 0;
+        for (connection, stream) in listener.incoming().enumerate() {
+            let Ok(stream) = stream else { return };
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            loop {
+                let mut headers = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    headers.push(line.trim_end().to_string());
+                }
+                if headers.is_empty() {
+                    break;
+                }
+                let header = |name: &str| {
+                    headers
+                        .iter()
+                        .find_map(|h| {
+                            let (n, v) = h.split_once(':')?;
+                            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                        })
+                        .unwrap_or_default()
+                };
+                let length: usize = header("content-length").parse().unwrap_or(0);
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                served += 1;
+                report
+                    .send((connection, header("host"), header("user-agent")))
+                    .unwrap();
+                let close = served == close_after;
+                let answer = br#"{"outputs": []}"#;
+                write!(
+                    writer,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n",
+                    answer.len(),
+                    if close { "connection: close\r\n" } else { "" }
+                )
+                .unwrap();
+                writer.write_all(answer).unwrap();
+                if close {
+                    break;
+                }
+            }
+        }
+    });
+    (port, reports)
+}
+
+async fn upstream_connections_are_reused_and_a_closed_one_replaced(backend: Backend) {
+    let app = start(backend).await;
+    let token = app.admin_token().await;
+    let (port, reports) = counting_upstream(2);
+    let flow = create_flow(
+        &app,
+        &token,
+        json!({"name": "pooled", "upstream": {"url": format!("http://127.0.0.1:{port}/run")}}),
+    )
+    .await;
+    let (_, key) = app.create_key(&token, "script").await;
+    let id = flow["id"].as_str().unwrap();
+
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let res = run(&app, id, Some(&key)).await;
+        assert_eq!(expect(res, StatusCode::OK).await, json!({"outputs": []}));
+        seen.push(reports.recv().unwrap());
+    }
+    // The first two on one connection; the upstream closed it with the
+    // second answer, so the third went on a new one and still succeeded.
+    let connections: Vec<usize> = seen.iter().map(|(c, _, _)| *c).collect();
+    assert_eq!(connections, [0, 0, 1]);
+    for (_, host, agent) in &seen {
+        assert_eq!(host, &format!("127.0.0.1:{port}"));
+        assert!(agent.starts_with("keygate/"), "{agent}");
+    }
 }
