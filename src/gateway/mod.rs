@@ -425,13 +425,12 @@ fn upstream_endpoint<'f>(
     if let Some(endpoint) = slot.get() {
         return Ok(endpoint);
     }
-    let checked = match target {
-        Target::Url { url, .. } => secrets::check_url(state, url)?,
+    let endpoint = match target {
+        Target::Url { url, .. } => secrets::endpoint(state, url)?,
         Target::Langflow(langflow) => {
-            secrets::check_url(state, &langflow.route_url(route.langflow_path()))?
+            secrets::endpoint(state, &langflow.route_url(route.langflow_path()))?
         }
     };
-    let endpoint = Endpoint::new(&checked)?;
     Ok(slot.get_or_init(|| endpoint))
 }
 

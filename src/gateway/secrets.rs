@@ -1,7 +1,7 @@
 //! What the gateway takes from the rest of keygate to reach an upstream:
 //! the owner's stored secrets (provider credentials and Credential
-//! variables, decrypted with `state.secrets`) and the shared outbound
-//! upstream client with its SSRF policy (`state.outbound`). The gateway writes no
+//! variables, decrypted with `state.secrets`) and the outbound upstream
+//! client with its SSRF policy (`state.outbound`). The gateway writes no
 //! crypto and no address check of its own.
 
 use std::sync::Arc;
@@ -134,9 +134,10 @@ async fn load(state: &AppState, owner_id: &str, source: &SecretSource) -> Result
     }
 }
 
-/// The SSRF rule for upstream URLs, the same as for provider hosts.
-pub fn check_url(state: &AppState, url: &str) -> Result<reqwest::Url, AppError> {
-    state.outbound.check_url(url)
+/// Where a flow's upstream URL is sent, after the SSRF rule for URLs (the
+/// same as for provider hosts).
+pub fn endpoint(state: &AppState, url: &str) -> Result<crate::outbound::Endpoint, AppError> {
+    state.outbound.endpoint(url)
 }
 
 /// 502 (unreachable), 504 (time-out) or 422 (refused address), naming the

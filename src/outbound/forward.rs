@@ -74,24 +74,15 @@ enum Host {
 }
 
 impl Endpoint {
-    /// Takes apart a URL that passed [`Outbound::check_url`].
-    pub fn new(url: &Url) -> Result<Endpoint, AppError> {
-        let tls = match url.scheme() {
-            "http" => false,
-            "https" => true,
-            other => {
-                return Err(AppError::unprocessable(format!(
-                    "URL scheme {other:?} is not allowed: use http or https"
-                )))
-            }
-        };
-        let host_text = url
-            .host_str()
-            .filter(|host| !host.is_empty())
-            .ok_or_else(|| AppError::unprocessable("the URL has no host"))?;
-        let port = url
-            .port_or_known_default()
-            .ok_or_else(|| AppError::unprocessable("the URL has no port"))?;
+    /// Takes apart a URL that passed [`super::Outbound::check_url`] (an
+    /// `http` or `https` URL with a host): only
+    /// [`super::Outbound::endpoint`] calls it, so the checks are not
+    /// repeated here.
+    pub(super) fn from_checked(url: &Url) -> Result<Endpoint, AppError> {
+        let unchecked = || AppError::internal("an upstream URL skipped its check");
+        let tls = url.scheme() == "https";
+        let host_text = url.host_str().ok_or_else(unchecked)?;
+        let port = url.port_or_known_default().ok_or_else(unchecked)?;
         let bare = host_text.trim_start_matches('[').trim_end_matches(']');
         let host = match bare.parse::<IpAddr>() {
             Ok(ip) => Host::Ip(ip),
@@ -131,16 +122,6 @@ impl Endpoint {
         let base = self.path_and_query.trim_end_matches('?');
         Uri::try_from(format!("{base}{separator}{extra}"))
             .map_err(|_| AppError::bad_request("The query string cannot be forwarded"))
-    }
-
-    /// The value of the `Host` header.
-    pub fn authority(&self) -> &HeaderValue {
-        &self.authority
-    }
-
-    /// `host:port`, for messages.
-    pub fn label(&self) -> &str {
-        &self.label
     }
 }
 
@@ -514,14 +495,14 @@ mod tests {
     use super::*;
 
     fn endpoint(url: &str) -> Endpoint {
-        Endpoint::new(&Url::parse(url).unwrap()).unwrap()
+        Endpoint::from_checked(&Url::parse(url).unwrap()).unwrap()
     }
 
     #[test]
     fn takes_a_url_apart_once() {
         let plain = endpoint("http://127.0.0.1:9000/run/flow");
-        assert_eq!(plain.authority(), "127.0.0.1:9000");
-        assert_eq!(plain.label(), "127.0.0.1:9000");
+        assert_eq!(plain.authority, "127.0.0.1:9000");
+        assert_eq!(plain.label, "127.0.0.1:9000");
         assert_eq!(plain.target("").unwrap(), "/run/flow");
         assert_eq!(
             plain.target("stream=true").unwrap(),
@@ -531,12 +512,12 @@ mod tests {
         let with_query = endpoint("https://example.test/a?b=1");
         assert!(with_query.tls);
         assert_eq!(with_query.port, 443);
-        assert_eq!(with_query.authority(), "example.test");
+        assert_eq!(with_query.authority, "example.test");
         assert_eq!(with_query.target("c=2").unwrap(), "/a?b=1&c=2");
 
         let v6 = endpoint("http://[::1]:8080/");
         assert!(matches!(v6.host, Host::Ip(ip) if ip.is_loopback()));
-        assert_eq!(v6.authority(), "[::1]:8080");
+        assert_eq!(v6.authority, "[::1]:8080");
         assert_eq!(v6.target("").unwrap(), "/");
     }
 

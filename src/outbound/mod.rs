@@ -189,7 +189,13 @@ impl Outbound {
         Ok(parsed)
     }
 
-    /// Maps a failed [`Outbound::forward`] like [`Outbound::error`]: 422
+    /// Where the gateway sends a route: `url` through [`Outbound::check_url`]
+    /// (422 on refusal), then taken apart once ([`Endpoint`]).
+    pub fn endpoint(&self, url: &str) -> Result<Endpoint, AppError> {
+        Endpoint::from_checked(&self.check_url(url)?)
+    }
+
+    /// Maps a failed [`Forwarder::forward`] like [`Outbound::error`]: 422
     /// for a refused address, 504 for a connect time-out, 502 otherwise.
     pub fn forward_error(&self, error: &ForwardError, upstream: &str) -> AppError {
         match error {
