@@ -22,7 +22,7 @@
 //! changed, a flow or secret changed; and a key created, which the other
 //! instances' key filters must hold before it is handed out) is sent with a sequence number; every
 //! other instance applies it and answers on [`ACK_CHANNEL`]. The request
-//! that published it waits (in [`await_confirmations`], a middleware) until
+//! that published it waits (in [`confirming`], around every request) until
 //! every live instance, i.e. every session PostgreSQL lists with the
 //! listener's `application_name`, has acknowledged, for at most
 //! [`CONFIRM_WAIT`] ([`KEY_CREATED_WAIT`] for a created key). And an instance whose listener is not connected does
@@ -37,9 +37,6 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
 use diesel::sql_types::Text;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use tokio::sync::oneshot;
@@ -176,7 +173,7 @@ struct Outgoing {
 
 tokio::task_local! {
     /// The confirmations the current request waits for (see
-    /// [`await_confirmations`]).
+    /// [`confirming`]).
     static CONFIRMATIONS: RefCell<Vec<oneshot::Receiver<()>>>;
 }
 
@@ -242,7 +239,7 @@ impl Bus {
 
     /// Applies `event` to this instance's subscribers at once, then sends
     /// it to the other instances. Inside a request (see
-    /// [`await_confirmations`]) an event that needs it is confirmed by the
+    /// [`confirming`]) an event that needs it is confirmed by the
     /// other instances before the answer leaves.
     pub fn publish(&self, event: Event) {
         self.subscribers.deliver(&event);
@@ -293,17 +290,15 @@ impl Bus {
     }
 }
 
-/// Middleware on the whole app: the answer to a request that published
-/// events needing confirmation leaves only once every live instance has
-/// applied them (or [`CONFIRM_WAIT`] has passed), so a revocation is final
-/// everywhere when its DELETE returns.
-pub async fn await_confirmations<B: MessageBody>(
-    req: ServiceRequest,
-    next: Next<B>,
-) -> Result<ServiceResponse<B>, actix_web::Error> {
+/// Runs `answer` (the rest of a request, below the key check) so that it
+/// completes only once every live instance has applied the events it
+/// published that need confirmation (or [`CONFIRM_WAIT`] has passed): a
+/// revocation is final everywhere when its DELETE returns. The `auth`
+/// middleware wraps every request's handling in it.
+pub async fn confirming<T>(answer: impl std::future::Future<Output = T>) -> T {
     CONFIRMATIONS
         .scope(RefCell::new(Vec::new()), async move {
-            let response = next.call(req).await;
+            let response = answer.await;
             let awaited = CONFIRMATIONS.with(|waits| std::mem::take(&mut *waits.borrow_mut()));
             for confirmation in awaited {
                 // A dropped sender (listener gone) counts as answered: the

@@ -2,54 +2,50 @@
 //!
 //! actix's `client_request_timeout` covers only the request head; once a
 //! handler waits for the body, a client that promised 100 bytes and sent 4
-//! would hold the connection and a worker slot for ever. [`body_deadline`]
-//! wraps the body of every request that has one in a stream that fails
-//! once the deadline (counted from when the head was read) has passed.
-//! Whatever was reading it (a `Bytes` or JSON extractor, the gateway)
-//! fails in its own way; the middleware then answers `408` with a JSON
-//! body instead and marks the connection to close, since the rest of the
-//! body may still be on its way. (With a `Content-Length` body actix then
-//! closes the connection; a chunked body that was cut short is drained by
-//! actix on that connection instead, which holds the connection but no
-//! worker.)
+//! would hold the connection and a worker slot for ever. [`arm`], called by
+//! the server on every request before it is routed, wraps the body of each
+//! request that has one in a stream that fails once the deadline (counted
+//! from when the head was read) has passed. Whatever was reading it (a
+//! `Bytes` or JSON extractor, the gateway) fails in its own way; the server
+//! then answers [`timed_out`] instead: `408` with a JSON body, the
+//! connection marked to close, since the rest of the body may still be on
+//! its way. (With a `Content-Length` body actix then closes the connection;
+//! a chunked body that was cut short is drained by actix on that connection
+//! instead, which holds the connection but no worker.)
 
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::{header, StatusCode};
-use actix_web::middleware::Next;
-use actix_web::web::{self, Bytes};
-use actix_web::{HttpMessage, ResponseError};
+use actix_web::web::Bytes;
+use actix_web::{HttpMessage, HttpRequest, ResponseError};
 use futures_util::Stream;
 
 use crate::error::AppError;
-use crate::state::AppState;
 
 pub const BODY_TIMED_OUT: &str = "Request body timed out";
 
-/// See the module doc.
-pub async fn body_deadline<B: MessageBody>(
-    mut req: ServiceRequest,
-    next: Next<B>,
-) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
-    let timeout = match req.app_data::<web::Data<AppState>>() {
-        Some(state) => state.config.body_timeout,
-        None => {
-            let error = AppError::internal("application state missing");
-            return Ok(req.error_response(error).map_into_right_body());
-        }
-    };
-    if !has_body(&req) {
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_left_body);
+/// A body's deadline, armed by [`arm`].
+pub struct Armed(Rc<Cell<bool>>);
+
+impl Armed {
+    /// Whether the deadline passed while the body was being read.
+    pub fn expired(&self) -> bool {
+        self.0.get()
+    }
+}
+
+/// Wraps the body of `req`, if it announces one, in a stream that fails
+/// once `timeout` has passed; requests without a body need no timer.
+pub fn arm(req: &mut ServiceRequest, timeout: Duration) -> Option<Armed> {
+    if !has_body(req) {
+        return None;
     }
     let expired = Rc::new(Cell::new(false));
     let stream = Deadline {
@@ -59,18 +55,17 @@ pub async fn body_deadline<B: MessageBody>(
     };
     let payload: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> = Box::pin(stream);
     req.set_payload(Payload::from(payload));
-    // A middleware error (there is none below today) is passed on as is.
-    let response = next.call(req).await?;
-    if !expired.get() {
-        return Ok(response.map_into_left_body());
-    }
+    Some(Armed(expired))
+}
+
+/// The answer to a request whose body did not arrive in time.
+pub fn timed_out(request: HttpRequest) -> ServiceResponse {
     tracing::debug!("request body did not arrive in time");
     let mut answer = AppError::new(StatusCode::REQUEST_TIMEOUT, BODY_TIMED_OUT).error_response();
     answer
         .head_mut()
         .set_connection_type(actix_web::http::ConnectionType::Close);
-    let (request, _) = response.into_parts();
-    Ok(ServiceResponse::new(request, answer).map_into_right_body())
+    ServiceResponse::new(request, answer)
 }
 
 /// Whether the request announces a body (a length above 0, or chunks);

@@ -21,19 +21,33 @@ use std::collections::BTreeSet;
 /// Where the API's routes are mounted; `resources!` paths are under it.
 pub const API_PREFIX: &str = "/api/v1";
 
+/// The route template a request was answered by (`/api/v1/flows/{id}`),
+/// for the request metrics and the access log: never the path, so no key
+/// or id is in a label. Each `resources!` resource carries its own as app
+/// data, which the server reads after the answer instead of matching the
+/// path against the routes a second time; the gateway's run routes put
+/// theirs in the request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteTemplate(pub &'static str);
+
 /// Registers each `path` (and `path/`) with one handler per method.
 ///
 /// Each form is a resource of its own: a resource with one pattern is
 /// matched by comparing strings when the pattern is static, while a
 /// resource with several patterns is always matched by running a regular
-/// expression per pattern, on every request that reaches it.
+/// expression per pattern, on every request that reaches it. (The literal
+/// `/api/v1` below is [`API_PREFIX`]; a test checks they agree.)
 macro_rules! resources {
     ($cfg:ident { $( $path:literal $([$what:literal])? : $($method:ident $handler:path),+ ; )* }) => {
         $(
             $( $crate::routing::record_api(stringify!($method), $path); )+
-            for path in [$path, concat!($path, "/")] {
+            for (path, template) in [
+                ($path, concat!("/api/v1", $path)),
+                (concat!($path, "/"), concat!("/api/v1", $path, "/")),
+            ] {
                 $cfg.service({
-                    let resource = actix_web::web::resource(path);
+                    let resource = actix_web::web::resource(path)
+                        .app_data($crate::routing::RouteTemplate(template));
                     $( let resource = resource.app_data($crate::error::extractors::uuid_path($what)); )?
                     resource $( .route(actix_web::web::$method().to($handler)) )+
                 });
@@ -89,4 +103,13 @@ pub fn registered(
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Message {
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_templates_of_resources_start_with_the_api_prefix() {
+        // `resources!` spells the prefix out (concat! takes only literals).
+        assert_eq!(super::API_PREFIX, "/api/v1");
+    }
 }

@@ -8,11 +8,13 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::EitherBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
-use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers, Next};
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
+use futures_util::future::Either;
+use futures_util::TryFutureExt;
 use tracing::Instrument;
 
 use std::sync::Arc;
@@ -28,9 +30,10 @@ use crate::keys::usage::UsageRecorder;
 use crate::keys::KeyVerifier;
 use crate::metrics::{self, HttpSeries, Metrics, UNMATCHED_ROUTE};
 use crate::request_id::{self, RequestId};
+use crate::routing::RouteTemplate;
 use crate::state::AppState;
 use crate::{
-    audit, auth, bus, credentials, db, flows, gateway, keys, openapi, routing, ui, users, variables,
+    audit, auth, credentials, db, flows, gateway, keys, openapi, routing, ui, users, variables,
 };
 
 /// The core state and the domain services built on it, each one app data
@@ -164,7 +167,6 @@ pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clon
     let secrets = web::Data::from(services.secrets.clone());
     let signin = web::Data::from(services.signin.clone());
     let hashing = web::Data::from(services.hashing.clone());
-    let allowed_hosts = web::Data::new(services.core.config.allowed_hosts());
     let document = web::Data::new(openapi::Document::new(&openapi_document()));
     let key_failures = web::Data::from(services.key_failures.clone());
     move |cfg: &mut web::ServiceConfig| {
@@ -186,12 +188,11 @@ pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clon
             .app_data(web::PayloadConfig::new(max_body))
             .app_data(web::PathConfig::default().error_handler(extractors::path))
             .app_data(web::QueryConfig::default().error_handler(extractors::query))
-            .app_data(allowed_hosts.clone())
             .app_data(key_failures.clone())
             .app_data(document.clone())
-            .route("/health", web::get().to(health))
-            .route("/health_check", web::get().to(health_check))
-            .route("/ready", web::get().to(ready))
+            .service(probe("/health", web::get().to(health)))
+            .service(probe("/health_check", web::get().to(health_check)))
+            .service(probe("/ready", web::get().to(ready)))
             .configure(|cfg| {
                 if metrics_on_main {
                     cfg.route("/metrics", web::get().to(guarded_metrics));
@@ -215,6 +216,16 @@ pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clon
             )
             .default_service(web::to(not_found));
     }
+}
+
+/// A health route (GET only: any other method is the API's 404, as for
+/// `cfg.route`), named for the request metrics as `resources!` names the
+/// API's.
+fn probe(path: &'static str, route: actix_web::Route) -> actix_web::Resource {
+    web::resource(path)
+        .guard(actix_web::guard::Get())
+        .app_data(RouteTemplate(path))
+        .route(route)
 }
 
 /// The server's own routes, for [`openapi_document`].
@@ -313,25 +324,12 @@ async fn not_found() -> Result<HttpResponse, AppError> {
 /// see `hosts`) before any other work: no credential is looked at, no
 /// body read. Health checks included: a load balancer can send an
 /// allowed `Host` (or the operator lists the one it sends).
-async fn host_guard<B: MessageBody>(
-    req: ServiceRequest,
-    next: Next<B>,
-) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
-    let allowed = match req.app_data::<web::Data<AllowedHosts>>() {
-        Some(allowed) => allowed.allows(hosts::request_host(req.request())),
-        None => {
-            let error = AppError::internal("host allow-list missing");
-            return Ok(req.error_response(error).map_into_right_body());
-        }
-    };
-    if !allowed {
-        tracing::debug!("request for a host that is not allowed refused");
-        let error = AppError::bad_request(hosts::HOST_NOT_ALLOWED);
-        return Ok(req.error_response(error).map_into_right_body());
+fn host_refusal(allowed: &AllowedHosts, req: &ServiceRequest) -> Option<AppError> {
+    if allowed.allows(hosts::request_host(req.request())) {
+        return None;
     }
-    next.call(req)
-        .await
-        .map(ServiceResponse::map_into_left_body)
+    tracing::debug!("request for a host that is not allowed refused");
+    Some(AppError::bad_request(hosts::HOST_NOT_ALLOWED))
 }
 
 /// Turns any error response that is not already JSON (405s, payload errors
@@ -519,11 +517,12 @@ impl RequestObserver {
             return;
         }
         let req = response.request();
-        // The route template, never the path: no key or id in a label. The
-        // gateway's run routes name theirs (`gateway::RouteTemplate`).
+        // The route template, never the path (`routing::RouteTemplate`);
+        // routes that name none are matched again.
         let named = req
-            .extensions()
-            .get::<crate::gateway::RouteTemplate>()
+            .app_data::<RouteTemplate>()
+            .copied()
+            .or_else(|| req.extensions().get::<RouteTemplate>().copied())
             .map(|template| template.0);
         let route = match named {
             Some(template) => std::borrow::Cow::Borrowed(template),
@@ -748,19 +747,20 @@ pub async fn start(core: AppState) -> Result<RunningServer, String> {
     let app_config = configure(&state);
     let request_metrics =
         (config.metrics != MetricsEndpoint::Off).then(|| state.core.metrics.clone());
+    let allowed_hosts = config.allowed_hosts();
+    let body_timeout = config.body_timeout;
     let mut server = HttpServer::new(move || {
         App::new()
-            .wrap(actix_web::middleware::from_fn(bus::await_confirmations))
             .wrap(actix_web::middleware::from_fn(auth::resolve))
             .wrap(ErrorHandlers::new().default_handler(json_error_body))
-            .wrap(actix_web::middleware::from_fn(
-                crate::deadline::body_deadline,
-            ))
-            .wrap(actix_web::middleware::from_fn(host_guard))
             .wrap_fn({
-                // One per worker thread: its metric handles are its own.
+                // What every request goes through before it is routed, in
+                // one step: its id, the Host check, the body deadline, and
+                // after the answer the access log and the metrics. One per
+                // worker thread: its metric handles are its own.
                 let observer = Rc::new(RequestObserver::new(request_metrics.clone()));
-                move |req, srv| {
+                let allowed_hosts = allowed_hosts.clone();
+                move |mut req: ServiceRequest, srv| {
                     let id = RequestId::from_caller_or_new(req.headers().get(request_id::HEADER));
                     req.extensions_mut().insert(id.clone());
                     // Built only when the access log is on (it re-encodes
@@ -773,10 +773,27 @@ pub async fn start(core: AppState) -> Result<RunningServer, String> {
                         "request",
                         request_id = id.as_str()
                     );
-                    let response = srv.call(req).instrument(span);
+                    let (answer, deadline) = match host_refusal(&allowed_hosts, &req) {
+                        Some(refusal) => (
+                            Either::Left(std::future::ready(Ok(req
+                                .error_response(refusal)
+                                .map_into_right_body()))),
+                            None,
+                        ),
+                        None => {
+                            let deadline = crate::deadline::arm(&mut req, body_timeout);
+                            let answer = srv.call(req).map_ok(ServiceResponse::map_into_left_body);
+                            (Either::Right(answer), deadline)
+                        }
+                    };
+                    let answer = answer.instrument(span);
                     let observer = observer.clone();
                     async move {
-                        let mut response: ServiceResponse<EitherBody<_>> = response.await?;
+                        let mut response: ServiceResponse<EitherBody<_>> = answer.await?;
+                        if deadline.is_some_and(|deadline| deadline.expired()) {
+                            let (request, _) = response.into_parts();
+                            response = crate::deadline::timed_out(request).map_into_right_body();
+                        }
                         response.headers_mut().insert(
                             header::HeaderName::from_static(request_id::HEADER),
                             id.header_value().clone(),

@@ -105,7 +105,7 @@ pub async fn resolve<B: MessageBody>(
         }
     }
     Resolved::store(req.request(), outcome);
-    let mut res = next.call(req).await?;
+    let mut res = crate::bus::confirming(next.call(req)).await?;
     if let Some(key) = &key {
         let reason = res
             .response()

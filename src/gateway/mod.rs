@@ -245,11 +245,6 @@ impl Gateway {
     }
 }
 
-/// The route template a request under `/api/v1/run` was answered by, for
-/// the request metrics (actix knows none for a scope's default service).
-#[derive(Debug, Clone, Copy)]
-pub struct RouteTemplate(pub &'static str);
-
 /// `POST /api/v1/run/{flow}` and `POST /api/v1/run/advanced/{flow}` (each
 /// also with a trailing `/`), matched without regular expressions. Any
 /// other path under `/api/v1/run` is the API's 404 and another method a
@@ -273,7 +268,9 @@ async fn run_routes(
     if req.method() != actix_web::http::Method::POST {
         return Ok(HttpResponse::MethodNotAllowed().finish());
     }
-    req.extensions_mut().insert(RouteTemplate(template));
+    // actix knows no template for a scope's default service.
+    req.extensions_mut()
+        .insert(crate::routing::RouteTemplate(template));
     let identifier = percent_encoding::percent_decode_str(flow).decode_utf8_lossy();
     let mut payload = payload.into_inner();
     let gateway = Gateway::extract(&req).await?;
