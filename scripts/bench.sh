@@ -38,7 +38,7 @@
 # through the whole row list once, so a slow phase of this shared machine
 # does not land on one row's repeats. Tables show the MEDIAN req/s, p50 and
 # p99 across the runs (for 2 runs the median is the mean of the two), and
-# each run's raw req/s in the "runs" column.
+# each run's raw req/s in the "runs" column (each run's p99 after it).
 #
 # After each table it prints the ratios and the targets, each "met" or
 # "missed" with its numbers: whoami >= 0.90 of /health (throughput) and
@@ -290,7 +290,9 @@ summarise() {
     P50[$name]=$(median "${p50[@]}" | awk '{printf "%.3f", $1}')
     P99[$name]=$(median "${p99[@]}" | awk '{printf "%.3f", $1}')
     raw=$(IFS=/; echo "${rps[*]}")
-    [[ -n ${NON2XX[$name]:-} ]] && notes="non-2xx: ${NON2XX[$name]}"
+    # Each run's p99 too: a median of two hides which run had a stall.
+    notes="p99 runs: $(IFS=/; echo "${p99[*]}")"
+    [[ -n ${NON2XX[$name]:-} ]] && notes="$notes, non-2xx: ${NON2XX[$name]}"
     [[ -n ${SOCKERR[$name]:-} ]] && notes="${notes:+$notes, }socket errors: ${SOCKERR[$name]}"
     printf "| %-34s | %9s | %8s | %8s | %-17s | %s\n" "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "$raw" "$notes"
 }
