@@ -1,7 +1,28 @@
-//! The SSRF rule's address test, shared by the `reqwest` client's resolver
-//! and the gateway's own connections (`forward`).
+//! The SSRF rule's address test, and name resolution under it, shared
+//! by the `reqwest` client's resolver and the gateway's own connections
+//! (`forward`).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// Whether the rule lets a connection go to `ip`: any address when the
+/// operator allows private upstreams (`KEYGATE_ALLOW_PRIVATE_UPSTREAMS`),
+/// public ones only otherwise.
+pub fn is_allowed(ip: IpAddr, allow_private: bool) -> bool {
+    allow_private || is_public_ip(ip)
+}
+
+/// The addresses `host` resolves to (with `port`) that [`is_allowed`]
+/// lets through; empty when the name points only where it may not.
+pub async fn resolve_allowed(
+    host: &str,
+    port: u16,
+    allow_private: bool,
+) -> std::io::Result<Vec<SocketAddr>> {
+    Ok(tokio::net::lookup_host((host, port))
+        .await?
+        .filter(|address| is_allowed(address.ip(), allow_private))
+        .collect())
+}
 
 /// True for addresses on the public internet; false for loopback, private,
 /// link-local, unspecified, multicast, broadcast, shared (100.64/10),

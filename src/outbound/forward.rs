@@ -39,7 +39,7 @@ use hyper::http::{HeaderValue, Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use reqwest::Url;
 
-use super::address::is_public_ip;
+use super::address::{is_allowed, resolve_allowed};
 use crate::error::AppError;
 
 /// How long an idle connection may wait for its next request.
@@ -412,20 +412,18 @@ impl Forwarder {
 
     /// The addresses to try, after the SSRF rule.
     async fn addresses(&self, endpoint: &Endpoint) -> Result<Vec<SocketAddr>, ForwardError> {
-        let allowed = |ip: IpAddr| self.allow_private || is_public_ip(ip);
         let blocked = || ForwardError::Blocked {
             host: endpoint.label.clone(),
         };
         match &endpoint.host {
-            Host::Ip(ip) if allowed(*ip) => Ok(vec![SocketAddr::new(*ip, endpoint.port)]),
+            Host::Ip(ip) if is_allowed(*ip, self.allow_private) => {
+                Ok(vec![SocketAddr::new(*ip, endpoint.port)])
+            }
             Host::Ip(_) => Err(blocked()),
             Host::Name(name) => {
-                let found: Vec<SocketAddr> =
-                    tokio::net::lookup_host((name.as_str(), endpoint.port))
-                        .await
-                        .map_err(|error| connect_error(endpoint, &error))?
-                        .filter(|address| allowed(address.ip()))
-                        .collect();
+                let found = resolve_allowed(name, endpoint.port, self.allow_private)
+                    .await
+                    .map_err(|error| connect_error(endpoint, &error))?;
                 if found.is_empty() {
                     return Err(blocked());
                 }

@@ -35,7 +35,7 @@
 //!   once), under the same rules (see [`forward`]);
 //!   [`Outbound::forward_error`] maps its failures like [`Outbound::error`].
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +50,7 @@ mod address;
 pub mod forward;
 
 pub use address::is_public_ip;
+use address::{is_allowed, resolve_allowed};
 
 pub use forward::{Endpoint, ForwardBody, ForwardError, Forwarder, RelayBody, Relayed};
 
@@ -178,12 +179,10 @@ impl Outbound {
                 "the URL must not contain a user name or password",
             ));
         }
-        if !self.allow_private {
-            let literal = host.trim_start_matches('[').trim_end_matches(']');
-            if let Ok(ip) = literal.parse::<IpAddr>() {
-                if !is_public_ip(ip) {
-                    return Err(private_address(&host));
-                }
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<IpAddr>() {
+            if !is_allowed(ip, self.allow_private) {
+                return Err(private_address(&host));
             }
         }
         Ok(parsed)
@@ -361,12 +360,7 @@ impl Resolve for GuardedResolver {
         let host = name.as_str().to_string();
         let allow_private = self.allow_private;
         Box::pin(async move {
-            let found: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = found
-                .into_iter()
-                .filter(|addr| allow_private || is_public_ip(addr.ip()))
-                .collect();
+            let allowed = resolve_allowed(&host, 0, allow_private).await?;
             if allowed.is_empty() {
                 return Err(Box::new(BlockedAddress { host }) as _);
             }
