@@ -737,7 +737,8 @@ fn begin_shutdown(
 pub async fn start(core: AppState) -> Result<RunningServer, String> {
     let state = Services::new(core);
     let config = state.core.config.clone();
-    if config.allowed_hosts() == AllowedHosts::Unset {
+    let allowed_hosts = config.allowed_hosts();
+    if allowed_hosts == AllowedHosts::Unset {
         tracing::warn!(
             host = %config.host,
             "keygate listens on a non-loopback address and KEYGATE_ALLOWED_HOSTS is unset: \
@@ -747,7 +748,6 @@ pub async fn start(core: AppState) -> Result<RunningServer, String> {
     let app_config = configure(&state);
     let request_metrics =
         (config.metrics != MetricsEndpoint::Off).then(|| state.core.metrics.clone());
-    let allowed_hosts = config.allowed_hosts();
     let body_timeout = config.body_timeout;
     let mut server = HttpServer::new(move || {
         App::new()
