@@ -175,7 +175,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr);
+        .with_writer(crate::log_sink::BatchedWriter::stderr());
     let _ = match format {
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -38,6 +38,7 @@ pub mod hosts;
 pub mod identity;
 pub mod keys;
 pub mod langflow_import;
+pub mod log_sink;
 pub mod metrics;
 pub mod openapi;
 pub mod outbound;

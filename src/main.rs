@@ -10,7 +10,9 @@ fn main() -> std::process::ExitCode {
     keep_new_files_private();
     return_freed_memory_to_the_os();
     let cli = keygate::cli::Cli::parse();
-    match keygate::cli::run(cli) {
+    let outcome = keygate::cli::run(cli);
+    keygate::log_sink::flush();
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("keygate: {message}");

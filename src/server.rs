@@ -142,7 +142,11 @@ pub fn prepare_announcing(config: Config, notice: PasswordNotice) -> Result<AppS
         let text = generated_password_notice(&config.superuser, &password);
         match notice {
             PasswordNotice::Stdout => println!("{text}"),
-            PasswordNotice::Stderr => eprintln!("{text}"),
+            PasswordNotice::Stderr => {
+                // After the log lines written before it, as it happened.
+                crate::log_sink::flush();
+                eprintln!("{text}");
+            }
         }
     }
     drop(conn);

@@ -22,6 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "cache",
             "client_ip",
             "hosts",
+            "log_sink",
         ],
     ),
     (
