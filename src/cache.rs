@@ -98,8 +98,12 @@ where
             .is_none_or(|open| open.load(Ordering::SeqCst))
     }
 
-    /// A fresh entry, if any.
-    pub fn get(&self, key: &K) -> Option<V> {
+    /// A fresh entry, if any. `key` may be a borrowed form of the key
+    /// (hashing alike), so a lookup need not build an owned one.
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        Q: Hash + quick_cache::Equivalent<K> + ?Sized,
+    {
         let found = if self.is_open() {
             self.entries
                 .get(key)
@@ -173,13 +177,13 @@ mod tests {
         let cache: GuardedCache<String, u32> = GuardedCache::new(10, Duration::from_secs(60));
         let generation = cache.begin_lookup();
         cache.insert("a".into(), 1, generation);
-        assert_eq!(cache.get(&"a".into()), Some(1));
+        assert_eq!(cache.get("a"), Some(1));
         cache.invalidate(|key, _| key == "a");
-        assert_eq!(cache.get(&"a".into()), None);
+        assert_eq!(cache.get("a"), None);
         cache.insert("a".into(), 2, generation);
-        assert_eq!(cache.get(&"a".into()), None, "stale insert dropped");
+        assert_eq!(cache.get("a"), None, "stale insert dropped");
         cache.insert("a".into(), 3, cache.begin_lookup());
-        assert_eq!(cache.get(&"a".into()), Some(3));
+        assert_eq!(cache.get("a"), Some(3));
         assert_eq!(cache.lookups(), 2);
     }
 

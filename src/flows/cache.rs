@@ -65,6 +65,17 @@ impl TryFrom<Flow> for RunnableFlow {
 /// (owner id, identifier as the caller wrote it).
 type OwnKey = (String, String);
 
+/// An [`OwnKey`] lookup without building one: hashes as the tuple does
+/// (each string in turn).
+#[derive(Hash)]
+struct OwnKeyRef<'a>(&'a str, &'a str);
+
+impl quick_cache::Equivalent<OwnKey> for OwnKeyRef<'_> {
+    fn equivalent(&self, key: &OwnKey) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
+
 /// A public lookup's answer and, when bound keys with an expiry hide the
 /// flow, the moment the answer must be looked up again.
 #[derive(Clone)]
@@ -106,10 +117,10 @@ impl FlowCache {
         owner: &str,
         identifier: &str,
     ) -> Result<Option<Arc<RunnableFlow>>, AppError> {
-        let key = (owner.to_string(), identifier.to_string());
-        if let Some(found) = self.own.get(&key) {
+        if let Some(found) = self.own.get(&OwnKeyRef(owner, identifier)) {
             return Ok(found);
         }
+        let key = (owner.to_string(), identifier.to_string());
         let generation = self.own.begin_lookup();
         let (lookup_owner, lookup) = (owner.to_string(), Identifier::parse(identifier));
         let found = db::run(&self.pool, move |conn| {
@@ -127,7 +138,7 @@ impl FlowCache {
     /// usable flow-bound key guards it.
     pub async fn public(&self, identifier: &str) -> Result<Option<Arc<RunnableFlow>>, AppError> {
         let now = db::now();
-        if let Some(answer) = self.public.get(&identifier.to_string()) {
+        if let Some(answer) = self.public.get(identifier) {
             if answer.recheck_at.is_none_or(|at| now < at) {
                 return Ok(answer.flow);
             }

@@ -10,7 +10,9 @@ pub mod store;
 pub mod upstream;
 pub mod warnings;
 
-pub use upstream::{CredentialRef, Injection, LangflowTarget, SecretSource, Upstream};
+pub use upstream::{
+    CredentialRef, Injection, LangflowTarget, SecretSource, SecretSourceRef, Upstream,
+};
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};

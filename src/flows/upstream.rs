@@ -94,6 +94,31 @@ pub enum SecretSource {
     Variable(String),
 }
 
+/// A [`SecretSource`] borrowed from where it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecretSourceRef<'a> {
+    Provider(&'a str),
+    Variable(&'a str),
+}
+
+impl SecretSource {
+    pub fn borrowed(&self) -> SecretSourceRef<'_> {
+        match self {
+            SecretSource::Provider(name) => SecretSourceRef::Provider(name),
+            SecretSource::Variable(name) => SecretSourceRef::Variable(name),
+        }
+    }
+}
+
+impl SecretSourceRef<'_> {
+    pub fn to_owned(self) -> SecretSource {
+        match self {
+            SecretSourceRef::Provider(name) => SecretSource::Provider(name.to_string()),
+            SecretSourceRef::Variable(name) => SecretSource::Variable(name.to_string()),
+        }
+    }
+}
+
 impl CredentialRef {
     /// How the secret is sent (set by [`Upstream::validated`]).
     pub fn injection(&self) -> Injection {
@@ -101,9 +126,14 @@ impl CredentialRef {
     }
 
     pub fn source(&self) -> Result<SecretSource, AppError> {
+        self.source_ref().map(SecretSourceRef::to_owned)
+    }
+
+    /// [`Self::source`] without copying the name (for cache lookups).
+    pub fn source_ref(&self) -> Result<SecretSourceRef<'_>, AppError> {
         match (&self.provider, &self.variable) {
-            (Some(provider), None) => Ok(SecretSource::Provider(provider.clone())),
-            (None, Some(variable)) => Ok(SecretSource::Variable(variable.clone())),
+            (Some(provider), None) => Ok(SecretSourceRef::Provider(provider)),
+            (None, Some(variable)) => Ok(SecretSourceRef::Variable(variable)),
             _ => Err(AppError::unprocessable(
                 "upstream.credential needs exactly one of \"provider\" or \"variable\"",
             )),

@@ -140,35 +140,24 @@ fn flow_not_found(identifier: &str) -> AppError {
     AppError::not_found(format!("Flow identifier {identifier} not found"))
 }
 
-/// The services every gateway route uses.
-pub struct Gateway {
-    state: web::Data<AppState>,
-    flows: web::Data<FlowCache>,
-    vault: web::Data<SecretCache>,
+/// The services every gateway route uses, borrowed from the request's app
+/// data (a run clones none of them).
+pub struct Gateway<'r> {
+    state: &'r AppState,
+    flows: &'r FlowCache,
+    vault: &'r SecretCache,
 }
 
-impl actix_web::FromRequest for Gateway {
-    type Error = AppError;
-    type Future = std::future::Ready<Result<Self, AppError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+impl<'r> Gateway<'r> {
+    fn of(req: &'r HttpRequest) -> Result<Self, AppError> {
         let missing = || AppError::internal("gateway services missing");
-        std::future::ready((|| {
-            Ok(Gateway {
-                state: req
-                    .app_data::<web::Data<AppState>>()
-                    .ok_or_else(missing)?
-                    .clone(),
-                flows: req
-                    .app_data::<web::Data<FlowCache>>()
-                    .ok_or_else(missing)?
-                    .clone(),
-                vault: req
-                    .app_data::<web::Data<SecretCache>>()
-                    .ok_or_else(missing)?
-                    .clone(),
-            })
-        })())
+        Ok(Gateway {
+            state: req.app_data::<web::Data<AppState>>().ok_or_else(missing)?,
+            flows: req.app_data::<web::Data<FlowCache>>().ok_or_else(missing)?,
+            vault: req
+                .app_data::<web::Data<SecretCache>>()
+                .ok_or_else(missing)?,
+        })
     }
 }
 
@@ -188,7 +177,7 @@ impl Prepared {
     }
 }
 
-impl Gateway {
+impl Gateway<'_> {
     /// Finds the flow the caller may call on `route`, checks it has an
     /// upstream that serves the route, and fetches the owner's secret.
     /// Nothing of the request body has been read yet.
@@ -198,7 +187,7 @@ impl Gateway {
         identifier: &str,
         route: Route,
     ) -> Result<Prepared, AppError> {
-        let flow = resolve_flow(&self.flows, caller.0, identifier).await?;
+        let flow = resolve_flow(self.flows, caller.0, identifier).await?;
         let Some(upstream) = &flow.upstream else {
             return Err(AppError::unprocessable(format!(
                 "Flow {} has no upstream to run it; set \"upstream\" with PATCH /api/v1/flows/{}",
@@ -215,7 +204,7 @@ impl Gateway {
         let secret = match &upstream.credential {
             Some(credential) => Some(
                 self.vault
-                    .fetch(&self.state, &flow.user_id, credential)
+                    .fetch(self.state, &flow.user_id, credential)
                     .await?,
             ),
             None => None,
@@ -241,7 +230,7 @@ impl Gateway {
             }
             Target::Url { .. } => body,
         };
-        forward(&self.state, req, &prepared, route, OutBody::Bytes(body)).await
+        forward(self.state, req, &prepared, route, OutBody::Bytes(body)).await
     }
 }
 
@@ -273,7 +262,7 @@ async fn run_routes(
         .insert(crate::routing::RouteTemplate(template));
     let identifier = percent_encoding::percent_decode_str(flow).decode_utf8_lossy();
     let mut payload = payload.into_inner();
-    let gateway = Gateway::extract(&req).await?;
+    let gateway = Gateway::of(&req)?;
     let caller = FlowCaller::extract(&req).await?;
     let body = web::Bytes::from_request(&req, &mut payload).await?;
     Ok(match route {
@@ -287,18 +276,19 @@ const RUN_PREFIX: &str = "/api/v1/run/";
 /// Also `POST /api/v1/process/{flow}` (`openapi` describes it alike).
 #[utoipa::path(post, path = "/api/v1/run/{flow}", tag = "runs", params(("flow" = String, Path, description = "The flow's id or endpoint name")), request_body(content = Option<Value>, description = "Forwarded unchanged, whatever its content type", content_type = "application/json"), responses((status = "default", description = "The upstream's answer, relayed as it came (any status, body and content type); keygate's own refusals are `{\"detail\": …}`")), security((), ("api_key_header" = []), ("api_key_query" = [])))]
 async fn run(
-    gateway: Gateway,
     caller: FlowCaller,
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
-    gateway.call(caller, &req, &path, Route::Run, body).await
+    Gateway::of(&req)?
+        .call(caller, &req, &path, Route::Run, body)
+        .await
 }
 
 #[utoipa::path(post, path = "/api/v1/run/advanced/{flow}", tag = "runs", params(("flow" = String, Path, description = "The flow's id or endpoint name")), request_body(content = Option<Value>, description = "Forwarded unchanged, whatever its content type", content_type = "application/json"), responses((status = "default", description = "The upstream's answer, relayed as it came (any status, body and content type); keygate's own refusals are `{\"detail\": …}`")), security((), ("api_key_header" = []), ("api_key_query" = [])))]
 async fn run_advanced(
-    gateway: Gateway,
+    gateway: Gateway<'_>,
     caller: FlowCaller,
     req: &HttpRequest,
     identifier: &str,
@@ -311,13 +301,12 @@ async fn run_advanced(
 
 #[utoipa::path(post, path = "/api/v1/webhook/{flow}", tag = "runs", params(("flow" = String, Path, description = "The flow's id or endpoint name")), request_body(content = Option<Value>, description = "Forwarded unchanged, whatever its content type", content_type = "application/json"), responses((status = "default", description = "The upstream's answer, relayed as it came (any status, body and content type); keygate's own refusals are `{\"detail\": …}`")), security((), ("api_key_header" = []), ("api_key_query" = [])))]
 async fn webhook(
-    gateway: Gateway,
     caller: FlowCaller,
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
-    gateway
+    Gateway::of(&req)?
         .call(caller, &req, &path, Route::Webhook, body)
         .await
 }
@@ -329,18 +318,18 @@ async fn webhook(
     request_body(content = inline(Upload), description = "The file in the field `file`, streamed to Langflow", content_type = "multipart/form-data"),
     responses((status = "default", description = "The upstream's answer, relayed as it came (any status, body and content type); keygate's own refusals are `{\"detail\": …}`")), security((), ("api_key_header" = []), ("api_key_query" = [])))]
 async fn upload_file(
-    gateway: Gateway,
     caller: FlowCaller,
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
+    let gateway = Gateway::of(&req)?;
     let limit = gateway.state.config.max_upload_bytes;
     upload::check_head(&req, limit)?;
     let prepared = gateway.prepare(caller, &path, Route::Upload).await?;
     let (body, refused) = upload::streamed(payload, limit);
     let body = OutBody::Stream { body, refused };
-    forward(&gateway.state, &req, &prepared, Route::Upload, body).await
+    forward(gateway.state, &req, &prepared, Route::Upload, body).await
 }
 
 /// A file upload's body, as the document describes it.

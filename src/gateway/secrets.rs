@@ -4,6 +4,7 @@
 //! client with its SSRF policy (`state.outbound`). The gateway writes no
 //! crypto and no address check of its own.
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use secrecy::SecretString;
@@ -13,7 +14,7 @@ use crate::cache::GuardedCache;
 use crate::credentials::{self, Provider};
 use crate::db;
 use crate::error::AppError;
-use crate::flows::{CredentialRef, SecretSource};
+use crate::flows::{CredentialRef, SecretSource, SecretSourceRef};
 use crate::state::AppState;
 use crate::variables::store as variable_store;
 
@@ -27,7 +28,39 @@ pub struct Secret {
 }
 
 /// (owner id, which of the owner's secrets).
-type SecretKey = (String, SecretSource);
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SecretKey {
+    owner: String,
+    source: SecretSource,
+}
+
+/// A [`SecretKey`] lookup without building one; both hash through it.
+#[derive(PartialEq, Eq, Hash)]
+struct SecretKeyRef<'a> {
+    owner: &'a str,
+    source: SecretSourceRef<'a>,
+}
+
+impl Hash for SecretKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.borrowed().hash(state);
+    }
+}
+
+impl SecretKey {
+    fn borrowed(&self) -> SecretKeyRef<'_> {
+        SecretKeyRef {
+            owner: &self.owner,
+            source: self.source.borrowed(),
+        }
+    }
+}
+
+impl quick_cache::Equivalent<SecretKey> for SecretKeyRef<'_> {
+    fn equivalent(&self, key: &SecretKey) -> bool {
+        *self == key.borrowed()
+    }
+}
 
 /// The owners' decrypted secrets a run injects, kept in memory so a warm
 /// run neither reads the database nor decrypts. Bounded; every write of a
@@ -64,12 +97,20 @@ impl SecretCache {
         owner_id: &str,
         credential: &CredentialRef,
     ) -> Result<Arc<Secret>, AppError> {
-        let key = (owner_id.to_string(), credential.source()?);
-        if let Some(secret) = self.entries.get(&key) {
+        let source = credential.source_ref()?;
+        let lookup = SecretKeyRef {
+            owner: owner_id,
+            source,
+        };
+        if let Some(secret) = self.entries.get(&lookup) {
             return Ok(secret);
         }
+        let key = SecretKey {
+            owner: owner_id.to_string(),
+            source: source.to_owned(),
+        };
         let generation = self.entries.begin_lookup();
-        let secret = Arc::new(load(state, owner_id, &key.1).await?);
+        let secret = Arc::new(load(state, owner_id, &key.source).await?);
         self.entries.insert(key, secret.clone(), generation);
         Ok(secret)
     }
@@ -83,9 +124,9 @@ impl SecretCache {
 impl Subscriber for SecretCache {
     fn on_event(&self, event: &Event) {
         match event {
-            Event::SecretsChanged(owner) | Event::UserChanged(owner) => self
-                .entries
-                .invalidate(|(secret_owner, _), _| secret_owner == owner),
+            Event::SecretsChanged(owner) | Event::UserChanged(owner) => {
+                self.entries.invalidate(|key, _| key.owner == *owner)
+            }
             Event::SecretRotated | Event::All => self.entries.clear(),
             Event::KeyChanged(_) | Event::KeyCreated(_) | Event::FlowsChanged(_) => {}
         }
