@@ -1,11 +1,11 @@
 //! Standard error for the log, written in batches.
 //!
 //! With the access log on (the default `KEYGATE_LOG=info`), every request
-//! writes a line. Written one `write` per line from the worker threads, the
-//! system calls cost a run through the gateway about 6% of its throughput
-//! with the log going to a file, and more into a pipe (journald, a container
-//! runtime), whose reader is woken per line. Here a line is appended to a
-//! shared buffer and one thread writes what gathered in
+//! writes a line. Into a pipe (journald, a container runtime), whose
+//! reader is woken per write, one `write` per line from the worker threads
+//! cost a run through the gateway about a fifth of its throughput; into a
+//! file batching changes little (see `docs/performance.md`). Here a line
+//! is appended to a shared buffer and one thread writes what gathered in
 //! [`GATHER_WINDOW`] with one call.
 //!
 //! What must not wait does not: warnings and errors are written at once
