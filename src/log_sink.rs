@@ -85,7 +85,7 @@ impl BatchedWriter {
                 let writer = BatchedWriter::to(Box::new(std::io::stderr()));
                 let hook = std::panic::take_hook();
                 std::panic::set_hook(Box::new(move |info| {
-                    flush();
+                    flush_unless_busy();
                     hook(info);
                 }));
                 writer
@@ -147,6 +147,16 @@ impl BatchedWriter {
 pub fn flush() {
     if let Some(writer) = PROCESS_LOG.get() {
         writer.flush();
+    }
+}
+
+/// [`flush`] for the panic hook: a panic on a thread that holds the
+/// buffer's lock (in the middle of a write) must not wait for itself.
+fn flush_unless_busy() {
+    if let Some(writer) = PROCESS_LOG.get() {
+        if let Ok(mut state) = writer.shared.state.try_lock() {
+            state.write_out(&[]);
+        }
     }
 }
 
