@@ -94,13 +94,14 @@ impl BatchedWriter {
     }
 
     /// A writer into `output`, with a thread of its own that writes what
-    /// gathered; the thread ends when the last writer is dropped.
+    /// gathered, for the life of the process (the log's writer is made
+    /// once, by [`Self::stderr`]).
     pub fn to(output: Output) -> BatchedWriter {
         let writer = BatchedWriter::unthreaded(output);
-        let weak = Arc::downgrade(&writer.shared);
+        let shared = writer.shared.clone();
         let spawned = std::thread::Builder::new()
             .name("keygate-log".into())
-            .spawn(move || write_gathered(weak));
+            .spawn(move || write_gathered(&shared));
         if spawned.is_err() {
             writer.shared.lock().batching = false;
         }
@@ -162,42 +163,27 @@ fn flush_unless_busy() {
 
 /// The writing thread: waits for a first line, lets more gather for
 /// [`GATHER_WINDOW`], writes them all, and again.
-fn write_gathered(shared: std::sync::Weak<Shared>) {
+fn write_gathered(shared: &Shared) {
     loop {
-        let Some(strong) = shared.upgrade() else {
-            return;
-        };
-        {
-            let state = strong.lock();
-            // Woken at least every second to notice that the writers are
-            // gone (the thread holds no writer of its own between waits).
-            let (state, _) = strong
+        drop(
+            shared
                 .gathered
-                .wait_timeout_while(state, Duration::from_secs(1), |state| {
-                    state.lines.is_empty()
-                })
-                .unwrap_or_else(|p| p.into_inner());
-            if state.lines.is_empty() {
-                continue;
-            }
-        }
-        drop(strong);
+                .wait_while(shared.lock(), |state| state.lines.is_empty())
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         std::thread::sleep(GATHER_WINDOW);
-        let Some(strong) = shared.upgrade() else {
-            return;
-        };
-        strong.lock().write_out(&[]);
+        shared.lock().write_out(&[]);
     }
 }
 
 /// One event's line: `tracing_subscriber` formats an event and hands it
 /// over in one `write_all`.
-pub struct Line {
-    writer: BatchedWriter,
+pub struct Line<'a> {
+    writer: &'a BatchedWriter,
     at_once: bool,
 }
 
-impl Write for Line {
+impl Write for Line<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         self.writer.append(bytes, self.at_once);
         Ok(bytes.len())
@@ -209,18 +195,18 @@ impl Write for Line {
 }
 
 impl<'a> MakeWriter<'a> for BatchedWriter {
-    type Writer = Line;
+    type Writer = Line<'a>;
 
-    fn make_writer(&'a self) -> Line {
+    fn make_writer(&'a self) -> Line<'a> {
         Line {
-            writer: self.clone(),
+            writer: self,
             at_once: false,
         }
     }
 
-    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Line {
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Line<'a> {
         Line {
-            writer: self.clone(),
+            writer: self,
             at_once: *meta.level() <= Level::WARN,
         }
     }
