@@ -75,13 +75,18 @@ impl AllowedHosts {
     /// named: what auto-login requires. `*` and the non-loopback default
     /// name nothing.
     pub fn names(&self, host: Option<&str>) -> bool {
-        let Some(host) = host.map(normalise) else {
+        let Some(host) = host else {
             return false;
         };
         match self {
             AllowedHosts::Any | AllowedHosts::Unset => false,
-            AllowedHosts::Loopback => is_loopback_name(&host),
-            AllowedHosts::Listed(entries) => entries.iter().any(|entry| same_host(entry, &host)),
+            // Every request is checked: the loopback default compares the
+            // name as sent, without building a normalised copy.
+            AllowedHosts::Loopback => is_loopback_name(bare_name(host)),
+            AllowedHosts::Listed(entries) => {
+                let host = normalise(host);
+                entries.iter().any(|entry| same_host(entry, &host))
+            }
         }
     }
 }
@@ -158,10 +163,15 @@ fn split_port(authority: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// Port and brackets removed, no trailing dot; case kept.
+fn bare_name(host: &str) -> &str {
+    let (name, _) = split_port(host.trim());
+    name.trim_end_matches('.')
+}
+
 /// Lower case, port and brackets removed, no trailing dot.
 fn normalise(host: &str) -> String {
-    let (name, _) = split_port(host.trim());
-    name.trim_end_matches('.').to_ascii_lowercase()
+    bare_name(host).to_ascii_lowercase()
 }
 
 fn same_host(entry: &str, host: &str) -> bool {
@@ -171,8 +181,9 @@ fn same_host(entry: &str, host: &str) -> bool {
     }
 }
 
+/// `host` bare (see [`bare_name`]), in any case.
 fn is_loopback_name(host: &str) -> bool {
-    host == "localhost"
+    host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<IpAddr>()
             .is_ok_and(|ip| ip.to_canonical().is_loopback())

@@ -5,7 +5,7 @@
 //! from and leaves the outcome here with [`Resolved::store`]; handlers take
 //! exactly one of [`Principal`], [`MaybePrincipal`] or [`FlowCaller`], so a
 //! handler cannot forget to authenticate. The domains build principals
-//! (`keys::authenticate`, `sessions::authenticate`) from these types and
+//! (`keys::authenticate_cached`, `sessions::authenticate`) from these types and
 //! never import the middleware.
 //!
 //! Flow-bound keys are confined here, once: [`Principal`] and

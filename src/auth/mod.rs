@@ -4,7 +4,7 @@
 //! the `x-api-key` header or the `x-api-key` query parameter, or else a
 //! session (cookie or `Authorization: Bearer`), before any handler runs or
 //! any body is read, and asks the domain that owns the credential
-//! (`keys::authenticate`, `sessions::authenticate`). A bad key is answered
+//! (`keys::authenticate_cached`, `sessions::authenticate`). A bad key is answered
 //! at once (400/401); the outcome is left in the request
 //! (`identity::Resolved`) for the extractors every protected handler takes.
 //! Malformed input is refused before any database work; unknown, revoked,
@@ -18,6 +18,7 @@ use actix_web::http::header::{self, HeaderMap, AUTHORIZATION};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::error::AppError;
@@ -27,7 +28,7 @@ use crate::identity::{
 };
 use crate::keys::limits::{Verdict, RATE_LIMITED};
 use crate::keys::verify::VerifiedKey;
-use crate::keys::{self, KeyCaller, KeyVerifier};
+use crate::keys::{self, CacheAnswer, KeyCaller, KeyVerifier};
 use crate::metrics::KeyOutcome;
 use crate::sessions;
 use crate::state::AppState;
@@ -58,18 +59,11 @@ pub async fn resolve<B: MessageBody>(
         Ok(None) => (Ok(None), None),
     };
     let mut verdict = None;
-    let address = match &key {
-        Some(key) => {
-            let Some(failures) = req.app_data::<web::Data<KeyFailures>>() else {
-                let error = AppError::internal("key verification services missing");
-                return Ok(req.error_response(error).map_into_right_body());
-            };
-            let address = failures.address(req.request());
-            key.usage.record(crate::db::now(), address);
-            Some(address)
-        }
-        None => None,
-    };
+    let address = key.as_ref().map(|used| {
+        used.key.usage.record(used.at, used.address);
+        used.address
+    });
+    let key = key.map(|used| used.key);
     if let Ok(Some(principal)) = &outcome {
         LoggedCaller::store(req.request(), principal);
         if let Err(error) = key_policy_allows(req.request(), principal, address) {
@@ -389,10 +383,11 @@ async fn check(principal: Principal) -> actix_web::HttpResponse {
     })
 }
 
-/// What the request presented, before any lookup.
+/// What the request presented, before any lookup. A key is borrowed from
+/// the header it came in (copied only when the query had to decode it).
 #[derive(Debug)]
-enum Presented {
-    ApiKey(String),
+enum Presented<'a> {
+    ApiKey(Cow<'a, str>),
     Session {
         token: String,
         via_cookie: bool,
@@ -403,9 +398,17 @@ enum Presented {
     Nothing,
 }
 
-/// Who the request comes from, and for a key the cached key itself (its
-/// limit and counters).
-type Caller = (Principal, Option<Arc<VerifiedKey>>);
+/// Who the request comes from, and for a key its use.
+type Caller = (Principal, Option<KeyUse>);
+
+/// A usable key's use: the cached key itself (its limit and counters),
+/// when it was judged usable, and the client's address (after the
+/// trusted proxies), each found once per request.
+struct KeyUse {
+    key: Arc<VerifiedKey>,
+    at: chrono::NaiveDateTime,
+    address: std::net::IpAddr,
+}
 
 async fn authenticate(req: &HttpRequest) -> Result<Option<Caller>, Failure> {
     let presented =
@@ -414,7 +417,9 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Caller>, Failure> {
         Presented::Nothing => Ok(None),
         Presented::ApiKey(key) => authenticate_key(req, &key)
             .await
-            .map(|KeyCaller { principal, key }| Some((principal, Some(key))))
+            .map(|(KeyCaller { principal, key, at }, address)| {
+                Some((principal, Some(KeyUse { key, at, address })))
+            })
             .map_err(Failure::Key),
         Presented::Session { token, via_cookie } => {
             let state = req
@@ -432,41 +437,52 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Caller>, Failure> {
 /// A key, with failed-key throttling (see [`throttle`]): every 401 counts
 /// against the client's address; once it is throttled, an invalid key is
 /// answered 429 from the caches (or after one of its few lookups), and a
-/// valid key is served as always.
-async fn authenticate_key(req: &HttpRequest, key: &str) -> Result<KeyCaller, AppError> {
+/// valid key is served as always. A usable key comes with the client's
+/// address. A key the caches answer for as usable is served without
+/// looking at the throttle at all: most requests cost no lookup of their
+/// address.
+async fn authenticate_key(
+    req: &HttpRequest,
+    key: &str,
+) -> Result<(KeyCaller, std::net::IpAddr), AppError> {
     let (Some(verifier), Some(failures)) = (
         req.app_data::<web::Data<KeyVerifier>>(),
         req.app_data::<web::Data<KeyFailures>>(),
     ) else {
         return Err(AppError::internal("key verification services missing"));
     };
-    let client = failures.client(req);
-    let Some(retry_after) = failures.throttled(client) else {
-        let outcome = keys::authenticate(verifier, key).await;
-        if outcome.as_ref().is_err_and(is_invalid_key) {
-            failures.record_failure(client);
-        }
-        return outcome;
+    let address = failures.address(req);
+    let cached = match keys::authenticate_cached(verifier, key) {
+        CacheAnswer::Answered(Ok(caller)) => return Ok((caller, address)),
+        cached => cached,
     };
-    let outcome = match keys::authenticate_cached(verifier, key) {
-        Some(outcome) => outcome,
-        None if failures.take_lookup(client) => keys::authenticate(verifier, key).await,
-        None => Err(AppError::unauthorized(INVALID_KEY)),
+    let client = KeyFailures::client_of(address);
+    let throttled = failures.throttled(client);
+    let outcome = match (cached, throttled) {
+        (CacheAnswer::Answered(outcome), _) => outcome,
+        (CacheAnswer::Ask(digest), None) => keys::authenticate_stored(verifier, digest).await,
+        (CacheAnswer::Ask(digest), Some(_)) if failures.take_lookup(client) => {
+            keys::authenticate_stored(verifier, digest).await
+        }
+        (CacheAnswer::Ask(_), Some(_)) => Err(AppError::unauthorized(INVALID_KEY)),
     };
     match outcome {
         Err(error) if is_invalid_key(&error) => {
             failures.record_failure(client);
-            Err(reject(
-                "invalid key from a throttled address",
-                AppError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    throttle::TOO_MANY_INVALID_KEYS,
-                )
-                .retry_after(retry_after)
-                .with_reason(reason::INVALID_KEYS_THROTTLED),
-            ))
+            match throttled {
+                None => Err(error),
+                Some(retry_after) => Err(reject(
+                    "invalid key from a throttled address",
+                    AppError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        throttle::TOO_MANY_INVALID_KEYS,
+                    )
+                    .retry_after(retry_after)
+                    .with_reason(reason::INVALID_KEYS_THROTTLED),
+                )),
+            }
         }
-        other => other,
+        other => other.map(|caller| (caller, address)),
     }
 }
 
@@ -478,7 +494,10 @@ fn is_invalid_key(error: &AppError) -> bool {
 /// Several keys, or a header and a query parameter that disagree, are
 /// refused (Langflow silently prefers the query; an ambiguous request is
 /// more likely a mistake or an attack than an intent).
-fn presented_credentials(headers: &HeaderMap, query: &str) -> Result<Presented, AppError> {
+fn presented_credentials<'a>(
+    headers: &'a HeaderMap,
+    query: &'a str,
+) -> Result<Presented<'a>, AppError> {
     let mut header_values = headers.get_all(API_KEY_HEADER);
     let header_key = header_values.next();
     if header_values.next().is_some() {
@@ -487,20 +506,21 @@ fn presented_credentials(headers: &HeaderMap, query: &str) -> Result<Presented, 
             AppError::bad_request("Send exactly one x-api-key header"),
         ));
     }
+    // Not `HeaderValue::to_str`, which checks each byte for visible
+    // ASCII: a key is checked byte by byte anyway (`is_well_formed`), so
+    // anything else in it is refused there, with the same 401.
     let header_key = match header_key {
-        Some(value) => Some(
-            value
-                .to_str()
+        Some(value) => Some(Cow::Borrowed(
+            std::str::from_utf8(value.as_bytes())
                 .map_err(|_| reject("non-ASCII key header", AppError::unauthorized(INVALID_KEY)))?
-                .trim()
-                .to_string(),
-        ),
+                .trim(),
+        )),
         None => None,
     };
 
     let mut query_keys = form_urlencoded::parse(query.as_bytes())
         .filter(|(name, _)| name.eq_ignore_ascii_case(API_KEY_QUERY))
-        .map(|(_, value)| value.into_owned());
+        .map(|(_, value)| value);
     let query_key = query_keys.next();
     if query_keys.next().is_some() {
         return Err(reject(
@@ -602,7 +622,7 @@ mod tests {
 
     fn key(presented: Result<Presented, AppError>) -> String {
         match presented {
-            Ok(Presented::ApiKey(key)) => key,
+            Ok(Presented::ApiKey(key)) => key.into_owned(),
             other => panic!("expected a key, got {other:?}"),
         }
     }
@@ -638,14 +658,14 @@ mod tests {
 
     #[test]
     fn refuses_ambiguity() {
-        let conflict = presented_credentials(&headers(&[("x-api-key", "sk-a")]), "x-api-key=sk-b");
+        let one = headers(&[("x-api-key", "sk-a")]);
+        let conflict = presented_credentials(&one, "x-api-key=sk-b");
         assert_eq!(conflict.unwrap_err().status().as_u16(), 400);
-        let twice = presented_credentials(
-            &headers(&[("x-api-key", "sk-a"), ("x-api-key", "sk-b")]),
-            "",
-        );
+        let two = headers(&[("x-api-key", "sk-a"), ("x-api-key", "sk-b")]);
+        let twice = presented_credentials(&two, "");
         assert_eq!(twice.unwrap_err().status().as_u16(), 400);
-        let twice_query = presented_credentials(&headers(&[]), "x-api-key=a&x-api-key=b");
+        let none = headers(&[]);
+        let twice_query = presented_credentials(&none, "x-api-key=a&x-api-key=b");
         assert_eq!(twice_query.unwrap_err().status().as_u16(), 400);
     }
 

@@ -59,14 +59,20 @@ impl KeyFailures {
         }
     }
 
-    /// The address the counts are kept under.
     /// The client's full address (after the trusted proxies).
     pub fn address(&self, req: &actix_web::HttpRequest) -> IpAddr {
         client_ip(req, &self.trusted_proxies)
     }
 
+    /// The address the counts are kept under.
     pub fn client(&self, req: &actix_web::HttpRequest) -> IpAddr {
-        match client_ip(req, &self.trusted_proxies) {
+        Self::client_of(self.address(req))
+    }
+
+    /// The address the counts of the client at `address` are kept under:
+    /// IPv6 addresses count per /64.
+    pub fn client_of(address: IpAddr) -> IpAddr {
+        match address {
             IpAddr::V6(ip) => {
                 let [a, b, c, d, ..] = ip.segments();
                 IpAddr::V6(Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))

@@ -27,7 +27,7 @@ use crate::validate::{self, LenientJson};
 pub use filter::KeyFilter;
 use limits::{RateLimit, RateLimiter};
 use usage::UsageRecorder;
-pub use verify::{authenticate, authenticate_cached, KeyCaller, KeyVerifier};
+pub use verify::{authenticate_cached, authenticate_stored, CacheAnswer, KeyCaller, KeyVerifier};
 
 pub const MAX_NAME_LEN: usize = 255;
 const KEY_NOT_FOUND: &str = "API Key not found";

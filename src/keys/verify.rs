@@ -250,6 +250,12 @@ impl KeyVerifier {
         if let Some(hit) = self.cached(&digest) {
             return Ok(hit);
         }
+        self.look_up(digest).await
+    }
+
+    /// The database's answer for a digest the caches could not answer for
+    /// (see [`KeyVerifier::verify`]), cached for the next request.
+    async fn look_up(&self, digest: TokenDigest) -> Result<Option<Arc<VerifiedKey>>, AppError> {
         let known_generation = self.known.begin_lookup();
         let unknown_generation = self.unknown.begin_lookup();
         let (reply, answer) = oneshot::channel();
@@ -392,38 +398,47 @@ impl Subscriber for KeyVerifier {
 pub struct KeyCaller {
     pub principal: Principal,
     pub key: Arc<VerifiedKey>,
+    /// When the key was judged usable: the time its use is counted at (one
+    /// clock read per request).
+    pub at: NaiveDateTime,
 }
 
-/// The principal an `sk-` key stands for, or the one 401 every bad key
-/// gets (malformed, unknown, revoked, expired, inactive, inactive owner).
-/// A malformed key costs no database work.
-pub async fn authenticate(verifier: &KeyVerifier, text: &str) -> Result<KeyCaller, AppError> {
-    if !PlainKey::is_well_formed(text) {
-        verifier.outcomes.record(KeyOutcome::Malformed);
-        return Err(reject("malformed key", AppError::unauthorized(INVALID_KEY)));
-    }
-    let digest = TokenDigest::of(text);
-    judge(verifier, &digest, verifier.verify(digest).await?)
+/// What the caches alone say about a key: the first half of verifying
+/// one (from key text to a `Principal`, or the one 401 every bad key gets:
+/// malformed, unknown, revoked, expired, inactive, inactive owner).
+pub enum CacheAnswer {
+    /// Answered from memory: a usable key, or the one 401.
+    Answered(Result<KeyCaller, AppError>),
+    /// Only the database can tell ([`authenticate_stored`] asks it).
+    Ask(TokenDigest),
 }
 
-/// [`authenticate`] from the caches alone: `None` when answering would
-/// need the database. For callers that must not cost a query (an address
-/// that is throttled for sending invalid keys).
-pub fn authenticate_cached(
-    verifier: &KeyVerifier,
-    text: &str,
-) -> Option<Result<KeyCaller, AppError>> {
+/// A key verified from the caches alone, so the caller decides whether a
+/// lookup may follow (an address throttled for sending invalid keys gets
+/// few). A malformed key costs no database work. Each answer is counted
+/// once in the metrics.
+pub fn authenticate_cached(verifier: &KeyVerifier, text: &str) -> CacheAnswer {
     if !PlainKey::is_well_formed(text) {
         verifier.outcomes.record(KeyOutcome::Malformed);
-        return Some(Err(reject(
+        return CacheAnswer::Answered(Err(reject(
             "malformed key",
             AppError::unauthorized(INVALID_KEY),
         )));
     }
     let digest = TokenDigest::of(text);
-    verifier
-        .cached(&digest)
-        .map(|found| judge(verifier, &digest, found))
+    match verifier.cached(&digest) {
+        Some(found) => CacheAnswer::Answered(judge(verifier, &digest, found)),
+        None => CacheAnswer::Ask(digest),
+    }
+}
+
+/// The second half: a key the caches had no answer for
+/// ([`CacheAnswer::Ask`]), verified with one lookup past the caches.
+pub async fn authenticate_stored(
+    verifier: &KeyVerifier,
+    digest: TokenDigest,
+) -> Result<KeyCaller, AppError> {
+    judge(verifier, &digest, verifier.look_up(digest).await?)
 }
 
 /// The verdict on what a lookup found. A usable key is not counted here:
@@ -445,6 +460,7 @@ fn judge(
                 },
             },
             key,
+            at: now,
         }),
         Some(key) => {
             verifier.outcomes.record(key.unusable_outcome(now));
