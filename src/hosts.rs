@@ -82,7 +82,7 @@ impl AllowedHosts {
             AllowedHosts::Any | AllowedHosts::Unset => false,
             // Every request is checked: the loopback default compares the
             // name as sent, without building a normalised copy.
-            AllowedHosts::Loopback => is_loopback_name(bare_name(host)),
+            AllowedHosts::Loopback => is_plain_loopback(host) || is_loopback_name(bare_name(host)),
             AllowedHosts::Listed(entries) => {
                 let host = normalise(host);
                 entries.iter().any(|entry| same_host(entry, &host))
@@ -181,6 +181,21 @@ fn same_host(entry: &str, host: &str) -> bool {
     }
 }
 
+/// `127.0.0.1` or `localhost`, with or without a port, as local clients
+/// send it: the common case, told without taking the name apart.
+fn is_plain_loopback(host: &str) -> bool {
+    let Some(port) = host
+        .strip_prefix("127.0.0.1")
+        .or_else(|| host.strip_prefix("localhost"))
+    else {
+        return false;
+    };
+    port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// `host` bare (see [`bare_name`]), in any case.
 fn is_loopback_name(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
@@ -225,6 +240,30 @@ mod tests {
             AllowedHosts::from_setting(None, "localhost").unwrap(),
             AllowedHosts::Loopback
         );
+    }
+
+    #[test]
+    fn the_plain_loopback_forms() {
+        for plain in ["127.0.0.1", "127.0.0.1:7860", "localhost", "localhost:1"] {
+            assert!(is_plain_loopback(plain), "{plain}");
+        }
+        for other in [
+            "127.0.0.1:",
+            "127.0.0.1:7860x",
+            "127.0.0.10",
+            "127.0.0.1.attacker.example",
+            "localhost.attacker.example",
+            "localhost:80:80",
+            "LOCALHOST",
+        ] {
+            assert!(!is_plain_loopback(other), "{other}");
+        }
+        let hosts = AllowedHosts::Loopback;
+        assert!(
+            hosts.allows(Some("127.0.0.10")),
+            "still loopback, the long way"
+        );
+        assert!(!hosts.allows(Some("127.0.0.1.attacker.example")));
     }
 
     #[test]
