@@ -44,13 +44,24 @@ pub struct RouteTemplate(pub &'static str);
 /// matched by comparing strings when the pattern is static, while a
 /// resource with several patterns is always matched by running a regular
 /// expression per pattern, on every request that reaches it.
+///
+/// `resources!(root cfg { … })` mounts the same resources at the root
+/// under their full API path instead of inside the `/api/v1` scope: the
+/// hottest routes are tried before the scope, so they skip its own round
+/// of routing.
 macro_rules! resources {
-    ($cfg:ident { $( $path:literal $([$what:literal])? : $($method:ident $handler:path),+ ; )* }) => {
+    (root $cfg:ident { $($body:tt)* }) => {
+        $crate::routing::resources!(@mount $cfg root $($body)*)
+    };
+    ($cfg:ident { $($body:tt)* }) => {
+        $crate::routing::resources!(@mount $cfg scoped $($body)*)
+    };
+    (@mount $cfg:ident $mount:ident $( $path:literal $([$what:literal])? : $($method:ident $handler:path),+ ; )*) => {
         $(
             $( $crate::routing::record_api(stringify!($method), $path); )+
             for (path, template) in [
-                ($path, concat!($crate::routing::api_prefix!(), $path)),
-                (concat!($path, "/"), concat!($crate::routing::api_prefix!(), $path, "/")),
+                ($crate::routing::mounted!($mount, $path), concat!($crate::routing::api_prefix!(), $path)),
+                ($crate::routing::mounted!($mount, concat!($path, "/")), concat!($crate::routing::api_prefix!(), $path, "/")),
             ] {
                 $cfg.service({
                     let resource = actix_web::web::resource(path)
@@ -63,6 +74,18 @@ macro_rules! resources {
     };
 }
 pub(crate) use resources;
+
+/// Where `resources!` mounts `path`: as given inside the `/api/v1` scope,
+/// under the full API path at the root.
+macro_rules! mounted {
+    (scoped, $path:expr) => {
+        $path
+    };
+    (root, $path:expr) => {
+        concat!($crate::routing::api_prefix!(), $path)
+    };
+}
+pub(crate) use mounted;
 
 /// A 200 with `body` as JSON that no cache may keep: the answer that shows
 /// a secret once (a new key, a just-saved credential).

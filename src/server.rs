@@ -197,6 +197,10 @@ pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clon
             .service(probe("/health", web::get().to(health)))
             .service(probe("/health_check", web::get().to(health_check)))
             .service(probe("/ready", web::get().to(ready)))
+            // The calls scripts make most, tried before everything else
+            // they could be mistaken for: runs, then whoami.
+            .configure(gateway::hot_routes)
+            .configure(users::hot_routes)
             .configure(|cfg| {
                 if metrics_on_main {
                     cfg.route("/metrics", web::get().to(guarded_metrics));
@@ -204,8 +208,7 @@ pub fn configure(services: &Services) -> impl Fn(&mut web::ServiceConfig) + Clon
             })
             .configure(ui::routes)
             .service(
-                // Resources are tried in this order: the calls scripts make
-                // most (runs, then whoami) come first.
+                // Resources are tried in this order.
                 web::scope("/api/v1")
                     .configure(gateway::routes)
                     .configure(users::routes)

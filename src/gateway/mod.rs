@@ -59,21 +59,26 @@ pub const RUN_NEEDS_KEY: &str = "An API key must be passed as the x-api-key head
 /// `/run` and `/process` each under a scope of its own: a request for any
 /// other route passes them by comparing the static prefix, without running
 /// the `{flow}` pattern's regular expression.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    for path in [
-        "/run/advanced/{flow}",
-        "/run/{flow}",
-        "/process/{flow}",
-        "/webhook/{flow}",
-        "/files/upload/{flow}",
-    ] {
+/// The hottest routes, mounted at the root before the `/api/v1` scope
+/// (see `server::configure`): `/run/{flow}` and `/run/advanced/{flow}` are
+/// told apart by `run_routes` comparing strings, where actix would run a
+/// regular expression per `{flow}` pattern (about a tenth of a run's
+/// instructions).
+pub fn hot_routes(cfg: &mut web::ServiceConfig) {
+    for path in ["/run/advanced/{flow}", "/run/{flow}"] {
         crate::routing::record_api("post", path);
     }
-    // The hottest routes: `/run/{flow}` and `/run/advanced/{flow}` are told
-    // apart by `run_routes` comparing strings, where actix would run a
-    // regular expression per `{flow}` pattern (about a tenth of a run's
-    // instructions).
-    cfg.service(web::scope("/run").default_service(web::to(run_routes)));
+    cfg.service(
+        web::scope(concat!(crate::routing::api_prefix!(), "/run"))
+            .default_service(web::to(run_routes)),
+    );
+}
+
+/// The other per-flow routes, inside the `/api/v1` scope.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    for path in ["/process/{flow}", "/webhook/{flow}", "/files/upload/{flow}"] {
+        crate::routing::record_api("post", path);
+    }
     cfg.service(
         web::scope("/process")
             .route("/{flow}", web::post().to(run))

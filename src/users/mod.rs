@@ -31,9 +31,16 @@ use throttle::SigninThrottle;
 pub const MAX_USERNAME_LEN: usize = 64;
 const MAX_PAGE_SIZE: i64 = 1000;
 
+/// `whoami`, the call scripts make most after runs, mounted at the root
+/// before the `/api/v1` scope (see `server::configure`).
+pub fn hot_routes(cfg: &mut web::ServiceConfig) {
+    routing::resources!(root cfg {
+        "/users/whoami": get whoami;
+    });
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     routing::resources!(cfg {
-        "/users/whoami": get whoami;
         "/users": get list_users, post create_user;
         "/users/{id}" ["user"]: patch update_user, delete delete_user;
     });
